@@ -1,0 +1,214 @@
+"""Settings: one class, read from the environment (and `.env`), cached by `get_settings()`."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Environment = Literal["development", "test", "production"]
+Region = Literal["us", "eu"]
+StreamingRegion = Literal["edge", "us", "eu"]
+
+# Hosts exactly as AssemblyAI documents them (reference section 4).
+REST_HOSTS: dict[str, str] = {
+    "us": "https://api.assemblyai.com",
+    "eu": "https://api.eu.assemblyai.com",
+}
+LLM_HOSTS: dict[str, str] = {
+    "us": "https://llm-gateway.assemblyai.com",
+    "eu": "https://llm-gateway.eu.assemblyai.com",
+}
+STREAMING_HOSTS: dict[str, str] = {
+    "edge": "https://streaming.assemblyai.com",
+    "us": "https://streaming.us.assemblyai.com",
+    "eu": "https://streaming.eu.assemblyai.com",
+}
+AGENTS_HOST = "https://agents.assemblyai.com"
+
+UPSTREAM_MAX_UPLOAD_BYTES = 2_200_000_000  # /v2/upload: 2.2 GB
+PLACEHOLDER_SECRETS = {"changeme", "change-me", "secret", "your_api_key", "YOUR_API_KEY"}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True
+    )
+
+    environment: Environment = Field("development", validation_alias="APP_ENV")
+
+    # --- AssemblyAI -------------------------------------------------------------------------
+    assemblyai_api_key: SecretStr | None = None
+    assemblyai_region: Region = "us"
+    # Edge routing is AssemblyAI's default; EU deployments get the EU host unless told otherwise.
+    assemblyai_streaming_region: StreamingRegion | None = None
+    assemblyai_api_base_url: str | None = None
+    assemblyai_streaming_base_url: str | None = None
+    assemblyai_agents_base_url: str | None = None
+    assemblyai_llm_base_url: str | None = None
+
+    # --- Service ----------------------------------------------------------------------------
+    database_url: SecretStr | None = None
+    embedded_postgres_dir: Path = Path(".data/postgres")
+    migrate_on_start: bool = True
+    public_base_url: str | None = None
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    log_level: str = "INFO"
+    log_json: bool | None = None  # default: JSON outside development
+    redis_url: SecretStr | None = None
+
+    # --- Emulator (used when no AssemblyAI key is configured) -------------------------------
+    emulator_port: int = Field(8010, ge=0, le=65535)
+    emulator_api_key: SecretStr = SecretStr("emulator-key")
+
+    # --- Upstream HTTP ----------------------------------------------------------------------
+    upstream_transport: Literal["aiohttp", "httpx"] = "aiohttp"
+    upstream_connect_timeout_s: float = Field(5.0, gt=0)
+    upstream_timeout_s: float = Field(30.0, gt=0)
+    upstream_max_connections: int = Field(200, ge=1)
+    upstream_retry_attempts: int = Field(4, ge=1, le=10)
+    upstream_retry_wait_initial_s: float = Field(0.2, ge=0)
+    upstream_retry_wait_max_s: float = Field(5.0, ge=0)
+    upstream_retry_after_max_s: float = Field(30.0, ge=0)
+
+    # --- Limits -----------------------------------------------------------------------------
+    max_upload_bytes: int = Field(UPSTREAM_MAX_UPLOAD_BYTES, ge=1)
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError("LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+        return level
+
+    @field_validator(
+        "public_base_url",
+        "assemblyai_api_base_url",
+        "assemblyai_streaming_base_url",
+        "assemblyai_agents_base_url",
+        "assemblyai_llm_base_url",
+    )
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in {"http", "https"} or not parts.netloc:
+            raise ValueError(f"must be an http(s) URL with a host, got {value!r}")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _coherent(self) -> Settings:
+        key = self.assemblyai_api_key.get_secret_value() if self.assemblyai_api_key else None
+        if key is not None and key.strip() == "":
+            raise ValueError("ASSEMBLYAI_API_KEY is set but empty; unset it to use the emulator")
+        if key and key.lower().startswith("bearer "):
+            raise ValueError(
+                "ASSEMBLYAI_API_KEY must be the raw key without a 'Bearer ' prefix; "
+                "the service adds Bearer itself where the Voice Agent needs it"
+            )
+        if self.environment == "production":
+            if key is None:
+                raise ValueError("ASSEMBLYAI_API_KEY is required when APP_ENV=production")
+            if key in PLACEHOLDER_SECRETS:
+                raise ValueError("ASSEMBLYAI_API_KEY is a placeholder value; set the real key")
+            if self.database_url is None:
+                raise ValueError("DATABASE_URL is required when APP_ENV=production")
+        if self.assemblyai_region == "eu" and self.assemblyai_streaming_region in ("us", "edge"):
+            raise ValueError(
+                "ASSEMBLYAI_STREAMING_REGION="
+                f"{self.assemblyai_streaming_region} contradicts ASSEMBLYAI_REGION=eu: "
+                "EU data residency needs the EU streaming host"
+            )
+        if self.max_upload_bytes > UPSTREAM_MAX_UPLOAD_BYTES:
+            raise ValueError(
+                f"MAX_UPLOAD_BYTES={self.max_upload_bytes} exceeds AssemblyAI's upload limit "
+                f"of {UPSTREAM_MAX_UPLOAD_BYTES} bytes"
+            )
+        if self.upstream_retry_wait_max_s < self.upstream_retry_wait_initial_s:
+            raise ValueError(
+                "UPSTREAM_RETRY_WAIT_MAX_S must be at least UPSTREAM_RETRY_WAIT_INITIAL_S"
+            )
+        if self.database_url is not None:
+            scheme = urlsplit(self.database_url.get_secret_value()).scheme
+            if scheme not in {"postgres", "postgresql", "postgresql+asyncpg"}:
+                raise ValueError(
+                    "DATABASE_URL must be a postgresql:// URL; aai-proxy supports Postgres only"
+                )
+        return self
+
+    # --- Derived ----------------------------------------------------------------------------
+    @property
+    def uses_emulator(self) -> bool:
+        return self.assemblyai_api_key is None
+
+    @property
+    def streaming_region(self) -> StreamingRegion:
+        if self.assemblyai_streaming_region is not None:
+            return self.assemblyai_streaming_region
+        return "eu" if self.assemblyai_region == "eu" else "edge"
+
+    @property
+    def rest_base_url(self) -> str:
+        return self.assemblyai_api_base_url or REST_HOSTS[self.assemblyai_region]
+
+    @property
+    def llm_base_url(self) -> str:
+        return self.assemblyai_llm_base_url or LLM_HOSTS[self.assemblyai_region]
+
+    @property
+    def streaming_base_url(self) -> str:
+        return self.assemblyai_streaming_base_url or STREAMING_HOSTS[self.streaming_region]
+
+    @property
+    def agents_base_url(self) -> str:
+        return self.assemblyai_agents_base_url or AGENTS_HOST
+
+    @property
+    def streaming_ws_url(self) -> str:
+        """The WebSocket endpoint browsers open with a temporary token."""
+        return _ws(self.streaming_base_url) + "/v3/ws"
+
+    @property
+    def agents_ws_url(self) -> str:
+        return _ws(self.agents_base_url) + "/v1/ws"
+
+    @property
+    def json_logs(self) -> bool:
+        return self.log_json if self.log_json is not None else self.environment != "development"
+
+    def upstream_key(self) -> str:
+        """The key sent upstream: the real one, or the emulator's when none is configured."""
+        if self.assemblyai_api_key is not None:
+            return self.assemblyai_api_key.get_secret_value()
+        return self.emulator_api_key.get_secret_value()
+
+    def secrets(self) -> list[str]:
+        """Every configured secret value, for log redaction."""
+        values = [self.upstream_key()]
+        if self.database_url is not None:
+            password = urlsplit(self.database_url.get_secret_value()).password
+            if password:
+                values.append(password)
+        if self.redis_url is not None:
+            password = urlsplit(self.redis_url.get_secret_value()).password
+            if password:
+                values.append(password)
+        return [v for v in values if len(v) >= 4]
+
+
+def _ws(http_url: str) -> str:
+    if http_url.startswith("https://"):
+        return "wss://" + http_url.removeprefix("https://")
+    return "ws://" + http_url.removeprefix("http://")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

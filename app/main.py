@@ -1,0 +1,68 @@
+"""The application factory: resources live in the lifespan, features are routers."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from app.core.config import Settings, get_settings
+from app.core.db import create_engine, create_sessionmaker
+from app.core.errors import register_error_handlers
+from app.core.logging import configure_logging
+from app.core.middleware import RequestIdMiddleware
+from app.core.migrate import script_heads
+from app.health.router import router as health_router
+from app.keys.router import router as keys_router
+from app.upstream.client import create_upstream
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None, *, configure_logs: bool = True) -> FastAPI:
+    settings = settings or get_settings()
+    if configure_logs:
+        configure_logging(settings.log_level, settings.json_logs, settings.secrets())
+    if settings.database_url is None:
+        raise RuntimeError(
+            "DATABASE_URL is not set: start the service with `aai-proxy serve`, which starts "
+            "an embedded Postgres when no DATABASE_URL is configured"
+        )
+    database_url = settings.database_url.get_secret_value()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = create_engine(database_url)
+        app.state.engine = engine
+        app.state.sessionmaker = create_sessionmaker(engine)
+        app.state.upstream = create_upstream(settings)
+        logger.info(
+            "app.started",
+            extra={
+                "environment": settings.environment,
+                "rest": settings.rest_base_url,
+                "streaming": settings.streaming_base_url,
+                "emulator": settings.uses_emulator,
+            },
+        )
+        try:
+            yield
+        finally:
+            await app.state.upstream.aclose()
+            await engine.dispose()
+
+    app = FastAPI(
+        title="aai-proxy",
+        version="0.1.0",
+        summary="A governed backend between your apps and AssemblyAI.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.schema_heads = script_heads()
+    app.add_middleware(RequestIdMiddleware)
+    register_error_handlers(app)
+    app.include_router(health_router)
+    app.include_router(keys_router)
+    return app

@@ -1,0 +1,361 @@
+"""AssemblyAI clients: one small class per upstream host, one pooled httpx client each.
+
+Auth per the reference: the raw key for REST, streaming tokens and LLM Gateway;
+`Bearer <key>` for the Voice Agent. Every response goes through `_handle_response`, which
+turns upstream failures into our own errors; retries follow one policy in `_send`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterable, AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import httpx
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_random_exponential,
+)
+
+from app.core.config import Settings
+from app.core.db import utcnow
+from app.core.errors import (
+    RateLimited,
+    UpstreamClientError,
+    UpstreamError,
+    UpstreamRejectedKey,
+    UpstreamTimeout,
+)
+from app.upstream.transport import is_connect_failure, make_transport
+
+logger = logging.getLogger(__name__)
+
+RETRYABLE_STATUS = {429, 500, 502, 503, 504}
+USER_AGENT = "aai-proxy/0.1"
+
+
+class _RetryableStatus(Exception):
+    def __init__(self, response: httpx.Response, retry_after: float | None) -> None:
+        super().__init__(f"upstream answered {response.status_code}")
+        self.response = response
+        self.retry_after = retry_after
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or HTTP date)."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, (parsedate_to_datetime(value) - utcnow()).total_seconds())
+    except (TypeError, ValueError):
+        return None
+
+
+def upstream_message(response: httpx.Response) -> str:
+    """AssemblyAI's own error sentence, whatever shape the body has."""
+    try:
+        body = response.json()
+    except ValueError:
+        text = response.text.strip()
+        return text[:500] if text else f"AssemblyAI answered {response.status_code}"
+    if isinstance(body, dict):
+        for field in ("error", "detail", "message"):
+            value = body.get(field)
+            if isinstance(value, str) and value:
+                return value
+            if isinstance(value, dict) and isinstance(value.get("message"), str):
+                return str(value["message"])
+    return f"AssemblyAI answered {response.status_code}"
+
+
+def _handle_response(response: httpx.Response) -> httpx.Response:
+    status = response.status_code
+    if status < 400:
+        return response
+    if status == 401:
+        logger.error("upstream.key_rejected", extra={"url": str(response.request.url.path)})
+        raise UpstreamRejectedKey()
+    if status == 429:
+        raise RateLimited(
+            "AssemblyAI is rate limiting this service; retry later.",
+            retry_after=parse_retry_after(response.headers.get("retry-after")),
+        )
+    if status >= 500:
+        raise UpstreamError(f"AssemblyAI answered {status}: {upstream_message(response)}")
+    raise UpstreamClientError(upstream_message(response), status_code=status)
+
+
+def _map_transport_error(exc: httpx.TransportError) -> UpstreamError:
+    if isinstance(exc, httpx.TimeoutException) and not is_connect_failure(exc):
+        return UpstreamTimeout()
+    if isinstance(exc, httpx.TimeoutException):
+        return UpstreamTimeout("AssemblyAI could not be reached in time.")
+    return UpstreamError(f"AssemblyAI could not be reached ({type(exc).__name__}).")
+
+
+class UpstreamHost:
+    """Shared plumbing: send with the retry policy, map errors, close the pool."""
+
+    name = "upstream"
+
+    def __init__(self, http: httpx.AsyncClient, settings: Settings) -> None:
+        self.http = http
+        self._settings = settings
+
+    def _auth(self) -> dict[str, str]:
+        return {"Authorization": self._settings.upstream_key()}
+
+    def _should_retry(self, idempotent: bool) -> Any:
+        def predicate(exc: BaseException) -> bool:
+            if isinstance(exc, _RetryableStatus):
+                if exc.response.status_code == 429:
+                    bound = self._settings.upstream_retry_after_max_s
+                    return idempotent and (exc.retry_after is None or exc.retry_after <= bound)
+                return idempotent
+            if isinstance(exc, httpx.TransportError):
+                return idempotent or is_connect_failure(exc)
+            return False
+
+        return predicate
+
+    def _wait(self) -> Any:
+        jitter = wait_random_exponential(
+            multiplier=self._settings.upstream_retry_wait_initial_s,
+            max=self._settings.upstream_retry_wait_max_s,
+        )
+
+        def wait(state: RetryCallState) -> float:
+            exc = state.outcome.exception() if state.outcome else None
+            if isinstance(exc, _RetryableStatus) and exc.retry_after is not None:
+                return min(exc.retry_after, self._settings.upstream_retry_after_max_s)
+            return float(jitter(state))
+
+        return wait
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        idempotent: bool,
+        retry: bool = True,
+        **kwargs: Any,
+    ) -> httpx.Response:
+        headers = {**self._auth(), **kwargs.pop("headers", {})}
+        attempts = self._settings.upstream_retry_attempts if retry else 1
+
+        async def attempt() -> httpx.Response:
+            response = await self.http.request(method, path, headers=headers, **kwargs)
+            if response.status_code in RETRYABLE_STATUS:
+                raise _RetryableStatus(
+                    response, parse_retry_after(response.headers.get("retry-after"))
+                )
+            return response
+
+        try:
+            async for try_ in AsyncRetrying(
+                stop=stop_after_attempt(attempts),
+                wait=self._wait(),
+                retry=retry_if_exception(self._should_retry(idempotent)),
+                reraise=True,
+                before_sleep=self._log_retry(method, path),
+            ):
+                with try_:
+                    response = await attempt()
+        except _RetryableStatus as exc:
+            return _handle_response(exc.response)
+        except httpx.TransportError as exc:
+            logger.warning(
+                "upstream.transport_error",
+                extra={"host": self.name, "path": path, "error_type": type(exc).__name__},
+            )
+            raise _map_transport_error(exc) from exc
+        return _handle_response(response)
+
+    def _log_retry(self, method: str, path: str) -> Any:
+        def log(state: RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            logger.info(
+                "upstream.retry",
+                extra={
+                    "host": self.name,
+                    "method": method,
+                    "path": path,
+                    "attempt": state.attempt_number,
+                    "reason": str(exc) if isinstance(exc, _RetryableStatus) else type(exc).__name__,
+                },
+            )
+
+        return log
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+
+class RestClient(UpstreamHost):
+    """`api.assemblyai.com`: uploads and transcripts."""
+
+    name = "rest"
+
+    async def upload(
+        self, body: AsyncIterable[bytes], *, content_length: int | None = None
+    ) -> dict[str, Any]:
+        """Stream a body to `/v2/upload`; never retried (the stream is consumed)."""
+        headers = {"Content-Type": "application/octet-stream"}
+        if content_length is not None:
+            headers["Content-Length"] = str(content_length)
+        response = await self._send(
+            "POST",
+            "/v2/upload",
+            idempotent=False,
+            retry=False,
+            content=body,
+            headers=headers,
+            timeout=httpx.Timeout(
+                self._settings.upstream_timeout_s,
+                connect=self._settings.upstream_connect_timeout_s,
+                write=None,
+            ),
+        )
+        result: dict[str, Any] = response.json()
+        return result
+
+    async def submit(self, payload: dict[str, Any]) -> dict[str, Any]:
+        # Retried only when the request provably never left: a second submit costs twice.
+        response = await self._send("POST", "/v2/transcript", idempotent=False, json=payload)
+        result: dict[str, Any] = response.json()
+        return result
+
+    async def get_transcript(self, transcript_id: str) -> dict[str, Any]:
+        response = await self._send("GET", f"/v2/transcript/{transcript_id}", idempotent=True)
+        result: dict[str, Any] = response.json()
+        return result
+
+    async def get_subresource(
+        self, transcript_id: str, resource: str, params: dict[str, Any] | None = None
+    ) -> httpx.Response:
+        return await self._send(
+            "GET", f"/v2/transcript/{transcript_id}/{resource}", idempotent=True, params=params
+        )
+
+    async def delete_transcript(self, transcript_id: str) -> dict[str, Any]:
+        # DELETE is idempotent upstream: repeating it is harmless.
+        response = await self._send("DELETE", f"/v2/transcript/{transcript_id}", idempotent=True)
+        result: dict[str, Any] = response.json()
+        return result
+
+
+class StreamingTokenClient(UpstreamHost):
+    """`streaming.assemblyai.com`: temporary tokens for `/v3/ws`."""
+
+    name = "streaming"
+
+    async def mint(
+        self, expires_in_seconds: int, max_session_duration_seconds: int | None = None
+    ) -> dict[str, Any]:
+        params: dict[str, int] = {"expires_in_seconds": expires_in_seconds}
+        if max_session_duration_seconds is not None:
+            params["max_session_duration_seconds"] = max_session_duration_seconds
+        response = await self._send("GET", "/v3/token", idempotent=True, params=params)
+        result: dict[str, Any] = response.json()
+        return result
+
+
+class AgentTokenClient(StreamingTokenClient):
+    """`agents.assemblyai.com`: temporary tokens for the Voice Agent (Bearer auth)."""
+
+    name = "agents"
+
+    def _auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._settings.upstream_key()}"}
+
+    async def mint(
+        self, expires_in_seconds: int, max_session_duration_seconds: int | None = None
+    ) -> dict[str, Any]:
+        params: dict[str, int] = {"expires_in_seconds": expires_in_seconds}
+        if max_session_duration_seconds is not None:
+            params["max_session_duration_seconds"] = max_session_duration_seconds
+        response = await self._send("GET", "/v1/token", idempotent=True, params=params)
+        result: dict[str, Any] = response.json()
+        return result
+
+    async def voices(self) -> Any:
+        response = await self._send("GET", "/v1/voices", idempotent=True)
+        return response.json()
+
+
+class LlmGatewayClient(UpstreamHost):
+    """`llm-gateway.assemblyai.com`: chat completions."""
+
+    name = "llm"
+
+    async def chat(self, payload: dict[str, Any]) -> dict[str, Any]:
+        # A completion costs money: like a submit, retried only if it never left.
+        response = await self._send("POST", "/v1/chat/completions", idempotent=False, json=payload)
+        result: dict[str, Any] = response.json()
+        return result
+
+    @asynccontextmanager
+    async def chat_stream(self, payload: dict[str, Any]) -> AsyncIterator[httpx.Response]:
+        """An open streaming response (`stream: true`); the caller iterates its bytes."""
+        request = self.http.build_request(
+            "POST", "/v1/chat/completions", json=payload, headers=self._auth()
+        )
+        try:
+            response = await self.http.send(request, stream=True)
+        except httpx.TransportError as exc:
+            raise _map_transport_error(exc) from exc
+        try:
+            if response.status_code >= 400:
+                await response.aread()
+                _handle_response(response)
+            yield response
+        finally:
+            await response.aclose()
+
+
+@dataclass
+class Upstream:
+    rest: RestClient
+    streaming: StreamingTokenClient
+    agents: AgentTokenClient
+    llm: LlmGatewayClient
+
+    async def aclose(self) -> None:
+        for host in (self.rest, self.streaming, self.agents, self.llm):
+            await host.aclose()
+
+
+def create_upstream(
+    settings: Settings, transport: httpx.AsyncBaseTransport | None = None
+) -> Upstream:
+    """One long-lived pooled client per upstream host (created in the lifespan)."""
+    timeout = httpx.Timeout(
+        settings.upstream_timeout_s, connect=settings.upstream_connect_timeout_s
+    )
+
+    def http(base_url: str) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            base_url=base_url,
+            transport=transport or make_transport(settings),
+            timeout=timeout,
+            headers={"User-Agent": USER_AGENT},
+            trust_env=False,
+        )
+
+    return Upstream(
+        rest=RestClient(http(settings.rest_base_url), settings),
+        streaming=StreamingTokenClient(http(settings.streaming_base_url), settings),
+        agents=AgentTokenClient(http(settings.agents_base_url), settings),
+        llm=LlmGatewayClient(http(settings.llm_base_url), settings),
+    )
