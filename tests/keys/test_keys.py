@@ -79,7 +79,12 @@ async def test_admin_api_lifecycle_both_header_styles(
 
 
 async def test_missing_and_malformed_credentials(client: AsyncClient, admin_key: str) -> None:
-    for headers in ({}, {"Authorization": ""}, {"Authorization": "Bearer "}, {"Authorization": "aaip_nope"}):
+    for headers in (
+        {},
+        {"Authorization": ""},
+        {"Authorization": "Bearer "},
+        {"Authorization": "aaip_nope"},
+    ):
         response = await client.get("/api/keys", headers=headers)
         assert response.status_code == 401, headers
         assert set(response.json()) == {"error", "detail"}
@@ -92,7 +97,8 @@ async def test_create_key_validation_is_json_422(client: AsyncClient, admin_key:
     assert response.status_code == 422
     body = response.json()
     assert body["error"] == "ValidationError"
-    assert "name" in body["detail"] and "scopes" in body["detail"]
+    assert "name" in body["detail"]
+    assert "scopes" in body["detail"]
 
 
 async def test_unknown_key_id_is_404(client: AsyncClient, admin_key: str) -> None:
@@ -109,4 +115,5 @@ async def test_last_used_is_recorded(
     raw = await make_key("admin")
     assert (await client.get("/api/keys", headers={"Authorization": raw})).status_code == 200
     key = await session.scalar(select(ApiKey).where(ApiKey.key_hash == hash_key(raw)))
-    assert key is not None and key.last_used_at is not None
+    assert key is not None
+    assert key.last_used_at is not None
