@@ -18,6 +18,7 @@ from app.core.db import create_engine, get_session
 from app.keys import service as keys_service
 from app.keys.schemas import ALL_SCOPES
 from app.main import create_app
+from tests.live import Proc, create_key_in, run_emulator, run_service
 from tests.pg import create_database, drop_database, postgres_server
 
 
@@ -128,3 +129,26 @@ def make_key(session: AsyncSession) -> Callable[..., Any]:
         return raw
 
     return make
+
+
+# --- Real processes on real ports (end-to-end) ---------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def emulator() -> Iterator[Proc]:
+    """One emulator process for the session, in test mode."""
+    with run_emulator() as proc:
+        yield proc
+
+
+@pytest.fixture(scope="session")
+def live_service(database_url: str, emulator: Proc) -> Iterator[Proc]:
+    """One service process for the session, on the session's database, against `emulator`."""
+    with run_service(database_url, emulator.url) as proc:
+        yield proc
+
+
+@pytest.fixture(scope="session")
+def live_admin_key(database_url: str) -> str:
+    """A committed admin key that live service processes accept."""
+    return create_key_in(database_url, ALL_SCOPES, name="e2e admin")
