@@ -21,6 +21,27 @@ class EmulatorSettings(BaseSettings):
     data_dir: Path = Path(".data/emulator")
     upload_sink: bool = False
     max_upload_bytes: int = Field(2_200_000_000, ge=1)
+    # More keys the emulator accepts (comma-separated), so "only the same key" rules
+    # (upload_url, transcript ownership) can be exercised with two callers.
+    extra_api_keys: SecretStr = SecretStr("")
+    # Transcription schedule: queued for `queued_s`, then processing for
+    # max(min_processing_s, audio_duration * processing_factor).
+    processing_factor: float = Field(0.05, ge=0)
+    min_processing_s: float = Field(0.5, ge=0)
+    queued_s: float = Field(0.2, ge=0)
+    # Webhook delivery as upstream: 10 retries 10 s apart, 10 s answer timeout.
+    webhook_retry_interval_s: float = Field(10.0, ge=0)
+    webhook_timeout_s: float = Field(10.0, gt=0)
+    webhook_max_retries: int = Field(10, ge=0)
+    # Test mode only: finish the job and deliver its webhook before POST /v2/transcript
+    # answers (to test a proxy that must already know the job when the webhook arrives).
+    webhook_before_response: bool = False
+    # "auto": pocketsphinx when installed, else placeholder words; "placeholder": always.
+    recognition: Literal["auto", "placeholder"] = "auto"
+
+    def api_keys(self) -> list[str]:
+        extra = [k.strip() for k in self.extra_api_keys.get_secret_value().split(",")]
+        return [self.api_key.get_secret_value(), *[k for k in extra if k]]
 
 
 @lru_cache

@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 from starlette.applications import Starlette
+from starlette.routing import BaseRoute
 
+from emulator import agents, control, llm, rest, streaming
 from emulator.config import EmulatorSettings, get_emulator_settings
+from emulator.state import EmulatorState
 
 
 def create_app(settings: EmulatorSettings | None = None) -> Starlette:
     settings = settings or get_emulator_settings()
-    app = Starlette(routes=[])
+    routes: list[BaseRoute] = [
+        *rest.routes,
+        *llm.routes,
+        *streaming.routes,
+        *agents.routes,
+        *control.routes,
+    ]
+    app = Starlette(routes=routes)
     app.state.settings = settings
+    app.state.emu = EmulatorState(settings)
     return app
 
 
