@@ -2,5 +2,23 @@
 
 from app.keys.models import ApiKey, AuditEvent
 from app.transcripts.models import Job
+from app.webhooks.models import (
+    JobEvent,
+    RelayAttempt,
+    RelayDelivery,
+    RelayEndpoint,
+    SigningSecret,
+    WebhookDelivery,
+)
 
-__all__ = ["ApiKey", "AuditEvent", "Job"]
+__all__ = [
+    "ApiKey",
+    "AuditEvent",
+    "Job",
+    "JobEvent",
+    "RelayAttempt",
+    "RelayDelivery",
+    "RelayEndpoint",
+    "SigningSecret",
+    "WebhookDelivery",
+]

@@ -1,0 +1,1 @@
+"""Webhooks: the AssemblyAI receiver, the reconciler, the relay to callers, live status."""
