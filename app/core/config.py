@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 Environment = Literal["development", "test", "production"]
 Region = Literal["us", "eu"]
@@ -29,6 +30,31 @@ STREAMING_HOSTS: dict[str, str] = {
     "eu": "https://streaming.eu.assemblyai.com",
 }
 AGENTS_HOST = "https://agents.assemblyai.com"
+# LLM Gateway model IDs (reference section 8): exact strings; EU serves Anthropic and Google.
+LLM_MODELS_BY_REGION: dict[str, tuple[str, ...]] = {
+    "us": (
+        "claude-opus-4-7",
+        "claude-sonnet-4-6",
+        "claude-haiku-4-5-20251001",
+        "gpt-5.2",
+        "gpt-5.1",
+        "gpt-4.1",
+        "gemini-3.5-flash",
+        "gemini-2.5-pro",
+        "gemini-2.5-flash",
+        "kimi-k2.5",
+        "qwen3-next-80b-a3b",
+    ),
+    "eu": (
+        "claude-opus-4-7",
+        "claude-sonnet-4-6",
+        "claude-haiku-4-5-20251001",
+        "gemini-3.5-flash",
+        "gemini-2.5-pro",
+        "gemini-2.5-flash",
+    ),
+}
+EU_LLM_MODEL_PREFIXES = ("claude-", "gemini-")
 
 UPSTREAM_MAX_UPLOAD_BYTES = 2_200_000_000  # /v2/upload: 2.2 GB
 PLACEHOLDER_SECRETS = {"changeme", "change-me", "secret", "your_api_key", "YOUR_API_KEY"}
@@ -78,6 +104,47 @@ class Settings(BaseSettings):
 
     # --- Limits -----------------------------------------------------------------------------
     max_upload_bytes: int = Field(UPSTREAM_MAX_UPLOAD_BYTES, ge=1)
+
+    # --- LLM Gateway (app/llm) --------------------------------------------------------------
+    # Exact model IDs callers may use; unset = the region's list (LLM_MODELS_BY_REGION).
+    # JSON list or comma-separated in the environment.
+    llm_models: Annotated[list[str] | None, NoDecode] = None
+    llm_max_tokens: int = Field(4000, ge=1)  # cap on a request's max_tokens
+    llm_daily_token_budget: int = Field(1_000_000, ge=0)  # per key per UTC day; 0 = unlimited
+    llm_reservation_ttl_s: float = Field(900.0, gt=0)  # a crashed call's hold expires
+    llm_summary_model: str = "claude-sonnet-4-6"
+    llm_summary_max_tokens: int = Field(1500, ge=1)
+    llm_summary_chunk_chars: int = Field(60_000, ge=1000)  # longer transcripts: map-reduce
+    llm_chapter_chars: int = Field(4000, ge=200)  # paragraphs grouped into ~this per chapter
+    llm_summary_lease_s: float = Field(300.0, gt=0)
+    llm_summary_concurrency: int = Field(4, ge=1)
+    llm_summary_max_attempts: int = Field(5, ge=1)
+
+    @field_validator("llm_models", mode="before")
+    @classmethod
+    def _model_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [m.strip() for m in text.split(",") if m.strip()] or None
+        return value
+
+    @model_validator(mode="after")
+    def _llm_coherent(self) -> Settings:
+        if self.llm_models is not None and self.assemblyai_region == "eu":
+            foreign = [m for m in self.llm_models if not m.startswith(EU_LLM_MODEL_PREFIXES)]
+            if foreign:
+                raise ValueError(
+                    f"LLM_MODELS lists {', '.join(foreign)}, which the EU LLM Gateway does not "
+                    "serve (Anthropic and Google models only)"
+                )
+        if self.llm_summary_model not in self.llm_allowed_models:
+            raise ValueError(
+                f"LLM_SUMMARY_MODEL={self.llm_summary_model} is not an allowed model here; "
+                f"valid: {', '.join(self.llm_allowed_models)}"
+            )
+        return self
 
     @field_validator("log_level")
     @classmethod
@@ -169,6 +236,12 @@ class Settings(BaseSettings):
     @property
     def agents_base_url(self) -> str:
         return self.assemblyai_agents_base_url or AGENTS_HOST
+
+    @property
+    def llm_allowed_models(self) -> tuple[str, ...]:
+        if self.llm_models is not None:
+            return tuple(self.llm_models)
+        return LLM_MODELS_BY_REGION[self.assemblyai_region]
 
     @property
     def streaming_ws_url(self) -> str:
