@@ -1,6 +1,7 @@
 """Every feature's models, imported in one place for Alembic and the tests."""
 
 from app.keys.models import ApiKey, AuditEvent
+from app.llm.models import LlmBudgetDay, LlmReservation, LlmUsage, Summary
 from app.transcripts.models import Job
 from app.webhooks.models import (
     JobEvent,
@@ -15,6 +16,10 @@ __all__ = [
     "ApiKey",
     "AuditEvent",
     "Job",
+    "LlmBudgetDay",
+    "LlmReservation",
+    "LlmUsage",
+    "Summary",
     "JobEvent",
     "RelayAttempt",
     "RelayDelivery",
