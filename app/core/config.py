@@ -146,6 +146,25 @@ class Settings(BaseSettings):
             )
         return self
 
+    # --- Webhooks, reconciler, relay, live status (app/webhooks) ----------------------------
+    webhook_max_body_bytes: int = Field(16_384, ge=256)
+    reconciler_enabled: bool = True
+    reconciler_tick_s: float = Field(1.0, gt=0)
+    reconciler_batch_size: int = Field(20, ge=1, le=500)
+    reconciler_concurrency: int = Field(8, ge=1, le=200)
+    reconciler_lease_s: float = Field(60.0, gt=0)
+    # Seconds between polls of a job whose webhook has not come, by attempt (last repeats).
+    reconciler_poll_schedule_s: str = "5,10,20,30,60"
+    # Seconds before retrying a job whose upstream fetch failed, by consecutive failure.
+    reconciler_error_backoff_s: str = "2,5,15,60,300"
+    relay_retry_schedule_s: str = "5,300,1800,7200,18000,36000"
+    relay_timeout_s: float = Field(10.0, gt=0)
+    relay_allow_private_networks: bool = False
+    relay_allowed_hosts: str = ""
+    relay_signing_secret_grace_s: float = Field(86_400.0, ge=0)
+    sse_heartbeat_s: float = Field(15.0, gt=0)
+    sse_final_grace_s: float = Field(30.0, ge=0)
+
     @field_validator("log_level")
     @classmethod
     def _known_level(cls, value: str) -> str:
@@ -169,6 +188,19 @@ class Settings(BaseSettings):
         if parts.scheme not in {"http", "https"} or not parts.netloc:
             raise ValueError(f"must be an http(s) URL with a host, got {value!r}")
         return value.rstrip("/")
+
+    @field_validator(
+        "reconciler_poll_schedule_s", "reconciler_error_backoff_s", "relay_retry_schedule_s"
+    )
+    @classmethod
+    def _schedule(cls, value: str) -> str:
+        try:
+            steps = [float(v) for v in value.split(",") if v.strip()]
+        except ValueError:
+            raise ValueError(f"must be comma-separated seconds, got {value!r}") from None
+        if not steps or any(s < 0 for s in steps):
+            raise ValueError(f"must be one or more non-negative seconds, got {value!r}")
+        return value
 
     @model_validator(mode="after")
     def _coherent(self) -> Settings:
@@ -251,6 +283,26 @@ class Settings(BaseSettings):
     @property
     def agents_ws_url(self) -> str:
         return _ws(self.agents_base_url) + "/v1/ws"
+
+    @staticmethod
+    def _steps(value: str) -> list[float]:
+        return [float(v) for v in value.split(",") if v.strip()]
+
+    @property
+    def poll_schedule(self) -> list[float]:
+        return self._steps(self.reconciler_poll_schedule_s)
+
+    @property
+    def error_backoff(self) -> list[float]:
+        return self._steps(self.reconciler_error_backoff_s)
+
+    @property
+    def relay_schedule(self) -> list[float]:
+        return self._steps(self.relay_retry_schedule_s)
+
+    @property
+    def relay_host_allowlist(self) -> list[str]:
+        return [h.strip().lower() for h in self.relay_allowed_hosts.split(",") if h.strip()]
 
     @property
     def json_logs(self) -> bool:
