@@ -2,7 +2,8 @@
 
 from app.keys.models import ApiKey, AuditEvent
 from app.llm.models import LlmBudgetDay, LlmReservation, LlmUsage, Summary
-from app.transcripts.models import Job
+from app.transcripts.models import Job, TranscriptResource
+from app.uploads.models import Upload
 from app.webhooks.models import (
     JobEvent,
     RelayAttempt,
@@ -16,6 +17,8 @@ __all__ = [
     "ApiKey",
     "AuditEvent",
     "Job",
+    "TranscriptResource",
+    "Upload",
     "LlmBudgetDay",
     "LlmReservation",
     "LlmUsage",

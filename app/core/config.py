@@ -105,6 +105,36 @@ class Settings(BaseSettings):
     # --- Limits -----------------------------------------------------------------------------
     max_upload_bytes: int = Field(UPSTREAM_MAX_UPLOAD_BYTES, ge=1)
 
+    # --- Transcription jobs (app/uploads, app/transcripts) ----------------------------------
+    # Upload bodies are handed upstream in chunks of about this size (fewer, larger writes).
+    upload_chunk_bytes: int = Field(1024 * 1024, ge=4096, le=16 * 1024 * 1024)
+    # Used when a submit names no speech_models (an ordered fallback list).
+    # JSON list or comma-separated in the environment.
+    default_speech_models: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["universal-3-pro", "universal-2"]
+    )
+    # The reconciler's first poll of a job whose webhook has not come.
+    poll_initial_delay_s: float = Field(5.0, ge=0)
+    # How long a submit with a busy Idempotency-Key waits for the first request's outcome.
+    idempotency_wait_s: float = Field(30.0, ge=0)
+
+    @field_validator("default_speech_models", mode="before")
+    @classmethod
+    def _speech_model_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [m.strip() for m in text.split(",") if m.strip()]
+        return value
+
+    @field_validator("default_speech_models")
+    @classmethod
+    def _speech_models_not_empty(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("DEFAULT_SPEECH_MODELS must name at least one speech model")
+        return value
+
     # --- LLM Gateway (app/llm) --------------------------------------------------------------
     # Exact model IDs callers may use; unset = the region's list (LLM_MODELS_BY_REGION).
     # JSON list or comma-separated in the environment.

@@ -12,7 +12,16 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -87,3 +96,28 @@ class Job(Base):
     @property
     def is_final(self) -> bool:
         return JobStatus(self.status).final
+
+
+class TranscriptResource(Base):
+    """A cached sub-resource of a completed transcript (`/paragraphs`, `/srt`, ...).
+
+    Once a transcript is complete its derived views never change, so each (resource,
+    canonical query) is fetched from upstream once and served from here afterwards.
+    Deleting the job (or purging it) removes these rows with it.
+    """
+
+    __tablename__ = "transcript_resources"
+    __table_args__ = (
+        UniqueConstraint(
+            "job_id", "resource", "params", name="uq_transcript_resources_job_resource_params"
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    job_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    resource: Mapped[str] = mapped_column(String(32))
+    # The query string, keys sorted, only the parameters upstream documents ("" if none).
+    params: Mapped[str] = mapped_column(String(2000), default="")
+    content_type: Mapped[str] = mapped_column(String(200))
+    body: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
