@@ -140,6 +140,82 @@ class LlmCall:
 
 
 @dataclass
+class WsFrame:
+    """One WebSocket message the emulator received."""
+
+    kind: str  # "binary" or "text"
+    size: int  # bytes on the wire (text: UTF-8 length)
+    at: float  # time.monotonic() at arrival (system-wide clock, comparable across processes)
+    duration_ms: float | None = None  # audio duration of a binary frame / input.audio event
+    type: str | None = None  # the "type" of a text message, when it parsed
+
+
+@dataclass
+class WsSessionRecord:
+    """What one WebSocket session (streaming STT or Voice Agent) received and how it ended.
+
+    Filled by emulator.streaming / emulator.agents; served by the control endpoints.
+    `pcm` holds the input audio exactly as received (streaming: the binary frames'
+    bytes in `encoding`; Voice Agent: the decoded `input.audio` payloads).
+    """
+
+    id: str
+    product: str  # "streaming" or "agent"
+    path: str
+    params: dict[str, Any]
+    sample_rate: int
+    encoding: str
+    started_at: float  # unix time
+    frames: list[WsFrame] = field(default_factory=list)
+    messages: list[str] = field(default_factory=list)  # received text message types, in order
+    sent: list[str] = field(default_factory=list)  # sent message types, in order
+    pcm: bytearray = field(default_factory=bytearray)
+    output_pcm: bytearray = field(default_factory=bytearray)  # Voice Agent reply audio sent
+    output_sample_rate: int | None = None
+    output_encoding: str | None = None
+    close_code: int | None = None
+    close_reason: str | None = None
+    terminate_received: bool = False
+    ended_at: float | None = None  # unix time
+    extra: dict[str, Any] = field(default_factory=dict)  # product-specific details
+
+    def public(self, with_frames: bool = True) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "id": self.id,
+            "product": self.product,
+            "path": self.path,
+            "params": self.params,
+            "sample_rate": self.sample_rate,
+            "encoding": self.encoding,
+            "started_at": self.started_at,
+            "ended_at": self.ended_at,
+            "messages": list(self.messages),
+            "sent": list(self.sent),
+            "pcm_bytes": len(self.pcm),
+            "output_pcm_bytes": len(self.output_pcm),
+            "output_sample_rate": self.output_sample_rate,
+            "output_encoding": self.output_encoding,
+            "close_code": self.close_code,
+            "close_reason": self.close_reason,
+            "terminate_received": self.terminate_received,
+            "frame_count": len(self.frames),
+            **self.extra,
+        }
+        if with_frames:
+            data["frames"] = [
+                {
+                    "kind": f.kind,
+                    "size": f.size,
+                    "at": f.at,
+                    "duration_ms": f.duration_ms,
+                    "type": f.type,
+                }
+                for f in list(self.frames)
+            ]
+        return data
+
+
+@dataclass
 class Records:
     uploads: dict[str, UploadRecord] = field(default_factory=dict)
     # Transcript objects by id (the dicts the API serves, plus private `_owner` etc.).
@@ -147,7 +223,7 @@ class Records:
     webhook_attempts: list[WebhookAttempt] = field(default_factory=list)
     llm_calls: list[LlmCall] = field(default_factory=list)
     # Filled by the WebSocket modules (streaming, agents): session id -> their record.
-    ws_sessions: dict[str, Any] = field(default_factory=dict)
+    ws_sessions: dict[str, WsSessionRecord] = field(default_factory=dict)
 
 
 @dataclass
