@@ -32,7 +32,7 @@ from app.core.errors import (
     UpstreamRejectedKey,
     UpstreamTimeout,
 )
-from app.upstream.transport import is_connect_failure, make_transport
+from app.upstream.transport import is_connect_failure, is_timeout, make_transport
 
 logger = logging.getLogger(__name__)
 
@@ -96,9 +96,9 @@ def _handle_response(response: httpx.Response) -> httpx.Response:
 
 
 def _map_transport_error(exc: httpx.TransportError) -> UpstreamError:
-    if isinstance(exc, httpx.TimeoutException) and not is_connect_failure(exc):
+    if is_timeout(exc) and not is_connect_failure(exc):
         return UpstreamTimeout()
-    if isinstance(exc, httpx.TimeoutException):
+    if is_timeout(exc):
         return UpstreamTimeout("AssemblyAI could not be reached in time.")
     return UpstreamError(f"AssemblyAI could not be reached ({type(exc).__name__}).")
 

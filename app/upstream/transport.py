@@ -25,6 +25,18 @@ def make_transport(settings: Settings) -> httpx.AsyncBaseTransport:
     return httpx.AsyncHTTPTransport(limits=limits, trust_env=False)
 
 
+def is_timeout(exc: BaseException) -> bool:
+    """True when the upstream was too slow, not when it failed or hung up.
+
+    httpx-aiohttp reports a server that closed the connection as `httpx.ConnectTimeout`;
+    that is a failure (502), not a timeout (504).
+    """
+    cause = exc.__cause__
+    if isinstance(cause, aiohttp.ClientError):
+        return isinstance(cause, TimeoutError)
+    return isinstance(exc, httpx.TimeoutException)
+
+
 def is_connect_failure(exc: BaseException) -> bool:
     """True only when the request provably never reached the server.
 
