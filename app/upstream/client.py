@@ -7,6 +7,7 @@ turns upstream failures into our own errors; retries follow one policy in `_send
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterable, AsyncIterator
 from contextlib import asynccontextmanager
@@ -95,6 +96,15 @@ def _handle_response(response: httpx.Response) -> httpx.Response:
     raise UpstreamClientError(upstream_message(response), status_code=status)
 
 
+def wait_for_attempt(wait: Any, attempt: int, retry_after: float | None) -> float:
+    """The retry policy's delay before attempt `attempt + 1` (outside tenacity)."""
+    if retry_after is not None:
+        return float(retry_after)
+    state = RetryCallState(retry_object=AsyncRetrying(), fn=None, args=(), kwargs={})
+    state.attempt_number = attempt
+    return float(wait(state))
+
+
 def _map_transport_error(exc: httpx.TransportError) -> UpstreamError:
     if is_timeout(exc) and not is_connect_failure(exc):
         return UpstreamTimeout()
@@ -115,13 +125,17 @@ class UpstreamHost:
     def _auth(self) -> dict[str, str]:
         return {"Authorization": self._settings.upstream_key()}
 
-    def _should_retry(self, idempotent: bool) -> Any:
+    def _should_retry(self, idempotent: bool, retry_status: bool = False) -> Any:
+        # retry_status: the request is not idempotent, but an error status proves it was
+        # not carried out (LLM Gateway bills no failed completion), so statuses are retried.
         def predicate(exc: BaseException) -> bool:
             if isinstance(exc, _RetryableStatus):
                 if exc.response.status_code == 429:
                     bound = self._settings.upstream_retry_after_max_s
-                    return idempotent and (exc.retry_after is None or exc.retry_after <= bound)
-                return idempotent
+                    return (idempotent or retry_status) and (
+                        exc.retry_after is None or exc.retry_after <= bound
+                    )
+                return idempotent or retry_status
             if isinstance(exc, httpx.TransportError):
                 return idempotent or is_connect_failure(exc)
             return False
@@ -149,6 +163,7 @@ class UpstreamHost:
         *,
         idempotent: bool,
         retry: bool = True,
+        retry_status: bool = False,
         **kwargs: Any,
     ) -> httpx.Response:
         headers = {**self._auth(), **kwargs.pop("headers", {})}
@@ -166,7 +181,7 @@ class UpstreamHost:
             async for try_ in AsyncRetrying(
                 stop=stop_after_attempt(attempts),
                 wait=self._wait(),
-                retry=retry_if_exception(self._should_retry(idempotent)),
+                retry=retry_if_exception(self._should_retry(idempotent, retry_status)),
                 reraise=True,
                 before_sleep=self._log_retry(method, path),
             ):
@@ -299,22 +314,73 @@ class LlmGatewayClient(UpstreamHost):
 
     name = "llm"
 
-    async def chat(self, payload: dict[str, Any]) -> dict[str, Any]:
-        # A completion costs money: like a submit, retried only if it never left.
-        response = await self._send("POST", "/v1/chat/completions", idempotent=False, json=payload)
+    def _timeout(self, timeout: float | None) -> httpx.Timeout | None:
+        if timeout is None:
+            return None
+        return httpx.Timeout(timeout, connect=self._settings.upstream_connect_timeout_s)
+
+    async def chat(
+        self, payload: dict[str, Any], *, timeout: float | None = None
+    ) -> dict[str, Any]:
+        # A completion costs money, so a lost answer (read timeout) is not repeated; but a
+        # 5xx/429 means no completion was made or billed, so those are retried with backoff.
+        kwargs: dict[str, Any] = {"json": payload}
+        if timeout is not None:
+            kwargs["timeout"] = self._timeout(timeout)
+        response = await self._send(
+            "POST", "/v1/chat/completions", idempotent=False, retry_status=True, **kwargs
+        )
         result: dict[str, Any] = response.json()
         return result
 
     @asynccontextmanager
-    async def chat_stream(self, payload: dict[str, Any]) -> AsyncIterator[httpx.Response]:
-        """An open streaming response (`stream: true`); the caller iterates its bytes."""
-        request = self.http.build_request(
-            "POST", "/v1/chat/completions", json=payload, headers=self._auth()
-        )
-        try:
-            response = await self.http.send(request, stream=True)
-        except httpx.TransportError as exc:
-            raise _map_transport_error(exc) from exc
+    async def chat_stream(
+        self, payload: dict[str, Any], *, timeout: float | None = None
+    ) -> AsyncIterator[httpx.Response]:
+        """An open streaming response (`stream: true`); the caller iterates its bytes.
+
+        An error status before the first byte is retried like `chat` (nothing was billed);
+        once the stream is open nothing is retried.
+        """
+        attempts = self._settings.upstream_retry_attempts
+        wait = self._wait()
+        attempt = 0
+        while True:
+            attempt += 1
+            request = self.http.build_request(
+                "POST",
+                "/v1/chat/completions",
+                json=payload,
+                headers=self._auth(),
+                timeout=self._timeout(timeout) or self.http.timeout,
+            )
+            try:
+                response = await self.http.send(request, stream=True)
+            except httpx.TransportError as exc:
+                if is_connect_failure(exc) and attempt < attempts:
+                    await asyncio.sleep(self._settings.upstream_retry_wait_initial_s)
+                    continue
+                raise _map_transport_error(exc) from exc
+            if response.status_code in RETRYABLE_STATUS and attempt < attempts:
+                retry_after = parse_retry_after(response.headers.get("retry-after"))
+                await response.aclose()
+                if response.status_code != 429 or (
+                    retry_after is None or retry_after <= self._settings.upstream_retry_after_max_s
+                ):
+                    delay = wait_for_attempt(wait, attempt, retry_after)
+                    logger.info(
+                        "upstream.retry",
+                        extra={
+                            "host": self.name,
+                            "method": "POST",
+                            "path": "/v1/chat/completions",
+                            "attempt": attempt,
+                            "reason": f"upstream answered {response.status_code}",
+                        },
+                    )
+                    await asyncio.sleep(delay)
+                    continue
+            break
         try:
             if response.status_code >= 400:
                 await response.aread()

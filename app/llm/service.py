@@ -1,0 +1,256 @@
+"""Governed chat completions: policy, budget hold, upstream call, usage settled.
+
+Budget holds and usage are written in their own short transactions (not the request's):
+a hold must be visible to concurrent callers before the upstream call starts, and a
+streamed call settles after the request's transaction has long committed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from typing import Any
+
+import anyio
+import httpx
+from fastapi.responses import JSONResponse, StreamingResponse
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.core.config import Settings
+from app.core.errors import BadRequest, NotFound
+from app.llm import policy
+from app.llm.policy import Reservation, Usage
+from app.transcripts.models import Job
+from app.upstream.client import Upstream
+
+logger = logging.getLogger(__name__)
+
+# Hop-by-hop or re-computed headers that must not be copied from upstream's answer.
+_SKIPPED_HEADERS = {"content-length", "content-encoding", "transfer-encoding", "connection"}
+
+
+async def check_transcript_access(
+    session: AsyncSession, key_id: uuid.UUID, payload: dict[str, Any]
+) -> None:
+    """LLM Gateway injects `transcript_id`'s text: only a transcript of the caller's key."""
+    transcript_id = payload.get("transcript_id")
+    if transcript_id is None:
+        return
+    if not isinstance(transcript_id, str) or not transcript_id:
+        raise BadRequest("'transcript_id' must be a transcript id string.")
+    owned = (
+        await session.execute(
+            select(Job.id).where(
+                Job.upstream_id == transcript_id,
+                Job.key_id == key_id,
+                Job.deleted_at.is_(None),
+            )
+        )
+    ).scalar_one_or_none()
+    if owned is None:
+        raise NotFound("Transcript not found.")
+
+
+def prepare(payload: object, settings: Settings) -> tuple[dict[str, Any], str, int]:
+    """Apply policy to a request body; returns (payload, model, tokens to reserve)."""
+    if not isinstance(payload, dict):
+        raise BadRequest("The body must be a JSON object.")
+    body = dict(payload)
+    model = policy.check_model(body.get("model"), settings)
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise BadRequest("'messages' must be a non-empty list.")
+    max_tokens = policy.cap_max_tokens(body, settings)
+    return body, model, max_tokens + policy.estimate_prompt_tokens(messages)
+
+
+async def complete(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    upstream: Upstream,
+    settings: Settings,
+    *,
+    key_id: uuid.UUID,
+    payload: dict[str, Any],
+    model: str,
+    reserve_tokens: int,
+    kind: str = "chat",
+) -> tuple[dict[str, Any], Usage]:
+    """One governed, non-streamed completion: hold, call, settle (or release)."""
+    reservation = await policy.reserve(sessionmaker, settings, key_id, reserve_tokens)
+    try:
+        answer = await upstream.llm.chat(payload, timeout=settings.llm_timeout_s)
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            await policy.release(sessionmaker, reservation)
+        raise
+    usage = policy.usage_from(answer) or _estimate(payload, _answer_text(answer))
+    with anyio.CancelScope(shield=True):
+        await policy.settle(sessionmaker, reservation, usage, model=model, kind=kind)
+    logger.info(
+        "llm.chat.completed",
+        extra={
+            "key_id": str(key_id),
+            "model": model,
+            "prompt_tokens": usage.prompt_tokens,
+            "completion_tokens": usage.completion_tokens,
+        },
+    )
+    return answer, usage
+
+
+def _answer_text(answer: object) -> str:
+    if not isinstance(answer, dict):
+        return ""
+    parts = []
+    for choice in answer.get("choices") or []:
+        if isinstance(choice, dict):
+            message = choice.get("message") or choice.get("delta") or {}
+            content = message.get("content") if isinstance(message, dict) else None
+            if isinstance(content, str):
+                parts.append(content)
+    return "".join(parts)
+
+
+def _estimate(payload: dict[str, Any], completion: str) -> Usage:
+    return Usage(
+        policy.estimate_prompt_tokens(payload.get("messages")),
+        policy.estimate_tokens(completion),
+        estimated=True,
+    )
+
+
+class SseUsageTap:
+    """Cuts a server-sent event stream at event boundaries and notes usage on the way.
+
+    Each complete event is handed on as soon as its blank line arrives, untouched, so
+    the caller sees chunks as upstream produces them; the tap only reads them.
+    """
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self.usage: Usage | None = None
+        self.text_parts: list[str] = []
+
+    def feed(self, data: bytes) -> bytes:
+        self._buffer += data
+        cut = max(self._buffer.rfind(b"\n\n"), self._buffer.rfind(b"\r\n\r\n"))
+        if cut < 0:
+            return b""
+        end = cut + (4 if self._buffer[cut : cut + 4] == b"\r\n\r\n" else 2)
+        complete, self._buffer = self._buffer[:end], self._buffer[end:]
+        for line in complete.splitlines():
+            self._read_line(line)
+        return complete
+
+    def flush(self) -> bytes:
+        rest, self._buffer = self._buffer, b""
+        for line in rest.splitlines():
+            self._read_line(line)
+        return rest
+
+    def _read_line(self, line: bytes) -> None:
+        if not line.startswith(b"data:"):
+            return
+        data = line[5:].strip()
+        if not data or data == b"[DONE]":
+            return
+        try:
+            event = json.loads(data)
+        except ValueError:
+            return
+        usage = policy.usage_from(event)
+        if usage is not None:
+            self.usage = usage
+        text = _answer_text(event)
+        if text:
+            self.text_parts.append(text)
+
+
+async def stream(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    upstream: Upstream,
+    settings: Settings,
+    *,
+    key_id: uuid.UUID,
+    payload: dict[str, Any],
+    model: str,
+    reserve_tokens: int,
+) -> StreamingResponse:
+    """A streamed completion passed through event by event; usage settled at the end."""
+    reservation = await policy.reserve(sessionmaker, settings, key_id, reserve_tokens)
+    stack = AsyncExitStack()
+    try:
+        response: httpx.Response = await stack.enter_async_context(
+            upstream.llm.chat_stream(payload, timeout=settings.llm_timeout_s)
+        )
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            await stack.aclose()
+            await policy.release(sessionmaker, reservation)
+        raise
+    headers = {
+        k: v
+        for k, v in response.headers.items()
+        if k.lower() not in _SKIPPED_HEADERS and k.lower() != "content-type"
+    }
+    headers["Cache-Control"] = "no-cache"
+    headers["X-Accel-Buffering"] = "no"  # no proxy buffering in front of us either
+    return StreamingResponse(
+        _relay(sessionmaker, response, stack, reservation, payload, model, key_id),
+        status_code=response.status_code,
+        media_type=response.headers.get("content-type", "text/event-stream"),
+        headers=headers,
+    )
+
+
+async def _relay(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    response: httpx.Response,
+    stack: AsyncExitStack,
+    reservation: Reservation,
+    payload: dict[str, Any],
+    model: str,
+    key_id: uuid.UUID,
+) -> AsyncIterator[bytes]:
+    tap = SseUsageTap()
+    finished = False
+    try:
+        async for chunk in response.aiter_bytes():
+            out = tap.feed(chunk)
+            if out:
+                yield out
+        rest = tap.flush()
+        if rest:
+            yield rest
+        finished = True
+    finally:
+        # Settle even when the client went away or upstream broke mid-stream: whatever
+        # upstream produced may be billed. Shielded: this runs during cancellation.
+        with anyio.CancelScope(shield=True):
+            await stack.aclose()
+            usage = tap.usage or _estimate(payload, "".join(tap.text_parts))
+            try:
+                await policy.settle(
+                    sessionmaker, reservation, usage, model=model, kind="chat", streamed=True
+                )
+            except Exception:
+                logger.exception("llm.stream.settle_failed", extra={"key_id": str(key_id)})
+            logger.info(
+                "llm.chat.streamed",
+                extra={
+                    "key_id": str(key_id),
+                    "model": model,
+                    "finished": finished,
+                    "prompt_tokens": usage.prompt_tokens,
+                    "completion_tokens": usage.completion_tokens,
+                    "estimated": usage.estimated,
+                },
+            )
+
+
+def json_answer(answer: dict[str, Any]) -> JSONResponse:
+    return JSONResponse(answer)
