@@ -17,6 +17,9 @@ from app.core.migrate import script_heads
 from app.health.router import router as health_router
 from app.keys.router import router as keys_router
 from app.upstream.client import create_upstream
+from app.webhooks.router import router as webhooks_router
+from app.webhooks.runtime import start_webhooks, stop_webhooks
+from app.web.router import mount_client
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +41,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         app.state.engine = engine
         app.state.sessionmaker = create_sessionmaker(engine)
         app.state.upstream = create_upstream(settings)
+        await start_webhooks(app, settings, database_url)
         logger.info(
             "app.started",
             extra={
@@ -50,6 +54,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         try:
             yield
         finally:
+            await stop_webhooks(app)
             await app.state.upstream.aclose()
             await engine.dispose()
 
@@ -65,4 +70,6 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     register_error_handlers(app)
     app.include_router(health_router)
     app.include_router(keys_router)
+    app.include_router(webhooks_router)
+    mount_client(app)
     return app

@@ -195,6 +195,11 @@ class Settings(BaseSettings):
     sse_heartbeat_s: float = Field(15.0, gt=0)
     sse_final_grace_s: float = Field(30.0, ge=0)
 
+    # --- Browser client (static/, app/web) --------------------------------------------------
+    browser_client_enabled: bool = True
+    # Length of each audio frame the browser sends (streaming STT accepts 50-1000 ms).
+    browser_frame_ms: int = Field(100, ge=50, le=1000)
+
     @field_validator("log_level")
     @classmethod
     def _known_level(cls, value: str) -> str:

@@ -1,0 +1,111 @@
+// The microphone graph (getUserMedia → capture worklet) and the playback graph (playback
+// worklet → speakers). Everything runs on the AudioContext's clock.
+import { clampFrameMs, meterValue } from "./dsp.js";
+
+const CAPTURE_URL = new URL("./worklets/capture.js", import.meta.url);
+const PLAYBACK_URL = new URL("./worklets/playback.js", import.meta.url);
+
+/** Audio processing switches for getUserMedia; all off by default (raw speech is best). */
+export function readProcessing(root) {
+  return {
+    echoCancellation: root.querySelector(".opt-ec")?.checked ?? false,
+    noiseSuppression: root.querySelector(".opt-ns")?.checked ?? false,
+    autoGainControl: root.querySelector(".opt-agc")?.checked ?? false,
+  };
+}
+
+let sharedContext = null;
+
+/**
+ * One AudioContext for the page, created and resumed inside a user gesture (mobile Safari
+ * starts contexts suspended and only resumes them from a click or tap).
+ */
+export async function audioContext() {
+  if (!sharedContext || sharedContext.state === "closed") {
+    sharedContext = new AudioContext({ latencyHint: "interactive" });
+  }
+  if (sharedContext.state !== "running") await sharedContext.resume();
+  return sharedContext;
+}
+
+const loaded = new WeakMap();
+async function ensureModule(ctx, url) {
+  let modules = loaded.get(ctx);
+  if (!modules) loaded.set(ctx, (modules = new Map()));
+  if (!modules.has(url.href)) modules.set(url.href, ctx.audioWorklet.addModule(url));
+  await modules.get(url.href);
+}
+
+/**
+ * Start the microphone at `targetRate`, calling `onFrame(ArrayBuffer)` with each PCM16 LE
+ * frame of `frameMs` as the audio clock produces it. `meter` is an element whose width
+ * shows the input level.
+ */
+export async function startCapture({ targetRate, frameMs = 100, processing, onFrame, meter }) {
+  const ctx = await audioContext();
+  const stream = await navigator.mediaDevices.getUserMedia({
+    audio: { channelCount: 1, ...processing },
+    video: false,
+  });
+  await ensureModule(ctx, CAPTURE_URL);
+  const source = ctx.createMediaStreamSource(stream);
+  const node = new AudioWorkletNode(ctx, "aai-capture", {
+    numberOfInputs: 1,
+    numberOfOutputs: 0,
+    channelCount: 1,
+    channelCountMode: "explicit",
+    channelInterpretation: "speakers",
+    processorOptions: { targetRate, frameMs: clampFrameMs(frameMs) },
+  });
+  let stoppedResolve;
+  const stopped = new Promise((resolve) => (stoppedResolve = resolve));
+  node.port.onmessage = ({ data }) => {
+    if (data.type === "frame") onFrame(data.pcm);
+    else if (data.type === "level" && meter) meter.style.width = `${meterValue(data.rms) * 100}%`;
+    else if (data.type === "stopped") stoppedResolve(data.frames);
+  };
+  source.connect(node);
+
+  return {
+    contextRate: ctx.sampleRate,
+    /** Stop capturing; the last partial frame (padded to 50 ms) is delivered first. */
+    async stop() {
+      node.port.postMessage({ type: "stop" });
+      await Promise.race([stopped, new Promise((r) => setTimeout(r, 500))]);
+      source.disconnect();
+      node.disconnect();
+      for (const track of stream.getTracks()) track.stop();
+      if (meter) meter.style.width = "0";
+    },
+  };
+}
+
+/** The Voice Agent's speaker: a ring buffer in a worklet, drained by the audio clock. */
+export async function startPlayback({ onStats }) {
+  const ctx = await audioContext();
+  await ensureModule(ctx, PLAYBACK_URL);
+  const node = new AudioWorkletNode(ctx, "aai-playback", {
+    numberOfInputs: 0,
+    numberOfOutputs: 1,
+    outputChannelCount: [1],
+    processorOptions: { prebufferMs: 120 },
+  });
+  node.connect(ctx.destination);
+  node.port.onmessage = ({ data }) => {
+    if (data.type === "stats" && onStats) onStats(data);
+  };
+  return {
+    push(pcm) {
+      node.port.postMessage({ type: "audio", pcm }, [pcm]);
+    },
+    end() {
+      node.port.postMessage({ type: "end" });
+    },
+    flush() {
+      node.port.postMessage({ type: "flush" });
+    },
+    stop() {
+      node.disconnect();
+    },
+  };
+}

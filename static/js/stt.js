@@ -1,0 +1,182 @@
+// Streaming speech-to-text: token from the service, WebSocket straight to AssemblyAI (or the
+// emulator), binary PCM16 frames at the audio clock's pace, turns rendered as they change.
+import { api, closeSentence, sentence } from "./api.js";
+import { readProcessing, startCapture } from "./audio.js";
+import { clampFrameMs } from "./dsp.js";
+
+const RATE = 16000;
+const TERMINATION_TIMEOUT_MS = 5000;
+
+export function withToken(websocketUrl, token, extra = {}) {
+  const url = new URL(websocketUrl, location.href);
+  if (url.protocol === "http:") url.protocol = "ws:";
+  if (url.protocol === "https:") url.protocol = "wss:";
+  if (!url.searchParams.has("token")) url.searchParams.set("token", token);
+  for (const [k, v] of Object.entries(extra)) url.searchParams.set(k, String(v));
+  return url.toString();
+}
+
+export function mountStt(root, { stats }) {
+  const $ = (id) => root.querySelector(`#${id}`);
+  const startBtn = $("stt-start");
+  const stopBtn = $("stt-stop");
+  const status = $("stt-status");
+  const turnsBox = $("stt-turns");
+  const meter = $("stt-meter");
+
+  let ws = null;
+  let capture = null;
+  let stopping = false;
+  let terminated = null; // resolves when Termination arrives or the socket closes
+  const turns = new Map(); // turn_order → element
+  const s = (stats.stt = { framesSent: 0, bytesSent: 0, turns: 0, finals: 0, state: "idle", closeCode: null });
+
+  function setStatus(text, kind = "") {
+    status.textContent = text;
+    status.className = `status ${kind}`;
+    s.state = text;
+  }
+
+  function renderTurn(msg) {
+    turnsBox.querySelector(".empty")?.remove();
+    let el = turns.get(msg.turn_order);
+    if (!el) {
+      el = document.createElement("p");
+      el.className = "turn";
+      turns.set(msg.turn_order, el);
+      turnsBox.append(el);
+      s.turns += 1;
+    }
+    el.classList.toggle("partial", !msg.end_of_turn);
+    el.replaceChildren();
+    if (msg.speaker_label) {
+      const who = document.createElement("span");
+      who.className = "speaker";
+      who.textContent = `Speaker ${msg.speaker_label}:`;
+      el.append(who);
+    }
+    el.append(document.createTextNode(msg.transcript || ""));
+    if (msg.end_of_turn) s.finals += 1;
+  }
+
+  function onMessage(event) {
+    if (typeof event.data !== "string") return;
+    let msg;
+    try {
+      msg = JSON.parse(event.data);
+    } catch {
+      return;
+    }
+    if (msg.type === "Begin") {
+      setStatus("Listening", "live");
+      s.sessionId = msg.id;
+      beginCapture().catch(fail);
+    } else if (msg.type === "Turn") {
+      renderTurn(msg);
+    } else if (msg.type === "Termination") {
+      s.terminated = true;
+      s.audioDurationSeconds = msg.audio_duration_seconds;
+      terminated?.resolve();
+    } else if (msg.type === "Error" || msg.error) {
+      setStatus(msg.error || "The server reported an error.", "error");
+    }
+  }
+
+  async function beginCapture() {
+    capture = await startCapture({
+      targetRate: RATE,
+      frameMs: clampFrameMs($("stt-frame").value),
+      processing: readProcessing(root),
+      meter,
+      onFrame(pcm) {
+        // Frames arrive at the audio clock's pace; we never queue or burst them.
+        if (ws && ws.readyState === WebSocket.OPEN && !s.terminateSent) {
+          ws.send(pcm);
+          s.framesSent += 1;
+          s.bytesSent += pcm.byteLength;
+        }
+      },
+    });
+    s.contextRate = capture.contextRate;
+  }
+
+  function fail(err) {
+    setStatus(sentence(err), "error");
+    cleanup();
+  }
+
+  async function start() {
+    if (ws) return;
+    startBtn.disabled = true;
+    stopBtn.disabled = false;
+    stopping = false;
+    s.terminateSent = false;
+    s.terminated = false;
+    s.closeCode = null;
+    setStatus("Connecting…");
+    try {
+      // Every (re)connection mints a fresh single-use token.
+      const grant = await api("/api/tokens/streaming", { method: "POST", body: {} });
+      const extra = { sample_rate: RATE, encoding: "pcm_s16le" };
+      if ($("stt-speakers").checked) extra.speaker_labels = "true";
+      ws = new WebSocket(withToken(grant.websocket_url, grant.token, extra));
+      ws.binaryType = "arraybuffer";
+      let resolve;
+      terminated = new Promise((r) => (resolve = r));
+      terminated.resolve = resolve;
+      ws.onmessage = onMessage;
+      ws.onclose = (event) => onClose(event);
+    } catch (err) {
+      fail(err);
+    }
+  }
+
+  function onClose(event) {
+    s.closeCode = event.code;
+    terminated?.resolve?.();
+    const clean = stopping && (event.code === 1000 || event.code === 1005);
+    if (clean) setStatus("Stopped");
+    else {
+      setStatus(closeSentence(event.code, event.reason), "error");
+      startBtn.textContent = "Reconnect";
+    }
+    cleanup();
+  }
+
+  function sendTerminate() {
+    if (ws && ws.readyState === WebSocket.OPEN && !s.terminateSent) {
+      ws.send(JSON.stringify({ type: "Terminate" }));
+      s.terminateSent = true;
+    }
+  }
+
+  async function stop() {
+    if (!ws) return;
+    stopping = true;
+    stopBtn.disabled = true;
+    setStatus("Finishing…");
+    // The capture's last partial frame goes out before Terminate.
+    if (capture) await capture.stop().catch(() => {});
+    capture = null;
+    sendTerminate();
+    const socket = ws;
+    await Promise.race([terminated, new Promise((r) => setTimeout(r, TERMINATION_TIMEOUT_MS))]);
+    if (socket.readyState === WebSocket.OPEN) socket.close(1000, "done");
+  }
+
+  function cleanup() {
+    if (capture) capture.stop().catch(() => {});
+    capture = null;
+    ws = null;
+    startBtn.disabled = false;
+    stopBtn.disabled = true;
+    if (!stopping) return;
+    startBtn.textContent = "Start";
+  }
+
+  startBtn.addEventListener("click", start);
+  stopBtn.addEventListener("click", stop);
+  // Closing or leaving the page still ends the session, so it stops being billed.
+  addEventListener("pagehide", sendTerminate);
+  return { start, stop };
+}

@@ -1,0 +1,67 @@
+// AudioWorkletProcessor: microphone → target rate → PCM16 LE frames, paced by the audio clock.
+// The page receives {type: "frame", pcm: ArrayBuffer} as each frame fills, so frames leave no
+// faster than real time, and {type: "level"} about 20 times a second for the meter.
+import { Framer, Resampler, levels } from "../dsp.js";
+
+class CaptureProcessor extends AudioWorkletProcessor {
+  constructor(options) {
+    super();
+    const { targetRate = 16000, frameMs = 100 } = options.processorOptions || {};
+    // `sampleRate` is the AudioContext's rate, a global of the worklet scope.
+    this.resampler = new Resampler(sampleRate, targetRate);
+    this.framer = new Framer(targetRate, frameMs);
+    this.sending = true;
+    this.levelEvery = Math.round(sampleRate / 20);
+    this.sinceLevel = 0;
+    this.peak = 0;
+    this.sumSquares = 0;
+    this.count = 0;
+    this.frames = 0;
+    this.port.onmessage = (event) => this.onMessage(event.data);
+  }
+
+  onMessage(message) {
+    if (message.type === "stop") {
+      this.sending = false;
+      const last = this.framer.flush();
+      if (last) this.post(last);
+      this.port.postMessage({ type: "stopped", frames: this.frames });
+    } else if (message.type === "pause") {
+      this.sending = false;
+    } else if (message.type === "resume") {
+      this.sending = true;
+    }
+  }
+
+  post(pcm) {
+    this.frames += 1;
+    this.port.postMessage({ type: "frame", pcm, at: currentTime }, [pcm]);
+  }
+
+  process(inputs) {
+    const channel = inputs[0] && inputs[0][0];
+    if (!channel) return true; // no input connected yet: keep the node alive
+    const { rms, peak } = levels(channel);
+    this.sumSquares += rms * rms * channel.length;
+    this.count += channel.length;
+    this.peak = Math.max(this.peak, peak);
+    this.sinceLevel += channel.length;
+    if (this.sinceLevel >= this.levelEvery) {
+      this.port.postMessage({
+        type: "level",
+        rms: Math.sqrt(this.sumSquares / this.count),
+        peak: this.peak,
+      });
+      this.sinceLevel = 0;
+      this.sumSquares = 0;
+      this.count = 0;
+      this.peak = 0;
+    }
+    if (this.sending) {
+      for (const frame of this.framer.push(this.resampler.process(channel))) this.post(frame);
+    }
+    return true;
+  }
+}
+
+registerProcessor("aai-capture", CaptureProcessor);
