@@ -2,12 +2,43 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
 from starlette.applications import Starlette
 from starlette.routing import BaseRoute
 
 from emulator import agents, control, llm, rest, streaming
 from emulator.config import EmulatorSettings, get_emulator_settings
+from emulator.recognition import recognition_mode, warm_up
 from emulator.state import EmulatorState
+
+logger = logging.getLogger(__name__)
+
+
+@asynccontextmanager
+async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    state: EmulatorState = app.state.emu
+    settings = state.settings
+    if not settings.upload_sink:
+        (settings.data_dir / "uploads").mkdir(parents=True, exist_ok=True)
+    mode = recognition_mode(settings.recognition)
+    if mode == "pocketsphinx":
+        warm_up()
+    logger.info(
+        "emulator.started",
+        extra={"test_mode": settings.test_mode, "recognition": mode, "sink": settings.upload_sink},
+    )
+    # One pooled client for webhook deliveries and audio_url fetches; no env proxies, so
+    # loopback receivers are reached directly.
+    state.http = httpx.AsyncClient(trust_env=False, follow_redirects=True)
+    try:
+        yield
+    finally:
+        await state.aclose()
+        await state.http.aclose()
 
 
 def create_app(settings: EmulatorSettings | None = None) -> Starlette:
@@ -19,7 +50,7 @@ def create_app(settings: EmulatorSettings | None = None) -> Starlette:
         *agents.routes,
         *control.routes,
     ]
-    app = Starlette(routes=routes)
+    app = Starlette(routes=routes, lifespan=lifespan)
     app.state.settings = settings
     app.state.emu = EmulatorState(settings)
     return app

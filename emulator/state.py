@@ -6,10 +6,13 @@ Everything here is process-local on purpose: the emulator is a single test doubl
 
 from __future__ import annotations
 
+import asyncio
 import threading
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 from starlette.requests import HTTPConnection
 
 from emulator.config import EmulatorSettings
@@ -109,10 +112,12 @@ class Faults:
 class UploadRecord:
     key: str  # the upload's id (the last path segment of its upload_url)
     owner: str  # sha256 of the API key that uploaded it (never the key itself)
-    bytes: int
+    size: int  # bytes received
     sha256: str
     path: str | None  # None in sink mode
     created_at: float
+    # The first bytes (sink mode keeps only these): enough for a WAV header's duration.
+    head: bytes = b""
 
 
 @dataclass
@@ -244,6 +249,9 @@ class EmulatorState:
         self.settings = settings
         self.faults = Faults()
         self.records = Records()
+        # Set by the app's lifespan: the client for webhooks and audio fetches.
+        self.http: httpx.AsyncClient | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
         self.knobs = Knobs(
             processing_factor=settings.processing_factor,
             min_processing_s=settings.min_processing_s,
@@ -255,8 +263,23 @@ class EmulatorState:
         )
 
     def reset(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
         self.faults.clear()
         self.records = Records()
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """Run in the background, keeping a reference (and cancelling it at shutdown)."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def aclose(self) -> None:
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def get_state(conn: HTTPConnection) -> EmulatorState:

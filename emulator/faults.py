@@ -1,0 +1,65 @@
+"""Applying injected faults to HTTP routes (shared by every HTTP route of the emulator).
+
+`await apply_fault(state, route)` at the top of a handler: it sleeps the injected latency and
+returns a response to send instead (an error status, or a dropped connection), or None.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from starlette.responses import JSONResponse, Response
+from starlette.types import Receive, Scope, Send
+
+from emulator.state import EmulatorState, Fault
+
+FAULT_MESSAGES = {
+    429: "Too many requests (injected by the emulator).",
+    500: "Internal server error (injected by the emulator).",
+    503: "Service unavailable (injected by the emulator).",
+}
+
+
+class DroppedConnection(Exception):
+    """Raised inside the ASGI app to make the server cut the connection."""
+
+
+class DropResponse(Response):
+    """Announces a body, sends part of it, then aborts: the client sees the connection drop."""
+
+    def __init__(self) -> None:
+        super().__init__(status_code=200, media_type="application/json")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", b"4096")],
+            }
+        )
+        await send({"type": "http.response.body", "body": b'{"id": "', "more_body": True})
+        # An exception after the response started makes uvicorn close the socket at once.
+        raise DroppedConnection("connection dropped by an injected fault")
+
+
+def fault_response(fault: Fault) -> Response | None:
+    if fault.drop:
+        return DropResponse()
+    if fault.status is None:
+        return None
+    headers = {}
+    if fault.retry_after is not None:
+        headers["Retry-After"] = str(fault.retry_after)
+    message = FAULT_MESSAGES.get(fault.status, f"Injected failure ({fault.status}).")
+    return JSONResponse({"error": message}, status_code=fault.status, headers=headers)
+
+
+async def apply_fault(state: EmulatorState, route: str) -> Response | None:
+    """Consume one injected fault for `route`: sleep its latency, return its response."""
+    fault = state.faults.take(route)
+    if fault is None:
+        return None
+    if fault.delay_s > 0:
+        await asyncio.sleep(fault.delay_s)
+    return fault_response(fault)
