@@ -17,9 +17,9 @@ from app.core.migrate import script_heads
 from app.health.router import router as health_router
 from app.keys.router import router as keys_router
 from app.upstream.client import create_upstream
+from app.web.router import mount_client
 from app.webhooks.router import router as webhooks_router
 from app.webhooks.runtime import start_webhooks, stop_webhooks
-from app.web.router import mount_client
 
 logger = logging.getLogger(__name__)
 

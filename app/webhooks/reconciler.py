@@ -1,0 +1,348 @@
+"""The reconciler: one loop per instance that advances due jobs, relays, and summaries.
+
+Claims are short transactions (`FOR UPDATE SKIP LOCKED`) that stamp a lease on the rows;
+the slow work (upstream GETs, relay POSTs) runs outside any transaction, and its result
+is written only while the lease is still ours. A crashed instance's leases expire and
+another instance takes the work over. Jobs become final only on upstream's documented
+final states (`completed`, `error`); everything else is retried on a backoff schedule.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import httpx
+from sqlalchemy import bindparam, select, text, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.core.config import Settings
+from app.core.db import utcnow
+from app.core.errors import AppError, RateLimited
+from app.transcripts.models import FINAL_STATUSES, Job, JobStatus
+from app.upstream.client import Upstream
+from app.webhooks import relay
+from app.webhooks.events import publish_job_event
+from app.webhooks.models import WebhookDelivery
+from app.webhooks.schemas import job_view
+
+logger = logging.getLogger(__name__)
+
+UPSTREAM_FINAL = {"completed", "error"}
+UPSTREAM_ACTIVE = {"queued", "processing"}
+
+
+def instance_owner() -> str:
+    """A lease owner name unique to this process."""
+    return f"{socket.gethostname()[:40]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def _step(schedule: list[float], attempt: int) -> float:
+    return schedule[min(max(attempt, 0), len(schedule) - 1)]
+
+
+@dataclass
+class ClaimedJob:
+    id: uuid.UUID
+    upstream_id: str | None
+    status: str
+    check_attempts: int
+    created_at: datetime
+
+
+class Reconciler:
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        upstream: Upstream,
+        settings: Settings,
+        *,
+        owner: str | None = None,
+        wake: asyncio.Event | None = None,
+        relay_http: httpx.AsyncClient | None = None,
+    ) -> None:
+        self.sessionmaker = sessionmaker
+        self.upstream = upstream
+        self.settings = settings
+        self.owner = owner or instance_owner()
+        self.wake = wake or asyncio.Event()
+        self._own_http = relay_http is None
+        self.relay_http = relay_http or relay.create_relay_client(settings)
+        self._task: asyncio.Task[None] | None = None
+        self._summaries_missing_logged = False
+        self._semaphore = asyncio.Semaphore(settings.reconciler_concurrency)
+
+    # --- lifecycle -------------------------------------------------------------------------
+    def start(self) -> None:
+        self._task = asyncio.create_task(self.run(), name="webhooks.reconciler")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._own_http:
+            await self.relay_http.aclose()
+
+    async def run(self) -> None:
+        logger.info("webhooks.reconciler.started", extra={"owner": self.owner})
+        while True:
+            self.wake.clear()
+            try:
+                busy = await self.tick()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("webhooks.reconciler.tick_failed")
+                busy = False
+            if busy:
+                continue  # a full batch: more may be due right now
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), self.settings.reconciler_tick_s)
+
+    async def tick(self) -> bool:
+        """One pass over due jobs, due relays and due summaries; True if a batch was full."""
+        limit = self.settings.reconciler_batch_size
+        jobs = await self.claim_jobs(limit)
+        if jobs:
+            await asyncio.gather(*(self._guarded(self.process_job(j)) for j in jobs))
+        deliveries = await relay.claim_deliveries(
+            self.sessionmaker, self.owner, limit, self.settings.reconciler_lease_s
+        )
+        if deliveries:
+            await asyncio.gather(
+                *(
+                    self._guarded(
+                        relay.deliver(
+                            self.sessionmaker, self.relay_http, self.settings, d, self.owner
+                        )
+                    )
+                    for d in deliveries
+                )
+            )
+        await self._summaries()
+        return len(jobs) >= limit or len(deliveries) >= limit
+
+    async def _guarded(self, work: Any) -> None:
+        async with self._semaphore:
+            try:
+                await work
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("webhooks.reconciler.work_failed")
+
+    async def _summaries(self) -> None:
+        try:
+            from app.llm.worker import process_due_summaries  # the LLM feature's exactly-once claim
+        except ImportError:
+            if not self._summaries_missing_logged:
+                logger.info("webhooks.reconciler.summaries_unavailable")
+                self._summaries_missing_logged = True
+            return
+        try:
+            await process_due_summaries(
+                self.sessionmaker, self.upstream, self.settings, owner=self.owner
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("webhooks.reconciler.summaries_failed")
+
+    # --- jobs ------------------------------------------------------------------------------
+    async def claim_jobs(self, limit: int) -> list[ClaimedJob]:
+        now = utcnow()
+        async with self.sessionmaker() as session, session.begin():
+            rows = await session.execute(
+                text(
+                    """
+                    WITH due AS (
+                        SELECT id FROM jobs
+                        WHERE next_check_at <= :now
+                          AND status NOT IN :final
+                          AND deleted_at IS NULL
+                          AND (lease_expires_at IS NULL OR lease_expires_at < :now)
+                        ORDER BY next_check_at
+                        LIMIT :limit
+                        FOR UPDATE SKIP LOCKED
+                    )
+                    UPDATE jobs j
+                    SET lease_owner = :owner, lease_expires_at = :until
+                    FROM due WHERE j.id = due.id
+                    RETURNING j.id, j.upstream_id, j.status, j.check_attempts, j.created_at
+                    """
+                ).bindparams(bindparam("final", expanding=True)),
+                {
+                    "now": now,
+                    "final": list(FINAL_STATUSES),
+                    "limit": limit,
+                    "owner": self.owner,
+                    "until": now + timedelta(seconds=self.settings.reconciler_lease_s),
+                },
+            )
+            return [ClaimedJob(*r) for r in rows]
+
+    async def _locked_job(self, session: AsyncSession, job_id: uuid.UUID) -> Job | None:
+        """The job, row-locked, if our lease on it still holds."""
+        job = await session.scalar(
+            select(Job)
+            .where(Job.id == job_id, Job.lease_owner == self.owner)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+        if job is None:
+            logger.warning("webhooks.reconciler.lease_lost", extra={"job_id": str(job_id)})
+        return job
+
+    @staticmethod
+    def _release(job: Job, next_check_at: datetime | None) -> None:
+        job.lease_owner = None
+        job.lease_expires_at = None
+        job.next_check_at = next_check_at
+
+    async def process_job(self, claimed: ClaimedJob) -> None:
+        if claimed.upstream_id is None:
+            await self._process_submitting(claimed)
+            return
+        started = utcnow()
+        try:
+            transcript = await self.upstream.rest.get_transcript(claimed.upstream_id)
+        except AppError as exc:
+            await self._retry_later(claimed, exc)
+            return
+        status = transcript.get("status")
+        async with self.sessionmaker() as session, session.begin():
+            job = await self._locked_job(session, claimed.id)
+            if job is None:
+                return
+            now = utcnow()
+            if status in UPSTREAM_FINAL:
+                job.status = str(status)
+                job.completed_at = now
+                job.check_attempts = 0
+                job.audio_duration = transcript.get("audio_duration") or job.audio_duration
+                job.speech_model = transcript.get("speech_model_used") or job.speech_model
+                if status == JobStatus.completed:
+                    job.result = transcript
+                    job.error = None
+                else:
+                    job.error = str(transcript.get("error") or "AssemblyAI reported an error.")
+                    job.result = transcript
+                self._release(job, None)
+                await publish_job_event(session, job, "status", job_view(job))
+                await relay.schedule_relay(session, job)
+                logger.info(
+                    "webhooks.reconciler.job_final",
+                    extra={"job_id": str(job.id), "status": job.status},
+                )
+                return
+            if status in UPSTREAM_ACTIVE and status != job.status:
+                job.status = str(status)
+                await publish_job_event(session, job, "status", job_view(job))
+            elif status not in UPSTREAM_ACTIVE:
+                logger.warning(
+                    "webhooks.reconciler.unknown_status",
+                    extra={"job_id": str(job.id), "status": str(status)[:40]},
+                )
+            # A webhook that came while we were fetching means upstream moved on: look again.
+            if job.webhook_received_at is not None and job.webhook_received_at >= started:
+                next_at = now
+            else:
+                next_at = now + timedelta(
+                    seconds=_step(self.settings.poll_schedule, job.check_attempts)
+                )
+            job.check_attempts += 1
+            self._release(job, next_at)
+
+    async def _retry_later(self, claimed: ClaimedJob, exc: AppError) -> None:
+        delay = _step(self.settings.error_backoff, claimed.check_attempts)
+        if isinstance(exc, RateLimited) and exc.retry_after is not None:
+            delay = max(delay, exc.retry_after)
+        logger.warning(
+            "webhooks.reconciler.upstream_failed",
+            extra={"job_id": str(claimed.id), "error": exc.error, "retry_in_s": delay},
+        )
+        async with self.sessionmaker() as session, session.begin():
+            job = await self._locked_job(session, claimed.id)
+            if job is None:
+                return
+            job.check_attempts += 1
+            self._release(job, utcnow() + timedelta(seconds=delay))
+
+    async def _process_submitting(self, claimed: ClaimedJob) -> None:
+        """A webhook came before the submit answer: wait for it, or adopt the webhook's id.
+
+        The submit answer normally lands within the upstream timeout; if it never does (the
+        submitting instance died), the transcript id from the verified webhook is adopted.
+        """
+        async with self.sessionmaker() as session, session.begin():
+            job = await self._locked_job(session, claimed.id)
+            if job is None:
+                return
+            now = utcnow()
+            if job.upstream_id is not None or job.status != JobStatus.submitting:
+                self._release(job, now)  # the submit answer landed meanwhile
+                return
+            give_up_at = job.created_at + timedelta(
+                seconds=self.settings.upstream_timeout_s * self.settings.upstream_retry_attempts
+                + self.settings.reconciler_lease_s
+            )
+            if now < give_up_at:
+                self._release(job, now + timedelta(seconds=self.settings.reconciler_tick_s))
+                return
+            transcript_id = await session.scalar(
+                select(WebhookDelivery.transcript_id)
+                .where(WebhookDelivery.job_id == job.id, WebhookDelivery.transcript_id.is_not(None))
+                .order_by(WebhookDelivery.received_at)
+                .limit(1)
+            )
+            if transcript_id is None:
+                self._release(job, None)
+                return
+            logger.warning(
+                "webhooks.reconciler.adopted_transcript_id",
+                extra={"job_id": str(job.id), "upstream_id": transcript_id},
+            )
+            job.upstream_id = transcript_id
+            job.status = JobStatus.queued.value
+            await publish_job_event(session, job, "status", job_view(job))
+            self._release(job, now)
+
+
+async def mark_due(session: AsyncSession, job_id: uuid.UUID) -> None:
+    """Ask the reconciler to look at a job now (used by tests and admin tools)."""
+    await session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status.not_in(FINAL_STATUSES))
+        .values(next_check_at=utcnow())
+    )
+
+
+async def run_worker(settings: Settings) -> None:
+    """`aai-proxy worker`: the reconciler (and the LISTEN hub for wake-ups), no HTTP."""
+    from app.core.db import create_engine, create_sessionmaker
+    from app.upstream.client import create_upstream
+    from app.webhooks.hub import EventHub
+
+    assert settings.database_url is not None
+    url = settings.database_url.get_secret_value()
+    engine = create_engine(url)
+    sessionmaker = create_sessionmaker(engine)
+    upstream = create_upstream(settings)
+    hub = EventHub(url, sessionmaker)
+    await hub.start()
+    reconciler = Reconciler(sessionmaker, upstream, settings, wake=hub.wake)
+    try:
+        await reconciler.run()
+    finally:
+        await reconciler.stop()
+        await hub.stop()
+        await upstream.aclose()
+        await engine.dispose()

@@ -1,0 +1,225 @@
+"""Routes: the AssemblyAI webhook receiver, live job status (SSE), signing-secret rotation."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sse_starlette import EventSourceResponse, ServerSentEvent
+
+from app.core.db import utcnow
+from app.core.deps import SessionDep, SettingsDep
+from app.core.errors import BadRequest, Forbidden, NotFound, PayloadTooLarge
+from app.keys.auth import get_principal, require_scope
+from app.keys.models import ApiKey
+from app.keys.schemas import Scope
+from app.keys.service import Principal
+from app.transcripts.models import FINAL_STATUSES, Job
+from app.webhooks import service
+from app.webhooks.events import events_after
+from app.webhooks.hub import EventHub, JobEventMessage, Resync
+from app.webhooks.schemas import SigningSecretRotated, WebhookAck, job_view
+from app.webhooks.signing import rotate_signing_secret
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter(tags=["webhooks"])
+
+TranscriptsDep = Annotated[Principal, Depends(require_scope(Scope.transcripts))]
+
+
+async def _read_limited(request: Request, limit: int) -> bytes:
+    """The raw body, refused with 413 as soon as it passes `limit` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"The webhook body is over {limit} bytes.")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"The webhook body is over {limit} bytes.")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@router.post(
+    "/webhooks/assemblyai/{job_id}",
+    response_model=WebhookAck,
+    responses={
+        400: {"description": "Not JSON, or transcript_id is not this job's"},
+        401: {"description": "Missing or wrong webhook secret"},
+        404: {"description": "Unknown job"},
+        413: {"description": "Body too large"},
+    },
+    include_in_schema=True,
+)
+async def receive_assemblyai_webhook(
+    job_id: uuid.UUID, request: Request, session: SessionDep, settings: SettingsDep
+) -> WebhookAck:
+    """Receive AssemblyAI's completion webhook for one job (recorded; processed after)."""
+    presented = request.headers.get(service.WEBHOOK_AUTH_HEADER)
+    if not presented:
+        raise service.WebhookUnauthorized()
+    body = await _read_limited(request, settings.webhook_max_body_bytes)
+    receipt = await service.receive(session, job_id, presented, body)
+    return WebhookAck(duplicate=receipt.duplicate)
+
+
+# --- Live status -------------------------------------------------------------------------
+
+
+def _hub(request: Request) -> EventHub:
+    hub: EventHub | None = getattr(request.app.state, "event_hub", None)
+    if hub is None:
+        raise NotFound("Live status is not available on this instance.")
+    return hub
+
+
+def _sse(event_id: int, event: str, data: dict[str, Any]) -> ServerSentEvent:
+    return ServerSentEvent(
+        id=str(event_id), event=event, data=json.dumps(data, separators=(",", ":"), default=str)
+    )
+
+
+def _is_final(data: dict[str, Any]) -> bool:
+    return data.get("status") in FINAL_STATUSES
+
+
+async def _job_stream(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    hub: EventHub,
+    job_id: uuid.UUID,
+    last_event_id: int | None,
+    final_grace_s: float,
+) -> AsyncIterator[ServerSentEvent]:
+    # Subscribe before reading the table so nothing published in between is missed;
+    # duplicates are dropped by id.
+    sub = hub.subscribe(job_id)
+    try:
+        async with sessionmaker() as session:
+            job = await session.get(Job, job_id)
+            if job is None:
+                return
+            final = job.is_final
+            if last_event_id is None:
+                last = job.version
+                yield _sse(job.version, "status", job_view(job))
+            else:
+                last = last_event_id
+                for row in await events_after(session, job_id, last):
+                    yield _sse(row.version, row.event, row.data)
+                    last = row.version
+        final_at = time.monotonic() if final else None
+        while True:
+            timeout = None
+            if final_at is not None:
+                timeout = max(0.0, final_at + final_grace_s - time.monotonic())
+            try:
+                item = await asyncio.wait_for(sub.queue.get(), timeout)
+            except TimeoutError:
+                return  # final, and nothing more (summaries) came within the grace period
+            messages: list[JobEventMessage] = []
+            if isinstance(item, Resync):
+                async with sessionmaker() as session:
+                    rows = await events_after(session, job_id, last)
+                messages = [JobEventMessage(str(job_id), r.version, r.event, r.data) for r in rows]
+            else:
+                messages = [item]
+            for message in messages:
+                if message.id <= last:
+                    continue
+                yield _sse(message.id, message.event, message.data)
+                last = message.id
+                if _is_final(message.data) or final_at is not None:
+                    final_at = time.monotonic()
+    finally:
+        hub.unsubscribe(sub)
+
+
+@router.get(
+    "/api/transcripts/{job_id}/events",
+    responses={
+        200: {"content": {"text/event-stream": {}}, "description": "A stream of job events"},
+        401: {"description": "Missing or invalid key"},
+        403: {"description": "Key lacks the transcripts scope"},
+        404: {"description": "No such job for this key"},
+    },
+    tags=["transcripts"],
+)
+async def job_events(
+    job_id: uuid.UUID,
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    principal: TranscriptsDep,
+) -> EventSourceResponse:
+    """Live status of one job as Server-Sent Events (resume with Last-Event-ID)."""
+    owned = await session.scalar(
+        select(Job.id).where(
+            Job.id == job_id, Job.key_id == principal.key_id, Job.deleted_at.is_(None)
+        )
+    )
+    if owned is None:
+        raise NotFound("No such transcript.")
+    last_event_id: int | None = None
+    raw_last = request.headers.get("last-event-id")
+    if raw_last:
+        try:
+            last_event_id = max(0, int(raw_last))
+        except ValueError:
+            raise BadRequest("Last-Event-ID must be an event id from this stream.") from None
+    return EventSourceResponse(
+        _job_stream(
+            request.app.state.sessionmaker,
+            _hub(request),
+            job_id,
+            last_event_id,
+            settings.sse_final_grace_s,
+        ),
+        ping=settings.sse_heartbeat_s,
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+# --- Signing secrets ---------------------------------------------------------------------
+
+
+@router.post(
+    "/api/keys/{key_id}/signing-secret/rotate",
+    response_model=SigningSecretRotated,
+    responses={
+        401: {"description": "Missing or invalid key"},
+        403: {"description": "Neither an admin key nor the key itself"},
+        404: {"description": "No such key"},
+    },
+    tags=["keys"],
+)
+async def rotate_key_signing_secret(
+    key_id: uuid.UUID,
+    session: SessionDep,
+    settings: SettingsDep,
+    principal: Annotated[Principal, Depends(get_principal)],
+) -> SigningSecretRotated:
+    """Rotate a key's webhook signing secret; the previous one signs during a grace period."""
+    if not principal.has(Scope.admin.value) and principal.key_id != key_id:
+        raise Forbidden("Only an admin key or the key itself may rotate its signing secret.")
+    key = await session.get(ApiKey, key_id)
+    if key is None:
+        raise NotFound("No key with that id.")
+    grace = settings.relay_signing_secret_grace_s
+    secret, previous = await rotate_signing_secret(session, key_id, grace)
+    until = utcnow() + timedelta(seconds=grace) if previous else None
+    logger.info("webhooks.signing_secret.rotated", extra={"key_id": str(key_id)})
+    return SigningSecretRotated(
+        key_id=key_id, webhook_signing_secret=secret, previous_valid_until=until
+    )

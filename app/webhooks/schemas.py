@@ -1,0 +1,46 @@
+"""Shapes of what this feature sends: SSE event data, relay bodies, rotation answers."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from app.transcripts.models import Job
+
+
+def job_view(job: Job) -> dict[str, Any]:
+    """The small job summary carried by status events (fits a NOTIFY payload)."""
+    return {
+        "id": str(job.id),
+        "status": job.status,
+        "upstream_id": job.upstream_id,
+        "error": job.error,
+        "audio_duration": job.audio_duration,
+        "created_at": job.created_at.isoformat() if job.created_at else None,
+        "completed_at": job.completed_at.isoformat() if job.completed_at else None,
+    }
+
+
+def relay_body(job: Job, msg_timestamp: datetime) -> dict[str, Any]:
+    """A Standard Webhooks style body: `type`, `timestamp`, `data` (our job + transcript)."""
+    return {
+        "type": f"transcript.{job.status}",
+        "timestamp": msg_timestamp.isoformat(),
+        "data": {**job_view(job), "transcript": job.result},
+    }
+
+
+class WebhookAck(BaseModel):
+    ok: bool = True
+    duplicate: bool = Field(False, description="True when this exact delivery was seen before.")
+
+
+class SigningSecretRotated(BaseModel):
+    key_id: uuid.UUID
+    webhook_signing_secret: str = Field(description="The new secret. Shown once.")
+    previous_valid_until: datetime | None = Field(
+        description="Until when the previous secret still signs (both signatures are sent)."
+    )

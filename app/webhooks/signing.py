@@ -1,0 +1,113 @@
+"""Standard Webhooks signing (https://www.standardwebhooks.com) and per-key signing secrets.
+
+A message is signed as `v1,<base64(HMAC-SHA256(secret, "{id}.{timestamp}.{body}"))>`, where
+the secret is the base64-decoded part after `whsec_`. During a rotation both the new and the
+previous secret sign, and the header carries both signatures separated by a space, so a
+receiver holding either secret verifies.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+import uuid
+from datetime import timedelta
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.db import utcnow
+from app.webhooks.models import SigningSecret
+
+SECRET_PREFIX = "whsec_"
+
+
+def new_signing_secret() -> str:
+    """A fresh `whsec_` secret: 32 random bytes, base64."""
+    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def _secret_bytes(secret: str) -> bytes:
+    return base64.b64decode(secret.removeprefix(SECRET_PREFIX))
+
+
+def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
+    """One `v1,<signature>` entry."""
+    to_sign = f"{msg_id}.{timestamp}.".encode() + body
+    digest = hmac.new(_secret_bytes(secret), to_sign, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode()
+
+
+def signature_header(secrets_: list[str], msg_id: str, timestamp: int, body: bytes) -> str:
+    return " ".join(sign(s, msg_id, timestamp, body) for s in secrets_)
+
+
+def webhook_headers(
+    secrets_: list[str], msg_id: str, timestamp: int, body: bytes
+) -> dict[str, str]:
+    return {
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": signature_header(secrets_, msg_id, timestamp, body),
+    }
+
+
+async def create_signing_secret(session: AsyncSession, key_id: uuid.UUID) -> str:
+    """A new current secret for a key (the raw value is returned once to show the caller)."""
+    secret = new_signing_secret()
+    session.add(SigningSecret(key_id=key_id, secret=secret))
+    await session.flush()
+    return secret
+
+
+async def rotate_signing_secret(
+    session: AsyncSession, key_id: uuid.UUID, grace_s: float
+) -> tuple[str, int]:
+    """Replace the key's current secret; the old one keeps signing for `grace_s` seconds.
+
+    Returns the new secret and how many previous secrets remain valid.
+    """
+    now = utcnow()
+    # Older rotated-out secrets stop now: at most two are valid at any time.
+    await session.execute(
+        update(SigningSecret)
+        .where(
+            SigningSecret.key_id == key_id,
+            SigningSecret.expires_at.is_not(None),
+            SigningSecret.expires_at > now,
+        )
+        .values(expires_at=now)
+    )
+    result = await session.execute(
+        update(SigningSecret)
+        .where(SigningSecret.key_id == key_id, SigningSecret.expires_at.is_(None))
+        .values(expires_at=now + timedelta(seconds=grace_s))
+    )
+    previous = int(getattr(result, "rowcount", 0) or 0) if grace_s > 0 else 0
+    secret = await create_signing_secret(session, key_id)
+    return secret, previous
+
+
+async def valid_secrets(session: AsyncSession, key_id: uuid.UUID) -> list[str]:
+    """The secrets that sign a message for this key now, newest first.
+
+    A key without one (created before this feature, or by the CLI) gets one here; its
+    owner reads it by rotating.
+    """
+    now = utcnow()
+    rows = list(
+        await session.scalars(
+            select(SigningSecret)
+            .where(
+                SigningSecret.key_id == key_id,
+                or_(SigningSecret.expires_at.is_(None), SigningSecret.expires_at > now),
+            )
+            .order_by(SigningSecret.created_at.desc())
+            .limit(2)
+        )
+    )
+    if not rows:
+        return [await create_signing_secret(session, key_id)]
+    return [r.secret for r in rows]
