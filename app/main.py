@@ -16,6 +16,7 @@ from app.core.middleware import RequestIdMiddleware
 from app.core.migrate import script_heads
 from app.health.router import router as health_router
 from app.keys.router import router as keys_router
+from app.llm.router import router as llm_router
 from app.upstream.client import create_upstream
 from app.web.router import mount_client
 from app.webhooks.router import router as webhooks_router
@@ -70,6 +71,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     register_error_handlers(app)
     app.include_router(health_router)
     app.include_router(keys_router)
+    app.include_router(llm_router)
     app.include_router(webhooks_router)
     mount_client(app)
     return app

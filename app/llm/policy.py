@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -259,7 +259,7 @@ async def record_usage(
     if reservation.id is not None:
         await session.execute(delete(LlmReservation).where(LlmReservation.id == reservation.id))
     await session.execute(
-        LlmBudgetDay.__table__.update()
+        update(LlmBudgetDay)
         .where(
             LlmBudgetDay.key_id == reservation.key_id,
             LlmBudgetDay.day == reservation.day,
@@ -289,11 +289,20 @@ async def settle(
     *,
     model: str,
     kind: str,
+    summary_id: uuid.UUID | None = None,
     streamed: bool = False,
 ) -> None:
     """Settle a hold in its own transaction (calls outside a request's transaction)."""
     async with sessionmaker() as session, session.begin():
-        await record_usage(session, reservation, usage, model=model, kind=kind, streamed=streamed)
+        await record_usage(
+            session,
+            reservation,
+            usage,
+            model=model,
+            kind=kind,
+            summary_id=summary_id,
+            streamed=streamed,
+        )
 
 
 async def release(sessionmaker: async_sessionmaker[AsyncSession], reservation: Reservation) -> None:

@@ -78,6 +78,7 @@ async def complete(
     model: str,
     reserve_tokens: int,
     kind: str = "chat",
+    summary_id: uuid.UUID | None = None,
 ) -> tuple[dict[str, Any], Usage]:
     """One governed, non-streamed completion: hold, call, settle (or release)."""
     reservation = await policy.reserve(sessionmaker, settings, key_id, reserve_tokens)
@@ -87,9 +88,11 @@ async def complete(
         with anyio.CancelScope(shield=True):
             await policy.release(sessionmaker, reservation)
         raise
-    usage = policy.usage_from(answer) or _estimate(payload, _answer_text(answer))
+    usage = policy.usage_from(answer) or _estimate(payload, answer_text(answer))
     with anyio.CancelScope(shield=True):
-        await policy.settle(sessionmaker, reservation, usage, model=model, kind=kind)
+        await policy.settle(
+            sessionmaker, reservation, usage, model=model, kind=kind, summary_id=summary_id
+        )
     logger.info(
         "llm.chat.completed",
         extra={
@@ -102,7 +105,7 @@ async def complete(
     return answer, usage
 
 
-def _answer_text(answer: object) -> str:
+def answer_text(answer: object) -> str:
     if not isinstance(answer, dict):
         return ""
     parts = []
@@ -165,7 +168,7 @@ class SseUsageTap:
         usage = policy.usage_from(event)
         if usage is not None:
             self.usage = usage
-        text = _answer_text(event)
+        text = answer_text(event)
         if text:
             self.text_parts.append(text)
 

@@ -1,0 +1,192 @@
+"""LLM Gateway routes: the compatible `/v1/chat/completions` and the app surface's
+transcript summaries."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, BackgroundTasks, Depends, Request, Response, status
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.core.config import Settings
+from app.core.deps import SessionDep, SettingsDep, UpstreamDep
+from app.core.errors import BadRequest, Conflict, NotFound
+from app.keys.auth import require_scope
+from app.keys.schemas import Scope
+from app.keys.service import Principal
+from app.llm import policy, service, summaries
+from app.llm.schemas import SummaryRead, SummaryRequest
+from app.llm.worker import claim_summaries
+from app.transcripts.models import Job, JobStatus
+from app.upstream.client import Upstream
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter(tags=["llm"])
+
+LlmDep = Annotated[Principal, Depends(require_scope(Scope.llm))]
+TranscriptsDep = Annotated[Principal, Depends(require_scope(Scope.transcripts))]
+
+# Identifies this process's claims on summaries run right after a request.
+API_OWNER = f"{socket.gethostname()}:{os.getpid()}:api"
+
+_AUTH_ERRORS: dict[int | str, dict[str, str]] = {
+    401: {"description": "Missing or invalid key"},
+    403: {"description": "Key lacks the required scope"},
+}
+_CHAT_ERRORS: dict[int | str, dict[str, str]] = {
+    **_AUTH_ERRORS,
+    400: {"description": "Model not exact or not served in this region; bad body"},
+    404: {"description": "transcript_id is not a transcript of this key"},
+    429: {"description": "Daily token budget used up (Retry-After until the day rolls)"},
+    502: {"description": "LLM Gateway failed (5xx retried first)"},
+    504: {"description": "LLM Gateway did not answer in time"},
+}
+_SUMMARY_ERRORS: dict[int | str, dict[str, str]] = {
+    **_AUTH_ERRORS,
+    400: {"description": "Model not allowed"},
+    404: {"description": "No such transcript for this key"},
+    409: {"description": "The transcript failed: there is nothing to summarise"},
+    429: {"description": "Daily token budget used up"},
+}
+
+
+@router.post("/v1/chat/completions", responses=_CHAT_ERRORS)
+async def chat_completions(
+    request: Request,
+    principal: LlmDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    upstream: UpstreamDep,
+) -> Response:
+    """Create a chat completion through LLM Gateway (governed; `stream: true` passed through)."""
+    try:
+        body = json.loads(await request.body())
+    except ValueError as exc:
+        raise BadRequest("The body must be JSON.") from exc
+    payload, model, reserve_tokens = service.prepare(body, settings)
+    await service.check_transcript_access(session, principal.key_id, payload)
+    sessionmaker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
+    if payload.get("stream") is True:
+        return await service.stream(
+            sessionmaker,
+            upstream,
+            settings,
+            key_id=principal.key_id,
+            payload=payload,
+            model=model,
+            reserve_tokens=reserve_tokens,
+        )
+    answer, _ = await service.complete(
+        sessionmaker,
+        upstream,
+        settings,
+        key_id=principal.key_id,
+        payload=payload,
+        model=model,
+        reserve_tokens=reserve_tokens,
+    )
+    return service.json_answer(answer)
+
+
+async def owned_job(session: AsyncSession, principal: Principal, transcript_id: str) -> Job:
+    """The caller's job by our id or AssemblyAI's transcript id; another key's → 404."""
+    query = select(Job).where(Job.key_id == principal.key_id, Job.deleted_at.is_(None))
+    try:
+        query = query.where(Job.id == uuid.UUID(transcript_id))
+    except ValueError:
+        query = query.where(Job.upstream_id == transcript_id)
+    job = (await session.execute(query)).scalar_one_or_none()
+    if job is None:
+        raise NotFound("Transcript not found.")
+    return job
+
+
+async def run_now(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    upstream: Upstream,
+    settings: Settings,
+    summary_id: uuid.UUID,
+) -> None:
+    """Run a just-requested summary here; if another instance claimed it, that one runs it."""
+    try:
+        claimed = await claim_summaries(
+            sessionmaker, settings, owner=API_OWNER, limit=1, summary_id=summary_id
+        )
+        if claimed:
+            await summaries.run_claimed_summary(
+                sessionmaker, upstream, settings, summary_id, owner=API_OWNER
+            )
+    except Exception:
+        # The row stays due: the reconciler's worker picks it up.
+        logger.exception("llm.summary.run_now_failed", extra={"summary_id": str(summary_id)})
+
+
+@router.post(
+    "/api/transcripts/{transcript_id}/summaries",
+    response_model=SummaryRead,
+    status_code=status.HTTP_202_ACCEPTED,
+    responses={**_SUMMARY_ERRORS, 200: {"description": "The existing summary"}},
+)
+async def create_summary(
+    transcript_id: str,
+    body: SummaryRequest,
+    request: Request,
+    response: Response,
+    background: BackgroundTasks,
+    principal: TranscriptsDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    upstream: UpstreamDep,
+) -> SummaryRead:
+    """Summarise a transcript once (a repeat returns the same summary); 202 while it runs."""
+    job = await owned_job(session, principal, transcript_id)
+    if job.status in (JobStatus.error.value, JobStatus.failed.value):
+        raise Conflict(f"The transcript ended with status '{job.status}': nothing to summarise.")
+    existing_or_new, queued = await summaries.create_summary(session, job, body, settings)
+    if queued:
+        await policy.budget_available(
+            session, settings, job.key_id, settings.llm_summary_max_tokens
+        )
+        if job.status == JobStatus.completed.value:
+            background.add_task(
+                run_now, request.app.state.sessionmaker, upstream, settings, existing_or_new.id
+            )
+    if existing_or_new.status == "completed":
+        response.status_code = status.HTTP_200_OK
+    return summaries.to_read(existing_or_new)
+
+
+@router.get(
+    "/api/transcripts/{transcript_id}/summaries",
+    response_model=list[SummaryRead],
+    responses={404: {"description": "No such transcript for this key"}, **_AUTH_ERRORS},
+)
+async def list_summaries(
+    transcript_id: str, principal: TranscriptsDep, session: SessionDep
+) -> list[SummaryRead]:
+    """List a transcript's summaries with their status, result and usage."""
+    job = await owned_job(session, principal, transcript_id)
+    return [summaries.to_read(s) for s in await summaries.list_summaries(session, job.id)]
+
+
+@router.get(
+    "/api/transcripts/{transcript_id}/summaries/{summary_id}",
+    response_model=SummaryRead,
+    responses={404: {"description": "No such transcript or summary for this key"}, **_AUTH_ERRORS},
+)
+async def get_summary(
+    transcript_id: str, summary_id: uuid.UUID, principal: TranscriptsDep, session: SessionDep
+) -> SummaryRead:
+    """One summary of a transcript."""
+    job = await owned_job(session, principal, transcript_id)
+    for summary in await summaries.list_summaries(session, job.id):
+        if summary.id == summary_id:
+            return summaries.to_read(summary)
+    raise NotFound("Summary not found.")
