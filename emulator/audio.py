@@ -58,7 +58,8 @@ def pcm16_to_mulaw(pcm16: bytes) -> bytes:
     exponent = np.clip(exponent, 0, 7)
     mantissa = (magnitude >> (exponent + 3)) & 0x0F
     encoded = ~(sign | (exponent << 4) | mantissa) & 0xFF
-    return encoded.astype(np.uint8).tobytes()
+    result: bytes = encoded.astype(np.uint8).tobytes()
+    return result
 
 
 def pcm16_to_alaw(pcm16: bytes) -> bytes:
@@ -72,7 +73,8 @@ def pcm16_to_alaw(pcm16: bytes) -> bytes:
     exponent = np.clip(exponent, 0, 7)
     mantissa = np.where(exponent == 0, magnitude >> 1, magnitude >> exponent) & 0x0F
     encoded = (sign | (exponent << 4) | mantissa) ^ 0x55
-    return encoded.astype(np.uint8).tobytes()
+    result: bytes = encoded.astype(np.uint8).tobytes()
+    return result
 
 
 def resample_pcm16(pcm16: bytes, source_rate: int, target_rate: int) -> bytes:

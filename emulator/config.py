@@ -38,6 +38,20 @@ class EmulatorSettings(BaseSettings):
     webhook_before_response: bool = False
     # "auto": pocketsphinx when installed, else placeholder words; "placeholder": always.
     recognition: Literal["auto", "placeholder"] = "auto"
+    # Streaming STT (/v3/ws) and Voice Agent (/v1/ws). Open sessions per product; one more
+    # is accepted and closed with 3009.
+    max_concurrent_sessions: int = Field(100, ge=1)
+    # Caps every WebSocket session (3008 on /v3/ws); a token's max_session_duration_seconds
+    # can only lower it. Upstream: 3 hours.
+    max_session_duration_s: float = Field(10_800, gt=0)
+    # How far streamed audio may run ahead of the wall clock (a leaky bucket drained in real
+    # time) before /v3/ws closes with 3007: absorbs one 1000 ms chunk plus network jitter.
+    streaming_burst_ms: int = Field(2000, ge=0)
+    # Voice Agent: session.resume works this long after a disconnect; reply audio is paced
+    # at this multiple of real time; "synth" replaces espeak-ng speech by a voiced buzz.
+    agent_resume_window_s: float = Field(30.0, ge=0)
+    agent_reply_speed: float = Field(1.0, gt=0)
+    tts: Literal["auto", "synth"] = "auto"
 
     def api_keys(self) -> list[str]:
         extra = [k.strip() for k in self.extra_api_keys.get_secret_value().split(",")]

@@ -10,20 +10,19 @@ dict insert, one heap push): the benchmark wants >= 5,000 mints/s at 64 concurre
 
 from __future__ import annotations
 
-import asyncio
 import heapq
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
 from starlette.requests import HTTPConnection, Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 
 from emulator.auth import check_bearer, check_raw_key
 from emulator.config import EmulatorSettings
-from emulator.state import Fault
+from emulator.faults import apply_fault
 
 Product = Literal["streaming", "agent"]
 
@@ -101,30 +100,6 @@ def _error(status: int, message: str) -> JSONResponse:
 UNAUTHORIZED = "Authentication error, API token missing/invalid"
 
 
-async def fault_response(fault: Fault) -> Response | None:
-    """Apply an injected fault to an HTTP route: wait, then answer or cut as told.
-
-    None means "carry on normally" (a pure delay).
-    """
-    if fault.delay_s:
-        await asyncio.sleep(fault.delay_s)
-    if fault.drop:
-
-        async def cut() -> AsyncIterator[bytes]:
-            yield b'{"tok'
-            raise ConnectionAbortedError("emulator fault: connection dropped mid-body")
-
-        return StreamingResponse(cut(), media_type="application/json")
-    if fault.status:
-        headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
-        return JSONResponse(
-            {"error": f"Injected fault: HTTP {fault.status}"},
-            status_code=fault.status,
-            headers=headers,
-        )
-    return None
-
-
 def _int_param(request: Request, name: str) -> int | str | None:
     """The int value of a query parameter, None when absent, or an error message."""
     raw = request.query_params.get(name)
@@ -162,11 +137,9 @@ async def _mint(
     authorized: Callable[[HTTPConnection, EmulatorSettings], bool],
 ) -> Response:
     state = request.app.state.emu
-    fault = state.faults.take(route)  # one dict lookup when nothing is queued
-    if fault is not None:
-        answer = await fault_response(fault)
-        if answer is not None:
-            return answer
+    answer = await apply_fault(state, route)  # one dict lookup when nothing is queued
+    if answer is not None:
+        return answer
     if not authorized(request, state.settings):
         return _error(401, UNAUTHORIZED)
     parsed = parse_token_params(request)
