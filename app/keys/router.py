@@ -8,6 +8,7 @@ from app.core.deps import SessionDep
 from app.keys import service
 from app.keys.auth import AdminDep
 from app.keys.schemas import KeyCreate, KeyCreated, KeyRead
+from app.webhooks.signing import create_signing_secret
 
 router = APIRouter(prefix="/api/keys", tags=["keys"])
 
@@ -34,7 +35,10 @@ async def create_key(
         client_ip=request.client.host if request.client else None,
         scopes=key.scopes,
     )
-    return KeyCreated(**KeyRead.model_validate(key).model_dump(), key=raw)
+    signing_secret = await create_signing_secret(session, key.id)
+    return KeyCreated(
+        **KeyRead.model_validate(key).model_dump(), key=raw, webhook_signing_secret=signing_secret
+    )
 
 
 @router.get("", response_model=list[KeyRead], responses=_AUTH_ERRORS)

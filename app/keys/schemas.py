@@ -37,3 +37,8 @@ class KeyRead(BaseModel):
 
 class KeyCreated(KeyRead):
     key: str = Field(description="The raw key. Shown once: only its hash is stored.")
+    webhook_signing_secret: str | None = Field(
+        None,
+        description="Signs relayed webhooks (Standard Webhooks, `whsec_...`). Shown once; "
+        "rotate with POST /api/keys/{id}/signing-secret/rotate.",
+    )

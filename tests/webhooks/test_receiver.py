@@ -30,7 +30,9 @@ def body(job: Job, status: str = "completed") -> bytes:
 async def deliveries(session: AsyncSession, job: Job) -> int:
     return int(
         await session.scalar(
-            select(func.count()).select_from(WebhookDelivery).where(WebhookDelivery.job_id == job.id)
+            select(func.count())
+            .select_from(WebhookDelivery)
+            .where(WebhookDelivery.job_id == job.id)
         )
         or 0
     )
