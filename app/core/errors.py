@@ -161,15 +161,21 @@ def register_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unhandled(_: Request, exc: Exception) -> JSONResponse:
-        request_id = request_id_var.get()
-        logger.error(
-            "request.unhandled_error",
-            exc_info=exc,
-            extra={"error_type": type(exc).__name__},
-        )
-        return error_response(
-            500,
-            "InternalError",
-            "An unexpected error occurred; quote the request id when reporting it.",
-            request_id=request_id,
-        )
+        # Reached only for errors outside RequestIdMiddleware, which answers the rest.
+        return unhandled_error_response(exc)
+
+
+def unhandled_error_response(exc: BaseException) -> JSONResponse:
+    """Log the error (traceback redacted) and answer 500 with the request id, no detail."""
+    request_id = request_id_var.get()
+    logger.error(
+        "request.unhandled_error",
+        exc_info=exc,
+        extra={"error_type": type(exc).__name__},
+    )
+    return error_response(
+        500,
+        "InternalError",
+        "An unexpected error occurred; quote the request id when reporting it.",
+        request_id=request_id,
+    )

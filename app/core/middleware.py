@@ -1,4 +1,5 @@
-"""Request ids: accept a sane `X-Request-ID`, otherwise make one; echo it on every answer."""
+"""Request ids: accept a sane `X-Request-ID`, otherwise make one; echo it on every answer
+(the 500 of an unhandled error included)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.core.errors import unhandled_error_response
 from app.core.logging import request_id_var
 
 _VALID = re.compile(r"^[A-Za-z0-9._\-]{1,128}$")
@@ -27,9 +29,12 @@ class RequestIdMiddleware:
                 break
         request_id = incoming if incoming and _VALID.match(incoming) else uuid.uuid4().hex
         token = request_id_var.set(request_id)
+        started = False
 
         async def send_with_id(message: Message) -> None:
+            nonlocal started
             if message["type"] == "http.response.start":
+                started = True
                 headers = list(message.get("headers", []))
                 headers.append((b"x-request-id", request_id.encode()))
                 message["headers"] = headers
@@ -37,5 +42,12 @@ class RequestIdMiddleware:
 
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception as exc:
+            # Answered here, not by Starlette's outermost ServerErrorMiddleware: out there
+            # the request id is already gone and the 500 would lack it (body and header).
+            if scope["type"] != "http" or started:
+                raise
+            response = unhandled_error_response(exc)
+            await response(scope, receive, send_with_id)
         finally:
             request_id_var.reset(token)

@@ -24,9 +24,16 @@ async def readyz(request: Request) -> JSONResponse:
     try:
         async with asyncio.timeout(3):
             async with engine.connect() as conn:
-                applied = set(
-                    (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalars()
+                # A database never migrated has no alembic_version: "not migrated", not down.
+                versioned = await conn.scalar(
+                    text("SELECT to_regclass('alembic_version') IS NOT NULL")
                 )
+                rows = (
+                    await conn.execute(text("SELECT version_num FROM alembic_version"))
+                    if versioned
+                    else None
+                )
+                applied = set(rows.scalars()) if rows is not None else set()
     except Exception as exc:  # noqa: BLE001 — any failure means not ready
         return _not_ready(f"database unreachable: {type(exc).__name__}")
     if applied != expected:

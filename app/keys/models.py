@@ -4,7 +4,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, ForeignKey, String, Text
+from sqlalchemy import BigInteger, ForeignKey, Index, String, Text
 from sqlalchemy.dialects.postgresql import ARRAY, INET, JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -32,6 +32,8 @@ class AuditEvent(Base):
     """Who did what, when, from where: one row per governed action or refusal."""
 
     __tablename__ = "audit_events"
+    # Created by migration 0030: usage summaries group a key's rows by action over time.
+    __table_args__ = (Index("ix_audit_events_key_id_action_at", "key_id", "action", "at"),)
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
