@@ -48,7 +48,7 @@ function sinc(x) {
  * frequency, stopband from the lower Nyquist frequency on (so nothing folds back), with
  * `attenuationDb` of rejection. Returns the numbers in input-sample units.
  */
-export function designFilter(inRate, outRate, { passband = 0.88, attenuationDb = 90 } = {}) {
+export function designFilter(inRate, outRate, { passband = 0.94, attenuationDb = 85 } = {}) {
   const nyquist = Math.min(inRate, outRate) / 2;
   const pass = passband * nyquist;
   const stop = nyquist;

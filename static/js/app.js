@@ -1,0 +1,167 @@
+// The page: sign-in (proxy key → session cookie, or a JWT from an embedding app), tabs, and
+// the three views. Test hooks live on window.__aai (views) and window.__aaiStats (numbers).
+import { mountAgent } from "./agent.js";
+import { ApiError, api, authMode, sentence, setJwt } from "./api.js";
+import { mountFiles } from "./files.js";
+import { mountStt } from "./stt.js";
+
+const stats = {};
+window.__aaiStats = stats;
+
+const $ = (id) => document.getElementById(id);
+
+const banner = {
+  show(text, kind = "") {
+    const box = $("banner");
+    box.textContent = text;
+    box.className = `banner ${kind}`;
+    box.hidden = false;
+  },
+  clear() {
+    $("banner").hidden = true;
+  },
+};
+
+// --- Tabs (arrow keys move between them, as the ARIA tabs pattern expects) ---------------
+const tabs = [...document.querySelectorAll('[role="tab"]')];
+function selectTab(tab, focus = false) {
+  for (const t of tabs) {
+    const on = t === tab;
+    t.setAttribute("aria-selected", String(on));
+    t.tabIndex = on ? 0 : -1;
+    $(t.getAttribute("aria-controls")).hidden = !on;
+  }
+  if (focus) tab.focus();
+  history.replaceState(null, "", `#${tab.id.replace("tab-", "")}${location.hash.includes("jwt=") ? "" : ""}`);
+}
+for (const tab of tabs) {
+  tab.addEventListener("click", () => selectTab(tab));
+  tab.addEventListener("keydown", (e) => {
+    const i = tabs.indexOf(tab);
+    if (e.key === "ArrowRight") selectTab(tabs[(i + 1) % tabs.length], true);
+    else if (e.key === "ArrowLeft") selectTab(tabs[(i - 1 + tabs.length) % tabs.length], true);
+    else if (e.key === "Home") selectTab(tabs[0], true);
+    else if (e.key === "End") selectTab(tabs[tabs.length - 1], true);
+  });
+}
+
+// --- Sign-in ----------------------------------------------------------------------------
+function showApp(label) {
+  $("signin").hidden = true;
+  for (const tab of tabs) tab.disabled = false;
+  $("who").hidden = false;
+  $("who-label").textContent = label;
+  $("sign-out").hidden = authMode() === "jwt";
+}
+
+function showSignIn() {
+  $("signin").hidden = false;
+  $("who").hidden = true;
+  for (const t of tabs) $(t.getAttribute("aria-controls")).hidden = true;
+  $("signin-key").focus();
+}
+
+async function currentSession() {
+  try {
+    return await api("/api/session");
+  } catch (err) {
+    if (err instanceof ApiError && [401, 403, 404, 405].includes(err.status)) return null;
+    throw err;
+  }
+}
+
+$("signin-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const input = $("signin-key");
+  banner.clear();
+  try {
+    const session = await api("/api/session", { method: "POST", body: { key: input.value.trim() } });
+    input.value = ""; // the key is not kept anywhere on the page
+    await enter(session);
+  } catch (err) {
+    banner.show(sentence(err));
+  }
+});
+
+$("sign-out").addEventListener("click", async () => {
+  try {
+    await api("/api/session", { method: "DELETE" });
+  } catch {
+    // already gone
+  }
+  location.reload();
+});
+
+let mounted = false;
+const views = {};
+window.__aai = views;
+
+async function enter(session) {
+  const label = session?.key_name || session?.name || session?.subject || (authMode() === "jwt" ? "Embedded" : "Signed in");
+  showApp(label);
+  const initial = tabs.find((t) => `#${t.id.replace("tab-", "")}` === location.hash) || tabs[0];
+  selectTab(initial);
+  if (mounted) return;
+  mounted = true;
+  let voices = [];
+  try {
+    voices = (await api("/api/voices")).voices;
+  } catch (err) {
+    banner.show(sentence(err));
+  }
+  views.stt = mountStt($("view-stt"), { stats, banner });
+  views.agent = mountAgent($("view-agent"), { stats, banner, voices });
+  views.files = mountFiles($("view-files"), { stats, banner });
+  views.files.loadList(true);
+  document.body.dataset.ready = "true";
+}
+
+// --- Embedded mode: a JWT from the host app ------------------------------------------------
+async function waitForJwt(allowedOrigins) {
+  const fromHash = new URLSearchParams(location.hash.slice(1)).get("jwt");
+  if (fromHash) {
+    history.replaceState(null, "", location.pathname); // keep the token out of the address bar
+    return fromHash;
+  }
+  if (window.parent === window) return null;
+  // Inside an iframe: ask the parent, accept an answer only from a configured origin.
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => resolve(null), 1500);
+    addEventListener("message", (event) => {
+      if (!allowedOrigins.includes(event.origin) || event.data?.type !== "aai-proxy:jwt") return;
+      clearTimeout(timer);
+      resolve(event.data.token);
+    });
+    window.parent.postMessage({ type: "aai-proxy:ready" }, "*");
+  });
+}
+
+async function boot() {
+  let config = { embed_origins: [] };
+  try {
+    config = await api("/api/client-config");
+  } catch (err) {
+    banner.show(sentence(err));
+  }
+  stats.config = config;
+  const token = await waitForJwt(config.embed_origins || []);
+  if (token) {
+    setJwt(token);
+    // JWT callers refresh by posting a new token at any time.
+    addEventListener("message", (event) => {
+      if ((config.embed_origins || []).includes(event.origin) && event.data?.type === "aai-proxy:jwt") {
+        setJwt(event.data.token);
+      }
+    });
+    await enter(null);
+    return;
+  }
+  const session = await currentSession().catch((err) => {
+    banner.show(sentence(err));
+    return null;
+  });
+  if (session) await enter(session);
+  else showSignIn();
+}
+
+boot();
