@@ -7,7 +7,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
+from app.audit.router import router as audit_router
 from app.core.config import Settings, get_settings
 from app.core.db import create_engine, create_sessionmaker
 from app.core.errors import register_error_handlers
@@ -17,6 +19,11 @@ from app.core.migrate import script_heads
 from app.health.router import router as health_router
 from app.keys.router import router as keys_router
 from app.llm.router import router as llm_router
+from app.sessions.router import router as sessions_router
+from app.tokens.router import router as tokens_router
+from app.tokens.service import TokenRuntime
+from app.transcripts.router import router as transcripts_router
+from app.uploads.router import router as uploads_router
 from app.upstream.client import create_upstream
 from app.web.router import mount_client
 from app.webhooks.router import router as webhooks_router
@@ -42,6 +49,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         app.state.engine = engine
         app.state.sessionmaker = create_sessionmaker(engine)
         app.state.upstream = create_upstream(settings)
+        app.state.tokens = TokenRuntime.create(settings, engine)
         await start_webhooks(app, settings, database_url)
         logger.info(
             "app.started",
@@ -56,6 +64,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
             yield
         finally:
             await stop_webhooks(app)
+            await app.state.tokens.aclose()
             await app.state.upstream.aclose()
             await engine.dispose()
 
@@ -67,11 +76,26 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     )
     app.state.settings = settings
     app.state.schema_heads = script_heads()
+    # Only configured origins; credentials so the session cookie rides along.
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.cors_origins,
+        allow_credentials=True,
+        allow_methods=["GET", "POST", "PUT", "DELETE"],
+        allow_headers=["Authorization", "Content-Type", "X-Request-ID", "X-End-User"],
+        expose_headers=["Retry-After", "X-Request-ID"],
+        max_age=600,
+    )
     app.add_middleware(RequestIdMiddleware)
     register_error_handlers(app)
     app.include_router(health_router)
     app.include_router(keys_router)
     app.include_router(llm_router)
+    app.include_router(uploads_router)
+    app.include_router(transcripts_router)
     app.include_router(webhooks_router)
+    app.include_router(sessions_router)
+    app.include_router(tokens_router)
+    app.include_router(audit_router)
     mount_client(app)
     return app

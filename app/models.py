@@ -2,6 +2,8 @@
 
 from app.keys.models import ApiKey, AuditEvent
 from app.llm.models import LlmBudgetDay, LlmReservation, LlmUsage, Summary
+from app.sessions.models import AppSession
+from app.tokens.models import TokenPolicy
 from app.transcripts.models import Job, TranscriptResource
 from app.uploads.models import Upload
 from app.webhooks.models import (
@@ -15,6 +17,8 @@ from app.webhooks.models import (
 
 __all__ = [
     "ApiKey",
+    "AppSession",
+    "TokenPolicy",
     "AuditEvent",
     "Job",
     "TranscriptResource",

@@ -142,6 +142,7 @@ class Settings(BaseSettings):
     llm_max_tokens: int = Field(4000, ge=1)  # cap on a request's max_tokens
     llm_daily_token_budget: int = Field(1_000_000, ge=0)  # per key per UTC day; 0 = unlimited
     llm_reservation_ttl_s: float = Field(900.0, gt=0)  # a crashed call's hold expires
+    llm_timeout_s: float = Field(120.0, gt=0)  # one completion, read timeout
     llm_summary_model: str = "claude-sonnet-4-6"
     llm_summary_max_tokens: int = Field(1500, ge=1)
     llm_summary_chunk_chars: int = Field(60_000, ge=1000)  # longer transcripts: map-reduce
@@ -175,6 +176,40 @@ class Settings(BaseSettings):
                 f"valid: {', '.join(self.llm_allowed_models)}"
             )
         return self
+
+    # --- Temporary tokens, sessions, CORS (app/tokens, app/sessions) -----------------------
+    # Policy maxima: requested lifetimes are clamped to these (per-key overrides may lower or
+    # raise them within upstream's 1-600 s and 60-10800 s).
+    token_max_expires_in_s: int = Field(60, ge=1, le=600)
+    token_max_session_s: int = Field(3600, ge=60, le=10800)
+    # Rate limits (0 = no limit): mints per minute, and granted session-seconds per UTC day.
+    token_key_mints_per_minute: int = Field(120, ge=0)
+    token_end_user_mints_per_minute: int = Field(10, ge=0)
+    token_key_daily_session_s: int = Field(360_000, ge=0)
+    token_end_user_daily_session_s: int = Field(14_400, ge=0)
+    # Redis unreachable: refuse (503) unless this is true.
+    token_limits_fail_open: bool = False
+    rate_limit_key_prefix: str = "aaip"
+    # Defaults put into the websocket_url handed to browsers.
+    token_streaming_sample_rate: int = Field(16000, ge=8000, le=48000)
+    token_streaming_encoding: Literal["pcm_s16le", "pcm_mulaw"] = "pcm_s16le"
+    token_streaming_speech_model: str = "u3-rt-pro"
+    # How long a key lookup is cached in-process (revocation takes effect within this).
+    key_cache_ttl_s: float = Field(5.0, ge=0)
+    # Browser origins allowed by CORS and by the Origin check on cookie-authenticated writes.
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    session_cookie_name: str = "aaip_session"
+    session_ttl_s: int = Field(8 * 3600, ge=60)
+    # None = Secure when the request (or PUBLIC_BASE_URL) is https.
+    session_cookie_secure: bool | None = None
+    # JWTs from the app's own identity provider: HS256 secret or a JWKS URL (RS256/ES256).
+    jwt_hs256_secret: SecretStr | None = None
+    jwt_jwks_url: str | None = None
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    jwt_key_id: str | None = None  # the proxy key whose scopes and limits a JWT caller gets
+    jwt_leeway_s: int = Field(30, ge=0)
+    jwks_cache_ttl_s: int = Field(300, ge=1)
 
     # --- Webhooks, reconciler, relay, live status (app/webhooks) ----------------------------
     webhook_max_body_bytes: int = Field(16_384, ge=256)
@@ -223,6 +258,48 @@ class Settings(BaseSettings):
         if parts.scheme not in {"http", "https"} or not parts.netloc:
             raise ValueError(f"must be an http(s) URL with a host, got {value!r}")
         return value.rstrip("/")
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _origins(cls, value: object) -> object:
+        # JSON list or comma-separated; an origin is scheme://host[:port], no path.
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if isinstance(value, list):
+            origins = []
+            for origin in value:
+                parts = urlsplit(str(origin))
+                if parts.scheme not in {"http", "https"} or not parts.netloc or parts.path:
+                    raise ValueError(
+                        f"CORS_ORIGINS entries must be scheme://host[:port], got {origin!r}"
+                    )
+                origins.append(f"{parts.scheme}://{parts.netloc}")
+            return origins
+        return value
+
+    @model_validator(mode="after")
+    def _jwt_coherent(self) -> Settings:
+        if self.jwt_hs256_secret is None and self.jwt_jwks_url is None:
+            return self
+        if self.jwt_hs256_secret is not None and self.jwt_jwks_url is not None:
+            raise ValueError("set either JWT_HS256_SECRET or JWT_JWKS_URL, not both")
+        secret = self.jwt_hs256_secret.get_secret_value() if self.jwt_hs256_secret else None
+        if secret is not None and (len(secret) < 32 or secret in PLACEHOLDER_SECRETS):
+            raise ValueError(
+                "JWT_HS256_SECRET must be at least 32 characters and not a placeholder"
+            )
+        missing = [
+            name
+            for name, value in (
+                ("JWT_ISSUER", self.jwt_issuer),
+                ("JWT_AUDIENCE", self.jwt_audience),
+                ("JWT_KEY_ID", self.jwt_key_id),
+            )
+            if not value
+        ]
+        if missing:
+            raise ValueError(f"JWT authentication is configured but {', '.join(missing)} is unset")
+        return self
 
     @field_validator(
         "reconciler_poll_schedule_s", "reconciler_error_backoff_s", "relay_retry_schedule_s"
@@ -360,6 +437,8 @@ class Settings(BaseSettings):
             password = urlsplit(self.redis_url.get_secret_value()).password
             if password:
                 values.append(password)
+        if self.jwt_hs256_secret is not None:
+            values.append(self.jwt_hs256_secret.get_secret_value())
         return [v for v in values if len(v) >= 4]
 
 

@@ -1,0 +1,1 @@
+"""The audit trail (`GET /api/audit`) and usage summaries (`GET /api/usage`)."""

@@ -1,0 +1,83 @@
+"""`GET /api/audit` (admin) and `GET /api/usage` (admin: every key; others: their own)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+
+from app.audit import service
+from app.audit.schemas import AuditPage, AuditRead, UsageReport
+from app.core.db import utcnow
+from app.core.deps import SessionDep
+from app.core.errors import BadRequest, Forbidden
+from app.keys.auth import AdminDep
+from app.sessions.auth import CallerDep
+
+router = APIRouter(prefix="/api", tags=["audit"])
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"description": "A bad cursor or time range"},
+    401: {"description": "Missing or invalid credentials"},
+    403: {"description": "Not allowed to see that"},
+}
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+@router.get("/audit", response_model=AuditPage, responses=_ERRORS)
+async def list_audit(
+    session: SessionDep,
+    _: AdminDep,
+    key_id: uuid.UUID | None = None,
+    end_user: Annotated[str | None, Query(max_length=200)] = None,
+    action: Annotated[str | None, Query(max_length=64)] = None,
+    outcome: Annotated[str | None, Query(max_length=32)] = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    cursor: Annotated[str | None, Query(max_length=64)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> AuditPage:
+    """Audit events, newest first, filtered; follow `next_cursor` for older ones."""
+    flt = service.AuditFilter(
+        key_id=key_id,
+        end_user=end_user,
+        action=action,
+        outcome=outcome,
+        since=_aware(since),
+        until=_aware(until),
+    )
+    rows, next_cursor = await service.list_events(session, flt, limit=limit, cursor=cursor)
+    return AuditPage(items=[AuditRead.model_validate(r) for r in rows], next_cursor=next_cursor)
+
+
+@router.get("/usage", response_model=UsageReport, responses=_ERRORS)
+async def usage(
+    session: SessionDep,
+    caller: CallerDep,
+    key_id: uuid.UUID | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> UsageReport:
+    """Token grants, refusals and granted session-seconds per key and end user (default:
+    today, UTC)."""
+    now = utcnow()
+    since = _aware(since) or now.replace(hour=0, minute=0, second=0, microsecond=0)
+    until = _aware(until) or now
+    if since >= until:
+        raise BadRequest("since must be before until.")
+    end_user = None
+    if not caller.has("admin"):
+        if key_id is not None and key_id != caller.key_id:
+            raise Forbidden("A key sees only its own usage.")
+        key_id = caller.key_id
+        # An end user (JWT or session with an end user) sees only their own rows.
+        end_user = caller.end_user if caller.via != "key" else None
+    keys = await service.usage(session, since=since, until=until, key_id=key_id, end_user=end_user)
+    return UsageReport(since=since, until=until, keys=keys)

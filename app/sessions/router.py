@@ -1,0 +1,146 @@
+"""`POST /api/session` trades a proxy key for an HttpOnly session cookie; `DELETE` ends it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request, Response, status
+from sqlalchemy import update
+
+from app.core.config import Settings
+from app.core.db import utcnow
+from app.core.deps import SessionDep, SettingsDep
+from app.core.errors import Unauthorized
+from app.core.security import hash_key, new_secret
+from app.keys import service as keys_service
+from app.keys.auth import credential_from_header
+from app.keys.service import Principal
+from app.sessions.auth import (
+    CallerDep,
+    check_origin,
+    identity_state,
+    key_by_secret,
+    session_expiry,
+)
+from app.sessions.models import AppSession
+from app.sessions.schemas import SessionCreate, SessionRead
+
+router = APIRouter(prefix="/api/session", tags=["sessions"])
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "Invalid key or no session"},
+    403: {"description": "Cross-origin request refused"},
+}
+
+
+def _secure(request: Request, settings: Settings) -> bool:
+    if settings.session_cookie_secure is not None:
+        return settings.session_cookie_secure
+    public = settings.public_base_url or ""
+    return request.url.scheme == "https" or public.startswith("https://")
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=SessionRead, responses=_ERRORS)
+async def create_session(
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    settings: SettingsDep,
+    body: SessionCreate | None = None,
+) -> SessionRead:
+    """Exchange a proxy key for a session cookie (HttpOnly, SameSite=Strict)."""
+    # A cross-site page must not plant its own session in our cookie jar (login CSRF); a
+    # request without Origin (curl, a server) carries the key itself, so it may proceed.
+    check_origin(request, settings, required=False)
+    body = body or SessionCreate()
+    raw = body.key or credential_from_header(request.headers.get("authorization"))
+    if not raw:
+        raise Unauthorized("Send the proxy key in the body (`key`) or in Authorization.")
+    key = await key_by_secret(identity_state(request), session, raw)
+    if key is None:
+        raise Unauthorized("Invalid or revoked API key.")
+    cookie = new_secret(32)
+    row = AppSession(
+        token_hash=hash_key(cookie),
+        key_id=key.id,
+        end_user=body.end_user,
+        expires_at=session_expiry(settings),
+        client_ip=request.client.host if request.client else None,
+        user_agent=(request.headers.get("user-agent") or "")[:500] or None,
+    )
+    session.add(row)
+    await session.flush()
+    principal = Principal(
+        key_id=key.id, key_name=key.name, scopes=key.scopes, end_user=body.end_user
+    )
+    await keys_service.record_audit(
+        session,
+        action="session.create",
+        outcome="ok",
+        principal=principal,
+        subject=str(row.id),
+        client_ip=row.client_ip,
+        user_agent=row.user_agent,
+    )
+    response.set_cookie(
+        settings.session_cookie_name,
+        cookie,
+        max_age=settings.session_ttl_s,
+        path="/",
+        secure=_secure(request, settings),
+        httponly=True,
+        samesite="strict",
+    )
+    response.headers["Cache-Control"] = "no-store"
+    return SessionRead(
+        key_id=key.id,
+        key_name=key.name,
+        scopes=sorted(key.scopes),
+        end_user=body.end_user,
+        via="session",
+        expires_at=row.expires_at,
+    )
+
+
+@router.get("", response_model=SessionRead, responses=_ERRORS)
+async def read_session(caller: CallerDep) -> SessionRead:
+    """Who the current credentials (cookie, key or JWT) say the caller is."""
+    return SessionRead(
+        key_id=caller.key_id,
+        key_name=caller.key_name,
+        scopes=sorted(caller.scopes),
+        end_user=caller.end_user,
+        via=caller.via,
+    )
+
+
+@router.delete("", status_code=status.HTTP_204_NO_CONTENT, responses=_ERRORS)
+async def end_session(
+    request: Request, session: SessionDep, settings: SettingsDep, caller: CallerDep
+) -> Response:
+    """End the cookie's session (the row is revoked; the cookie is cleared)."""
+    session_id = caller.extra.get("session_id")
+    if caller.via != "session" or session_id is None:
+        raise Unauthorized("No session cookie: there is no session to end.")
+    await session.execute(
+        update(AppSession)
+        .where(AppSession.id == session_id, AppSession.revoked_at.is_(None))
+        .values(revoked_at=utcnow())
+    )
+    await keys_service.record_audit(
+        session,
+        action="session.end",
+        outcome="ok",
+        principal=caller,
+        subject=session_id,
+        client_ip=request.client.host if request.client else None,
+    )
+    response = Response(status_code=status.HTTP_204_NO_CONTENT)
+    response.delete_cookie(
+        settings.session_cookie_name,
+        path="/",
+        secure=_secure(request, settings),
+        httponly=True,
+        samesite="strict",
+    )
+    return response

@@ -1,0 +1,86 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+EndUser = Annotated[str, Field(min_length=1, max_length=200)]
+Keyterm = Annotated[str, Field(min_length=1, max_length=50)]
+
+
+class TokenResponse(BaseModel):
+    """Upstream's answer shape, unchanged."""
+
+    token: str
+
+
+class _TokenRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    expires_in_seconds: int | None = Field(
+        None, ge=1, le=600, description="How long the token may be redeemed (default: policy max)"
+    )
+    max_session_duration_seconds: int | None = Field(
+        None, ge=60, le=10800, description="Cap on the session length (default: policy max)"
+    )
+    end_user: EndUser | None = Field(
+        None,
+        description="For key callers: the end user the token is for (limits apply per end "
+        "user). Session and JWT callers already carry theirs.",
+    )
+
+
+class StreamingTokenRequest(_TokenRequest):
+    """Streaming options go into `websocket_url`; upstream validates them again on connect."""
+
+    sample_rate: int | None = Field(None, ge=8000, le=48000)
+    encoding: Literal["pcm_s16le", "pcm_mulaw"] | None = None
+    speech_model: str | None = Field(None, pattern=r"^[a-z0-9][a-z0-9.\-]{0,63}$")
+    speaker_labels: bool | None = None
+    format_turns: bool | None = None
+    keyterms_prompt: list[Keyterm] | None = Field(None, max_length=100)
+    prompt: str | None = Field(None, min_length=1, max_length=2000)
+    domain: Literal["medical-v1"] | None = None
+    min_turn_silence: int | None = Field(None, ge=0, le=10_000)
+    max_turn_silence: int | None = Field(None, ge=0, le=10_000)
+    inactivity_timeout: int | None = Field(None, ge=5, le=3600)
+
+
+class AgentTokenRequest(_TokenRequest):
+    pass
+
+
+class AppTokenResponse(BaseModel):
+    token: str = Field(description="Single use: open the WebSocket once with it")
+    expires_at: datetime = Field(description="The token must be redeemed before this instant")
+    websocket_url: str = Field(description="Open this URL as is: it carries the token")
+    expires_in_seconds: int
+    max_session_duration_seconds: int
+
+
+class TokenPolicyRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    key_id: uuid.UUID
+    max_expires_in_s: int
+    max_session_s: int
+    key_mints_per_minute: int
+    end_user_mints_per_minute: int
+    key_daily_session_s: int
+    end_user_daily_session_s: int
+    overrides: list[str] = Field(description="Fields set for this key; the rest are defaults")
+
+
+class TokenPolicyUpdate(BaseModel):
+    """Per-key overrides; null resets a field to the global default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_expires_in_s: int | None = Field(None, ge=1, le=600)
+    max_session_s: int | None = Field(None, ge=60, le=10800)
+    key_mints_per_minute: int | None = Field(None, ge=0)
+    end_user_mints_per_minute: int | None = Field(None, ge=0)
+    key_daily_session_s: int | None = Field(None, ge=0)
+    end_user_daily_session_s: int | None = Field(None, ge=0)
