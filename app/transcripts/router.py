@@ -1,0 +1,328 @@
+"""Transcripts: AssemblyAI's `/v2/transcript` surface (ids are upstream's, so SDKs work
+unchanged) and the app surface under `/api/transcripts` (ids are our job ids)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, date, datetime, time
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi.responses import JSONResponse
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.core.config import Settings
+from app.core.deps import SessionDep, SettingsDep, UpstreamDep
+from app.core.errors import BadRequest, NotFound
+from app.keys.auth import require_scope
+from app.keys.schemas import Scope
+from app.keys.service import Principal
+from app.transcripts import service
+from app.transcripts.models import JobStatus
+from app.transcripts.policy import check_submit
+from app.transcripts.schemas import (
+    JobList,
+    JobRead,
+    PageDetails,
+    TranscriptCreate,
+    TranscriptList,
+    TranscriptListItem,
+    decode_cursor,
+    encode_cursor,
+)
+from app.uploads.auth import StreamingPrincipalDep
+from app.uploads.router import open_body, upload_body
+from app.uploads.streaming import MultipartBody, is_multipart
+from app.upstream.client import Upstream
+
+router = APIRouter(tags=["transcripts"])
+
+TranscriptsDep = Annotated[Principal, Depends(require_scope(Scope.transcripts))]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        max_length=200,
+        description="Same key and body: the same job, no second submit. Other body: 409.",
+    ),
+]
+
+_AUTH: dict[int | str, dict[str, Any]] = {
+    401: {"description": "Missing or invalid key"},
+    403: {"description": "Key lacks the transcripts scope"},
+}
+_READ_ERRORS: dict[int | str, dict[str, Any]] = {
+    **_AUTH,
+    404: {"description": "No such transcript for this key"},
+    502: {"description": "AssemblyAI failed or could not be reached"},
+    504: {"description": "AssemblyAI did not answer in time"},
+}
+SUBMIT_ERRORS: dict[int | str, dict[str, Any]] = {
+    **_READ_ERRORS,
+    400: {"description": "Refused by policy (deprecated or unknown parameter, limits)"},
+    409: {"description": "Idempotency-Key reused with another body, or still in progress"},
+    413: {"description": "Upload larger than MAX_UPLOAD_BYTES"},
+    429: {"description": "AssemblyAI is rate limiting this service"},
+}
+_SUBMIT_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": TranscriptCreate.model_json_schema()},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "config": {
+                            "type": "string",
+                            "description": "JSON submit parameters (no audio_url); "
+                            "must come before `file`.",
+                        },
+                        "file": {"type": "string", "format": "binary"},
+                    },
+                    "required": ["file"],
+                }
+            },
+        },
+    }
+}
+
+
+def _sessionmaker(request: Request) -> async_sessionmaker[AsyncSession]:
+    sessionmaker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
+    return sessionmaker
+
+
+async def _json_body(request: Request) -> Any:
+    try:
+        return await request.json()
+    except (ValueError, UnicodeDecodeError):
+        raise BadRequest("The request body is not valid JSON.") from None
+
+
+async def _submit_json(
+    request: Request,
+    settings: Settings,
+    upstream: Upstream,
+    principal: Principal,
+    idempotency_key: str | None,
+) -> service.Submitted:
+    body = await _json_body(request)
+    plan = check_submit(body, default_speech_models=settings.default_speech_models)
+    return await service.submit_job(
+        _sessionmaker(request),
+        upstream.rest,
+        settings,
+        principal,
+        plan,
+        idempotency_key=idempotency_key,
+        body_hash=service.request_hash(body) if idempotency_key is not None else None,
+    )
+
+
+# --- AssemblyAI-compatible surface ----------------------------------------------------------
+
+
+@router.post("/v2/transcript", responses=SUBMIT_ERRORS, openapi_extra=_SUBMIT_BODY)
+async def submit_v2(
+    request: Request,
+    principal: StreamingPrincipalDep,
+    settings: SettingsDep,
+    upstream: UpstreamDep,
+    idempotency_key: IdempotencyKey = None,
+) -> JSONResponse:
+    """Submit a transcription job, as AssemblyAI's POST /v2/transcript (policy applies)."""
+    submitted = await _submit_json(request, settings, upstream, principal, idempotency_key)
+    if submitted.upstream is not None:
+        return JSONResponse(service.present(submitted.job, submitted.upstream))
+    # A replay: the job as it is now, not a second submit.
+    async with _sessionmaker(request)() as session, session.begin():
+        job = await service.owned(session, principal, submitted.job.id)
+        obj = await service.transcript(session, upstream.rest, job)
+    return JSONResponse(service.present(job, obj))
+
+
+@router.get("/v2/transcript", response_model=TranscriptList, responses=_AUTH)
+async def list_v2(
+    request: Request,
+    session: SessionDep,
+    principal: TranscriptsDep,
+    limit: Annotated[int, Query(ge=1, le=200)] = 10,
+    status: Literal["queued", "processing", "completed", "error"] | None = None,
+    created_on: date | None = None,
+    before_id: str | None = None,
+    after_id: str | None = None,
+    throttled_only: bool | None = None,
+) -> TranscriptList:
+    """List this key's transcripts, newest first, in AssemblyAI's list shape."""
+    del throttled_only  # accepted for compatibility; jobs here are never throttled
+    created = datetime.combine(created_on, time(), tzinfo=UTC) if created_on else None
+    page = await service.list_upstream_shape(
+        session,
+        principal,
+        limit=limit,
+        status=status,
+        created_on=created,
+        before_id=before_id,
+        after_id=after_id,
+    )
+    base = str(request.base_url).rstrip("/")
+    current = request.url.remove_query_params(["before_id", "after_id"])
+    items = [
+        TranscriptListItem(
+            id=str(job.upstream_id),
+            resource_url=f"{base}/v2/transcript/{job.upstream_id}",
+            status=job.status,
+            created=job.created_at.isoformat(),
+            completed=job.completed_at.isoformat() if job.completed_at else None,
+            audio_url=job.audio_url,
+            error=job.error,
+        )
+        for job in page.jobs
+    ]
+    return TranscriptList(
+        page_details=PageDetails(
+            limit=limit,
+            result_count=len(items),
+            current_url=str(request.url),
+            prev_url=(
+                str(current.include_query_params(before_id=items[-1].id))
+                if page.has_older
+                else None
+            ),
+            next_url=(
+                str(current.include_query_params(after_id=items[0].id)) if page.has_newer else None
+            ),
+        ),
+        transcripts=items,
+    )
+
+
+@router.get("/v2/transcript/{transcript_id}", responses=_READ_ERRORS)
+async def get_v2(
+    transcript_id: str, session: SessionDep, principal: TranscriptsDep, upstream: UpstreamDep
+) -> JSONResponse:
+    """Get a transcript: served from Postgres once final, else fetched from AssemblyAI."""
+    job = await service.owned_by_upstream_id(session, principal, transcript_id)
+    obj = await service.transcript(session, upstream.rest, job)
+    return JSONResponse(service.present(job, obj))
+
+
+@router.get("/v2/transcript/{transcript_id}/{resource}", responses=_READ_ERRORS)
+async def get_v2_subresource(
+    transcript_id: str,
+    resource: str,
+    request: Request,
+    session: SessionDep,
+    principal: TranscriptsDep,
+    upstream: UpstreamDep,
+) -> Response:
+    """Paragraphs, sentences, SRT, VTT or word search; cached once the job is complete."""
+    if resource not in service.SUBRESOURCES:
+        raise NotFound(f"No sub-resource '{resource}'; known: {', '.join(service.SUBRESOURCES)}.")
+    job = await service.owned_by_upstream_id(session, principal, transcript_id)
+    found = await service.subresource(
+        session, upstream.rest, job, resource, dict(request.query_params)
+    )
+    return Response(
+        content=found.body,
+        media_type=found.content_type,
+        headers={"X-Cache": "hit" if found.cached else "miss"},
+    )
+
+
+@router.delete("/v2/transcript/{transcript_id}", responses=_READ_ERRORS)
+async def delete_v2(
+    transcript_id: str, session: SessionDep, principal: TranscriptsDep, upstream: UpstreamDep
+) -> JSONResponse:
+    """Delete a transcript upstream and purge our copy of its text."""
+    job = await service.owned_by_upstream_id(session, principal, transcript_id)
+    answer = await service.delete_job(session, upstream.rest, principal, job)
+    return JSONResponse(service.present(job, answer or {"id": transcript_id}))
+
+
+# --- App surface -----------------------------------------------------------------------------
+
+
+@router.post(
+    "/api/transcripts",
+    status_code=201,
+    response_model=JobRead,
+    responses=SUBMIT_ERRORS,
+    openapi_extra=_SUBMIT_BODY,
+)
+async def submit_api(
+    request: Request,
+    principal: StreamingPrincipalDep,
+    settings: SettingsDep,
+    upstream: UpstreamDep,
+    response: Response,
+    idempotency_key: IdempotencyKey = None,
+) -> JobRead:
+    """Submit a job: JSON with audio_url, or a form with `file` (upload-and-submit)."""
+    if not is_multipart(request.headers.get("content-type")):
+        submitted = await _submit_json(request, settings, upstream, principal, idempotency_key)
+        if submitted.replayed:
+            response.status_code = 200
+        return JobRead.of(submitted.job)
+    if idempotency_key is not None:
+        raise BadRequest(
+            "Idempotency-Key applies to JSON submits: upload first (POST /api/uploads), "
+            "then submit the upload_url with the key."
+        )
+    body = open_body(request, settings, allow_multipart=True)
+    assert isinstance(body, MultipartBody)
+    await body.start()  # reads `config` (it comes before the file), nothing goes upstream
+    config = body.json_field("config") or {}
+    # Policy first: a refused configuration costs no upload.
+    check_submit(
+        config, default_speech_models=settings.default_speech_models, audio_url_required=False
+    )
+    uploaded = await upload_body(request, principal, body)
+    plan = check_submit(
+        {**config, "audio_url": uploaded.upload_url},
+        default_speech_models=settings.default_speech_models,
+    )
+    submitted = await service.submit_job(
+        _sessionmaker(request), upstream.rest, settings, principal, plan
+    )
+    return JobRead.of(submitted.job)
+
+
+@router.get("/api/transcripts", response_model=JobList, responses=_AUTH)
+async def list_api(
+    session: SessionDep,
+    principal: TranscriptsDep,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    status: JobStatus | None = None,
+    cursor: str | None = None,
+) -> JobList:
+    """List this key's jobs, newest first, with cursor pagination."""
+    jobs, next_position = await service.list_jobs(
+        session,
+        principal,
+        limit=limit,
+        status=status.value if status else None,
+        cursor=decode_cursor(cursor) if cursor else None,
+    )
+    return JobList(
+        items=[JobRead.of(job) for job in jobs],
+        next_cursor=encode_cursor(next_position) if next_position else None,
+    )
+
+
+@router.get("/api/transcripts/{job_id}", response_model=JobRead, responses=_READ_ERRORS)
+async def get_api(job_id: uuid.UUID, session: SessionDep, principal: TranscriptsDep) -> JobRead:
+    """Our view of one job: status, times, upstream id, error, summaries."""
+    return JobRead.of(await service.owned(session, principal, job_id))
+
+
+@router.delete("/api/transcripts/{job_id}", response_model=JobRead, responses=_READ_ERRORS)
+async def delete_api(
+    job_id: uuid.UUID, session: SessionDep, principal: TranscriptsDep, upstream: UpstreamDep
+) -> JobRead:
+    """Delete a job upstream and purge its text here."""
+    job = await service.owned(session, principal, job_id)
+    if job.deleted_at is None:
+        await service.delete_job(session, upstream.rest, principal, job)
+    return JobRead.of(job)

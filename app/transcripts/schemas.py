@@ -1,0 +1,103 @@
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import uuid
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.core.errors import BadRequest
+from app.transcripts.models import Job
+
+
+class TranscriptCreate(BaseModel):
+    """App-surface submit (JSON). Any other AssemblyAI parameter is passed through."""
+
+    model_config = ConfigDict(extra="allow")
+
+    audio_url: str = Field(description="A URL AssemblyAI can fetch, e.g. an upload_url.")
+    speech_models: list[str] | None = Field(
+        None, description="Ordered fallback list; default from DEFAULT_SPEECH_MODELS."
+    )
+    webhook_url: str | None = Field(
+        None, description="Your own webhook: stored and called by this service, never upstream."
+    )
+    webhook_auth_header_name: str | None = None
+    webhook_auth_header_value: str | None = None
+
+
+class JobRead(BaseModel):
+    """Our view of a job (the upstream transcript object is at `transcript_url`)."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    status: str
+    upstream_id: str | None = Field(description="AssemblyAI's transcript id (the /v2 id).")
+    audio_url: str
+    error: str | None
+    speech_model: str | None
+    audio_duration: float | None
+    created_at: datetime
+    updated_at: datetime
+    submitted_at: datetime | None
+    completed_at: datetime | None
+    deleted_at: datetime | None
+    transcript_url: str | None = Field(None, description="The transcript on the /v2 surface.")
+    summaries: list[dict[str, Any]] = Field(
+        default_factory=list, description="LLM Gateway summaries requested with the job."
+    )
+
+    @classmethod
+    def of(cls, job: Job) -> JobRead:
+        read = cls.model_validate(job)
+        if job.upstream_id and job.deleted_at is None:
+            read.transcript_url = f"/v2/transcript/{job.upstream_id}"
+        return read
+
+
+class JobList(BaseModel):
+    items: list[JobRead]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next (older) page.")
+
+
+def encode_cursor(position: tuple[datetime, uuid.UUID]) -> str:
+    raw = json.dumps([position[0].isoformat(), str(position[1])]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        at, job_id = json.loads(base64.urlsafe_b64decode(padded))
+        return datetime.fromisoformat(at), uuid.UUID(job_id)
+    except (ValueError, TypeError, binascii.Error):
+        raise BadRequest("The cursor is not valid: pass back a next_cursor unchanged.") from None
+
+
+class PageDetails(BaseModel):
+    limit: int
+    result_count: int
+    current_url: str
+    prev_url: str | None
+    next_url: str | None
+
+
+class TranscriptListItem(BaseModel):
+    id: str
+    resource_url: str
+    status: str
+    created: str
+    completed: str | None
+    audio_url: str
+    error: str | None = None
+
+
+class TranscriptList(BaseModel):
+    """AssemblyAI's list shape; newest first, `prev_url` goes to older transcripts."""
+
+    page_details: PageDetails
+    transcripts: list[TranscriptListItem]

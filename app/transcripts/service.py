@@ -1,0 +1,568 @@
+"""Transcription jobs: submit under policy, read through a Postgres cache, delete, list.
+
+Submits write the job row in their own short, committed transaction before calling
+upstream (a webhook that arrives at once must find it), and record upstream's answer in
+another; both are shielded from the caller's disconnect, so a job is never left
+"submitting" because a client hung up. Reads use the request's session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import urlencode
+
+from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.core.config import Settings
+from app.core.db import utcnow
+from app.core.errors import AppError, Conflict, NotFound, UpstreamError
+from app.core.security import hash_key, new_secret
+from app.keys.service import Principal, record_audit
+from app.transcripts.models import FINAL_STATUSES, Job, JobStatus, TranscriptResource
+from app.transcripts.policy import SubmitPlan
+from app.upstream.client import RestClient
+from app.webhooks.events import publish_job_event
+
+logger = logging.getLogger(__name__)
+
+# The header AssemblyAI sends back on our webhook, carrying the per-job secret.
+WEBHOOK_AUTH_HEADER = "X-AAI-Proxy-Webhook-Secret"
+UPSTREAM_STATUSES = ("queued", "processing", "completed", "error")
+# Sub-resources and the query parameters upstream documents for each (others are dropped,
+# so the cache key is canonical).
+SUBRESOURCES: dict[str, tuple[str, ...]] = {
+    "paragraphs": (),
+    "sentences": (),
+    "srt": ("chars_per_caption",),
+    "vtt": ("chars_per_caption",),
+    "word-search": ("words",),
+}
+
+
+# --- Events ----------------------------------------------------------------------------------
+
+
+async def announce(
+    session: AsyncSession, job: Job, event: str, data: dict[str, Any] | None = None
+) -> None:
+    """Every status change of a job goes through here (SSE, relay and friends listen)."""
+    payload = {"status": job.status, "upstream_id": job.upstream_id, **(data or {})}
+    await publish_job_event(session, job, event, payload)
+
+
+# --- Submit ----------------------------------------------------------------------------------
+
+
+def request_hash(body: object) -> str:
+    """A stable digest of a submit body (key order and whitespace don't matter)."""
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Submitted:
+    job: Job
+    upstream: dict[str, Any] | None  # upstream's answer; None when replayed from the key
+    replayed: bool = False
+
+
+async def submit_job(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    rest: RestClient,
+    settings: Settings,
+    principal: Principal,
+    plan: SubmitPlan,
+    *,
+    idempotency_key: str | None = None,
+    body_hash: str | None = None,
+) -> Submitted:
+    """Create the job (committed), submit upstream, record the answer.
+
+    With an `idempotency_key`, a repeat of the same body returns the first job without a
+    second upstream submit; the same key with another body is a 409.
+    """
+    secret = new_secret() if settings.public_base_url else None
+    job_id = uuid.uuid4()
+    if idempotency_key is not None:
+        existing = await _claim_idempotency_key(
+            sessionmaker, settings, principal, plan, job_id, secret, idempotency_key, body_hash
+        )
+        if existing is not None:
+            return Submitted(job=existing, upstream=None, replayed=True)
+    else:
+        await _insert_job(sessionmaker, principal, plan, job_id, secret, None, None)
+    # Shielded: once the row exists, the submit and its record finish even if the caller
+    # disconnects, so the job never stays "submitting" with an unknown outcome.
+    task = asyncio.ensure_future(
+        _submit_upstream(sessionmaker, rest, settings, job_id, plan, secret)
+    )
+    job, answer = await asyncio.shield(task)
+    return Submitted(job=job, upstream=answer)
+
+
+def _job_values(
+    principal: Principal,
+    plan: SubmitPlan,
+    job_id: uuid.UUID,
+    secret: str | None,
+    idempotency_key: str | None,
+    body_hash: str | None,
+) -> dict[str, Any]:
+    now = utcnow()
+    webhook = plan.caller_webhook
+    return {
+        "id": job_id,
+        "key_id": principal.key_id,
+        "end_user": principal.end_user,
+        "status": JobStatus.submitting.value,
+        "audio_url": plan.audio_url,
+        "request": plan.params,
+        "webhook_secret_hash": hash_key(secret) if secret else None,
+        "caller_webhook_url": webhook.url if webhook else None,
+        "caller_webhook_auth_header_name": webhook.auth_header_name if webhook else None,
+        "caller_webhook_auth_header_value": webhook.auth_header_value if webhook else None,
+        "idempotency_key": idempotency_key,
+        "request_hash": body_hash,
+        "created_at": now,
+        "updated_at": now,
+        "check_attempts": 0,
+        "version": 0,
+    }
+
+
+async def _insert_job(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    principal: Principal,
+    plan: SubmitPlan,
+    job_id: uuid.UUID,
+    secret: str | None,
+    idempotency_key: str | None,
+    body_hash: str | None,
+) -> bool:
+    """Insert and commit the job row; False when the idempotency key is already taken."""
+    values = _job_values(principal, plan, job_id, secret, idempotency_key, body_hash)
+    statement = pg_insert(Job).values(**values)
+    if idempotency_key is not None:
+        statement = statement.on_conflict_do_nothing(constraint="uq_jobs_key_id_idempotency_key")
+    async with sessionmaker() as session, session.begin():
+        inserted = await session.scalar(statement.returning(Job.id))
+    return inserted is not None
+
+
+async def _claim_idempotency_key(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    settings: Settings,
+    principal: Principal,
+    plan: SubmitPlan,
+    job_id: uuid.UUID,
+    secret: str | None,
+    idempotency_key: str,
+    body_hash: str | None,
+) -> Job | None:
+    """None when this request now owns the key (its row is inserted), else the first job."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + settings.idempotency_wait_s
+    while True:
+        if await _insert_job(
+            sessionmaker, principal, plan, job_id, secret, idempotency_key, body_hash
+        ):
+            return None
+        async with sessionmaker() as session:
+            existing = await session.scalar(
+                select(Job).where(
+                    Job.key_id == principal.key_id, Job.idempotency_key == idempotency_key
+                )
+            )
+        if existing is None:
+            continue  # released between our insert and our read: try again
+        if existing.request_hash != body_hash:
+            raise Conflict(
+                "This Idempotency-Key was used with a different request body; "
+                "use a new key for a new request."
+            )
+        if existing.status == JobStatus.failed.value:
+            # Upstream never took that job: release the key so this request can retry.
+            async with sessionmaker() as session, session.begin():
+                await session.execute(
+                    update(Job)
+                    .where(Job.id == existing.id, Job.status == JobStatus.failed.value)
+                    .values(idempotency_key=None)
+                )
+            continue
+        if existing.status != JobStatus.submitting.value:
+            return existing
+        # The first request is still talking to upstream: wait for its outcome.
+        if loop.time() >= deadline:
+            raise Conflict(
+                "A request with this Idempotency-Key is still in progress; retry shortly.",
+            )
+        await asyncio.sleep(0.05)
+
+
+async def _submit_upstream(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    rest: RestClient,
+    settings: Settings,
+    job_id: uuid.UUID,
+    plan: SubmitPlan,
+    secret: str | None,
+) -> tuple[Job, dict[str, Any]]:
+    payload = dict(plan.params)
+    if secret is not None:
+        payload["webhook_url"] = f"{settings.public_base_url}/webhooks/assemblyai/{job_id}"
+        payload["webhook_auth_header_name"] = WEBHOOK_AUTH_HEADER
+        payload["webhook_auth_header_value"] = secret
+    try:
+        answer = await rest.submit(payload)
+        upstream_id = answer.get("id")
+        if not isinstance(upstream_id, str) or not upstream_id:
+            raise UpstreamError("AssemblyAI accepted the submit without a transcript id.")
+    except BaseException as exc:
+        error = (
+            exc
+            if isinstance(exc, AppError)
+            else UpstreamError(f"The submit to AssemblyAI failed ({type(exc).__name__}).")
+        )
+        await _record_failure(sessionmaker, job_id, error.message)
+        if isinstance(exc, AppError) or not isinstance(exc, Exception):
+            raise
+        raise error from exc
+    job = await _record_accepted(sessionmaker, settings, job_id, upstream_id, answer)
+    return job, answer
+
+
+async def _record_failure(
+    sessionmaker: async_sessionmaker[AsyncSession], job_id: uuid.UUID, reason: str
+) -> None:
+    async with sessionmaker() as session, session.begin():
+        job = await session.scalar(select(Job).where(Job.id == job_id).with_for_update())
+        if job is None:
+            return
+        job.status = JobStatus.failed.value
+        job.error = reason
+        job.next_check_at = None
+        await announce(session, job, JobStatus.failed.value, {"error": reason})
+        await record_audit(
+            session,
+            action="transcript.submit",
+            outcome="failed",
+            key_id=job.key_id,
+            subject=str(job.id),
+            error=reason,
+        )
+    logger.warning("transcripts.submit.failed", extra={"job_id": str(job_id), "reason": reason})
+
+
+async def _record_accepted(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    settings: Settings,
+    job_id: uuid.UUID,
+    upstream_id: str,
+    answer: dict[str, Any],
+) -> Job:
+    now = utcnow()
+    async with sessionmaker() as session, session.begin():
+        job = await session.scalar(select(Job).where(Job.id == job_id).with_for_update())
+        if job is None:  # pragma: no cover - the row was committed before the submit
+            raise NotFound("The job disappeared during its submit.")
+        job.upstream_id = upstream_id
+        job.submitted_at = now
+        # A webhook may have advanced the job already: never move it backwards.
+        if job.status == JobStatus.submitting.value:
+            status = answer.get("status")
+            job.status = status if status in UPSTREAM_STATUSES else JobStatus.queued.value
+            job.next_check_at = now + timedelta(seconds=settings.poll_initial_delay_s)
+            await announce(session, job, job.status)
+        await record_audit(
+            session,
+            action="transcript.submit",
+            outcome="ok",
+            key_id=job.key_id,
+            subject=str(job.id),
+            upstream_id=upstream_id,
+        )
+    logger.info(
+        "transcripts.submit.accepted", extra={"job_id": str(job_id), "upstream_id": upstream_id}
+    )
+    return job
+
+
+# --- Reads -----------------------------------------------------------------------------------
+
+
+async def owned_by_upstream_id(
+    session: AsyncSession, principal: Principal, upstream_id: str
+) -> Job:
+    """The caller's live job with this upstream id; anyone else's is a plain 404."""
+    job = await session.scalar(
+        select(Job).where(
+            Job.upstream_id == upstream_id,
+            Job.key_id == principal.key_id,
+            Job.deleted_at.is_(None),
+        )
+    )
+    if job is None:
+        raise NotFound("Transcript not found.")
+    return job
+
+
+async def owned(session: AsyncSession, principal: Principal, job_id: uuid.UUID) -> Job:
+    job = await session.scalar(select(Job).where(Job.id == job_id, Job.key_id == principal.key_id))
+    if job is None:
+        raise NotFound("Transcript not found.")
+    return job
+
+
+def present(job: Job, obj: Mapping[str, Any]) -> dict[str, Any]:
+    """Upstream's object as the caller should see it: their webhook, not ours."""
+    out = dict(obj)
+    if "webhook_url" in out or job.caller_webhook_url is not None:
+        out["webhook_url"] = job.caller_webhook_url
+    if "webhook_auth_header_name" in out or job.caller_webhook_auth_header_name is not None:
+        out["webhook_auth_header_name"] = job.caller_webhook_auth_header_name
+    if "webhook_auth" in out:
+        out["webhook_auth"] = job.caller_webhook_auth_header_name is not None
+    out.pop("webhook_auth_header_value", None)
+    return out
+
+
+async def transcript(session: AsyncSession, rest: RestClient, job: Job) -> dict[str, Any]:
+    """The upstream transcript object: from our cache once final, else fetched and applied."""
+    if job.result is not None and job.is_final:
+        return job.result
+    if job.upstream_id is None:
+        # Upstream never took the job: describe it in upstream's shape.
+        return {"id": None, "status": "error", "audio_url": job.audio_url, "error": job.error}
+    obj = await rest.get_transcript(job.upstream_id)
+    await apply_upstream(session, job, obj)
+    return obj
+
+
+async def apply_upstream(session: AsyncSession, job: Job, obj: Mapping[str, Any]) -> bool:
+    """Record upstream's view of a job; announce a status change. True if anything changed.
+
+    The row is locked while it is compared and written, so a concurrent reconciler or
+    webhook cannot interleave and a transition is announced once.
+    """
+    status = obj.get("status")
+    if status not in UPSTREAM_STATUSES:
+        return False
+    locked = await session.scalar(
+        select(Job)
+        .where(Job.id == job.id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    if locked is None or locked.deleted_at is not None:
+        return False
+    final = status in ("completed", "error")
+    if locked.status == status and (not final or locked.result is not None):
+        return False
+    if locked.status in FINAL_STATUSES and not final:
+        return False  # never move a finished job back
+    changed_status = locked.status != status
+    locked.status = status
+    if final:
+        locked.result = dict(obj)
+        locked.completed_at = locked.completed_at or utcnow()
+        locked.next_check_at = None
+        locked.error = obj.get("error") if status == "error" else None
+        duration = obj.get("audio_duration")
+        if isinstance(duration, int | float):
+            locked.audio_duration = float(duration)
+        model = obj.get("speech_model_used") or obj.get("speech_model")
+        if isinstance(model, str):
+            locked.speech_model = model[:64]
+    if changed_status:
+        await announce(session, locked, status)
+    await session.flush()
+    return True
+
+
+@dataclass(frozen=True)
+class Resource:
+    content_type: str
+    body: bytes
+    cached: bool
+
+
+def canonical_params(resource: str, query: Mapping[str, str]) -> dict[str, str]:
+    return {k: query[k] for k in sorted(SUBRESOURCES[resource]) if k in query}
+
+
+async def subresource(
+    session: AsyncSession, rest: RestClient, job: Job, resource: str, query: Mapping[str, str]
+) -> Resource:
+    """A sub-resource, from the cache when the job is complete (fetched once), else proxied."""
+    if job.upstream_id is None:
+        raise NotFound("Transcript not found.")
+    params = canonical_params(resource, query)
+    key = urlencode(params)
+    cacheable = job.status == JobStatus.completed.value
+    if cacheable:
+        row = await session.scalar(
+            select(TranscriptResource).where(
+                TranscriptResource.job_id == job.id,
+                TranscriptResource.resource == resource,
+                TranscriptResource.params == key,
+            )
+        )
+        if row is not None:
+            return Resource(row.content_type, row.body, cached=True)
+    response = await rest.get_subresource(job.upstream_id, resource, params or None)
+    content_type = response.headers.get("content-type", "application/octet-stream")
+    body = response.content
+    if cacheable:
+        await session.execute(
+            pg_insert(TranscriptResource)
+            .values(
+                job_id=job.id,
+                resource=resource,
+                params=key,
+                content_type=content_type[:200],
+                body=body,
+                created_at=utcnow(),
+            )
+            .on_conflict_do_nothing(constraint="uq_transcript_resources_job_resource_params")
+        )
+    return Resource(content_type, body, cached=False)
+
+
+# --- Delete ----------------------------------------------------------------------------------
+
+
+async def delete_job(
+    session: AsyncSession, rest: RestClient, principal: Principal, job: Job
+) -> dict[str, Any] | None:
+    """Delete upstream (its refusal is passed on), then mark ours deleted and purge text."""
+    answer = await rest.delete_transcript(job.upstream_id) if job.upstream_id else None
+    job.deleted_at = utcnow()
+    job.result = None
+    job.next_check_at = None
+    await session.execute(delete(TranscriptResource).where(TranscriptResource.job_id == job.id))
+    await announce(session, job, "deleted")
+    await record_audit(
+        session,
+        action="transcript.delete",
+        outcome="ok",
+        principal=principal,
+        subject=str(job.id),
+        upstream_id=job.upstream_id,
+    )
+    return answer
+
+
+# --- Lists -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Page:
+    jobs: list[Job]
+    has_older: bool
+    has_newer: bool
+
+
+async def list_upstream_shape(
+    session: AsyncSession,
+    principal: Principal,
+    *,
+    limit: int,
+    status: str | None = None,
+    created_on: datetime | None = None,
+    before_id: str | None = None,
+    after_id: str | None = None,
+) -> Page:
+    """The caller's jobs that upstream knows, newest first, paged like upstream's list."""
+    base = [
+        Job.key_id == principal.key_id,
+        Job.upstream_id.is_not(None),
+        Job.deleted_at.is_(None),
+    ]
+    if status is not None:
+        base.append(Job.status == status)
+    if created_on is not None:
+        base.append(Job.created_at >= created_on)
+        base.append(Job.created_at < created_on + timedelta(days=1))
+    order_desc = (Job.created_at.desc(), Job.id.desc())
+    conditions = list(base)
+    if before_id is not None:
+        anchor = await owned_by_upstream_id(session, principal, before_id)
+        conditions.append(_older_than(anchor))
+    if after_id is not None:
+        anchor = await owned_by_upstream_id(session, principal, after_id)
+        conditions.append(_newer_than(anchor))
+    if after_id is not None and before_id is None:
+        # The page just after the anchor: the oldest `limit` newer jobs, shown newest first.
+        rows = list(
+            await session.scalars(
+                select(Job)
+                .where(*conditions)
+                .order_by(Job.created_at.asc(), Job.id.asc())
+                .limit(limit + 1)
+            )
+        )
+        has_newer = len(rows) > limit
+        jobs = list(reversed(rows[:limit]))
+        has_older = bool(jobs) and await _exists(session, [*base, _older_than(jobs[-1])])
+        return Page(jobs, has_older=has_older, has_newer=has_newer)
+    rows = list(
+        await session.scalars(select(Job).where(*conditions).order_by(*order_desc).limit(limit + 1))
+    )
+    jobs = rows[:limit]
+    has_older = len(rows) > limit
+    has_newer = bool(jobs) and await _exists(session, [*base, _newer_than(jobs[0])])
+    return Page(jobs, has_older=has_older, has_newer=has_newer)
+
+
+def _older_than(job: Job) -> Any:
+    return or_(
+        Job.created_at < job.created_at, and_(Job.created_at == job.created_at, Job.id < job.id)
+    )
+
+
+def _newer_than(job: Job) -> Any:
+    return or_(
+        Job.created_at > job.created_at, and_(Job.created_at == job.created_at, Job.id > job.id)
+    )
+
+
+async def _exists(session: AsyncSession, conditions: list[Any]) -> bool:
+    return (await session.scalar(select(Job.id).where(*conditions).limit(1))) is not None
+
+
+async def list_jobs(
+    session: AsyncSession,
+    principal: Principal,
+    *,
+    limit: int,
+    status: str | None = None,
+    cursor: tuple[datetime, uuid.UUID] | None = None,
+) -> tuple[list[Job], tuple[datetime, uuid.UUID] | None]:
+    """The caller's jobs, newest first, after `cursor`; returns the next cursor too."""
+    conditions = [Job.key_id == principal.key_id, Job.deleted_at.is_(None)]
+    if status is not None:
+        conditions.append(Job.status == status)
+    if cursor is not None:
+        at, job_id = cursor
+        conditions.append(or_(Job.created_at < at, and_(Job.created_at == at, Job.id < job_id)))
+    rows = list(
+        await session.scalars(
+            select(Job)
+            .where(*conditions)
+            .order_by(Job.created_at.desc(), Job.id.desc())
+            .limit(limit + 1)
+        )
+    )
+    jobs = rows[:limit]
+    next_cursor = (jobs[-1].created_at, jobs[-1].id) if len(rows) > limit else None
+    return jobs, next_cursor

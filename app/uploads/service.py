@@ -1,0 +1,142 @@
+"""Uploads: stream a body to AssemblyAI and keep a record of it.
+
+The body can take minutes, so no database connection is held while it streams: the
+record is written in one short transaction before the first byte goes upstream and
+finished in another once upstream has answered (or the upload was cut off).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.core.db import utcnow
+from app.core.errors import AppError, UpstreamError
+from app.keys.service import Principal, record_audit
+from app.uploads.models import Upload, UploadStatus
+from app.uploads.streaming import BodyStream, ClientDisconnected
+from app.upstream.client import RestClient
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class UploadResult:
+    upload_id: uuid.UUID
+    upload_url: str
+    bytes: int
+    upstream: dict[str, Any]  # upstream's answer, as it came
+
+
+async def stream_upload(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    rest: RestClient,
+    principal: Principal,
+    body: BodyStream,
+    *,
+    body_format: str,
+    declared_bytes: int | None,
+    filename: str | None = None,
+    content_type: str | None = None,
+) -> UploadResult:
+    """Send `body` (already started) to upstream's /v2/upload; record the outcome."""
+    async with sessionmaker() as session, session.begin():
+        upload = Upload(
+            key_id=principal.key_id,
+            end_user=principal.end_user,
+            status=UploadStatus.receiving.value,
+            body_format=body_format,
+            filename=filename[:500] if filename else None,
+            content_type=content_type[:200] if content_type else None,
+            declared_bytes=declared_bytes,
+            bytes=0,
+            started_at=utcnow(),
+        )
+        session.add(upload)
+    upload_id = upload.id
+    # A raw body of known length is announced upstream (no chunked encoding); a form's
+    # file length is unknown until its closing boundary.
+    content_length = declared_bytes if body_format == "raw" else None
+    try:
+        answer = await rest.upload(body, content_length=content_length)
+    except BaseException as exc:
+        error = _failure(body, exc)
+        status = UploadStatus.aborted if body.failure is not None else UploadStatus.failed
+        # Shielded: a cancelled request still leaves an accurate record behind.
+        await asyncio.shield(
+            _finish(sessionmaker, principal, upload_id, status, body.sent, None, error.message)
+        )
+        logger.info(
+            "uploads.upload.failed",
+            extra={
+                "upload_id": str(upload_id),
+                "reason": error.message,
+                "status": status.value,
+                "bytes": body.sent,
+            },
+        )
+        if isinstance(exc, asyncio.CancelledError):
+            raise
+        raise error from None if error is body.failure else exc
+    upload_url = answer.get("upload_url")
+    if not isinstance(upload_url, str) or not upload_url or not body.complete:
+        message = "AssemblyAI answered the upload without an upload_url."
+        await _finish(
+            sessionmaker, principal, upload_id, UploadStatus.failed, body.sent, None, message
+        )
+        raise UpstreamError(message)
+    await _finish(
+        sessionmaker, principal, upload_id, UploadStatus.completed, body.sent, upload_url, None
+    )
+    logger.info("uploads.upload.completed", extra={"upload_id": str(upload_id), "bytes": body.sent})
+    return UploadResult(
+        upload_id=upload_id, upload_url=upload_url, bytes=body.sent, upstream=answer
+    )
+
+
+def _failure(body: BodyStream, exc: BaseException) -> AppError:
+    """The real reason: our own limit or the caller's disconnect before upstream's error."""
+    if body.failure is not None:
+        return body.failure
+    if isinstance(exc, AppError):
+        return exc
+    if isinstance(exc, asyncio.CancelledError):
+        return ClientDisconnected("The upload was cancelled.")
+    return UpstreamError(f"The upload to AssemblyAI failed ({type(exc).__name__}).")
+
+
+async def _finish(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    principal: Principal,
+    upload_id: uuid.UUID,
+    status: UploadStatus,
+    sent: int,
+    upload_url: str | None,
+    error: str | None,
+) -> None:
+    async with sessionmaker() as session, session.begin():
+        await session.execute(
+            update(Upload)
+            .where(Upload.id == upload_id)
+            .values(
+                status=status.value,
+                bytes=sent,
+                upload_url=upload_url,
+                error=error,
+                completed_at=utcnow(),
+            )
+        )
+        await record_audit(
+            session,
+            action="upload",
+            outcome="ok" if status is UploadStatus.completed else status.value,
+            principal=principal,
+            subject=str(upload_id),
+            bytes=sent,
+        )

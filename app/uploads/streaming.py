@@ -1,0 +1,327 @@
+"""Request bodies as async byte streams for the upstream upload, read straight off ASGI.
+
+The route reads `receive()` itself (no `request.stream()`, no form parsing by the
+framework), so nothing is spooled: a body passes through in chunks of about
+`chunk_size` bytes (few, large writes upstream are what makes the proxy fast), and memory
+stays at one chunk per upload whatever the file's size. Limits are enforced while the
+bytes pass; a breach or a disconnect raises from inside the iterator, which makes the
+HTTP client abort the upstream request, and is kept in `failure` so the route can answer
+with the real reason instead of the transport error it causes.
+
+`start()` reads up to the first audio byte before anything goes upstream, so an empty
+body, a malformed form or a refused submit configuration never opens an upstream request.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+from starlette.types import Receive
+from streaming_form_data import StreamingFormDataParser
+from streaming_form_data.parser import ParseFailedException
+from streaming_form_data.targets import BaseTarget
+
+from app.core.errors import AppError, BadRequest, PayloadTooLarge
+
+# A form's own bytes (boundaries, part headers, small fields) on top of the file's.
+FORM_OVERHEAD_BYTES = 1024 * 1024
+# Form fields other than the file are small JSON or text values.
+MAX_FIELD_BYTES = 64 * 1024
+
+
+class ClientDisconnected(AppError):
+    """The caller went away mid-body; nobody will read the answer."""
+
+    status_code = 499
+    message = "The client disconnected before the body was complete."
+
+
+def too_large(limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(f"The upload is larger than this service's limit of {limit} bytes.")
+
+
+class BodyStream:
+    """Shared plumbing: pull ASGI messages, count, enforce the body limit, coalesce."""
+
+    def __init__(self, receive: Receive, *, limit: int, body_limit: int, chunk_size: int) -> None:
+        self._receive = receive
+        self.limit = limit  # audio bytes
+        self._body_limit = body_limit  # bytes on the wire
+        self._chunk_size = chunk_size
+        self._more = True
+        self.received = 0  # body bytes read from the client
+        self.sent = 0  # audio bytes handed to the upstream request
+        self.failure: AppError | None = None
+        self.complete = False  # the whole body was read and passed on
+
+    def _fail(self, error: AppError) -> AppError:
+        self.failure = error
+        return error
+
+    async def _read(self) -> bytes | None:
+        """The next body bytes, or None at the end of the body."""
+        if not self._more:
+            return None
+        message = await self._receive()
+        if message["type"] == "http.disconnect":
+            raise self._fail(ClientDisconnected())
+        body: bytes = message.get("body", b"")
+        self._more = bool(message.get("more_body", False))
+        self.received += len(body)
+        if self.received > self._body_limit:
+            raise self._fail(too_large(self.limit))
+        return body
+
+    async def start(self) -> None:
+        raise NotImplementedError
+
+    def _take_pending(self) -> list[bytes]:
+        raise NotImplementedError
+
+    async def _next_audio(self) -> bytes | None:
+        """The next audio bytes (possibly empty), or None when the audio has ended."""
+        raise NotImplementedError
+
+    def _finish(self) -> None:
+        """Checks once the body has ended (a multipart form must be well closed)."""
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        parts = self._take_pending()
+        size = sum(len(p) for p in parts)
+        chunk_size = self._chunk_size
+        while True:
+            data = await self._next_audio()
+            if data is None:
+                break
+            if data:
+                parts.append(data)
+                size += len(data)
+            if size >= chunk_size:
+                # b"".join of a single part returns that very object: no copy.
+                chunk = parts[0] if len(parts) == 1 else b"".join(parts)
+                parts = []
+                size = 0
+                self.sent += len(chunk)
+                yield chunk
+        self._finish()
+        if parts:
+            chunk = b"".join(parts)
+            self.sent += len(chunk)
+            yield chunk
+        self.complete = True
+
+
+class RawBody(BodyStream):
+    """An `application/octet-stream` (or any non-form) body: the bytes are the audio."""
+
+    def __init__(self, receive: Receive, *, limit: int, chunk_size: int) -> None:
+        super().__init__(receive, limit=limit, body_limit=limit, chunk_size=chunk_size)
+        self._pending: list[bytes] = []
+
+    async def start(self) -> None:
+        while True:
+            body = await self._read()
+            if body is None:
+                raise self._fail(BadRequest("The request body is empty: send the audio bytes."))
+            if body:
+                self._pending.append(body)
+                return
+
+    def _take_pending(self) -> list[bytes]:
+        pending, self._pending = self._pending, []
+        return pending
+
+    async def _next_audio(self) -> bytes | None:
+        return await self._read()
+
+
+class _FileTarget(BaseTarget):  # type: ignore[misc]  # untyped library
+    """Collects the file part's bytes between two reads of the body (never more)."""
+
+    def __init__(self, stream: MultipartBody) -> None:
+        super().__init__()
+        self._stream = stream
+        self.parts: list[bytes] = []
+        self.size = 0
+        self.total = 0
+        self.started = False
+        self.finished = False
+
+    def on_start(self) -> None:
+        if self.started:
+            raise self._stream._fail(BadRequest("Send one `file` field only."))
+        self.started = True
+
+    def on_data_received(self, chunk: bytes) -> None:
+        self.total += len(chunk)
+        if self.total > self._stream.limit:
+            raise self._stream._fail(too_large(self._stream.limit))
+        self.parts.append(chunk)
+        self.size += len(chunk)
+
+    def on_finish(self) -> None:
+        self.finished = True
+
+    def take(self) -> bytes:
+        data = self.parts[0] if len(self.parts) == 1 else b"".join(self.parts)
+        self.parts = []
+        self.size = 0
+        return data
+
+
+class _FieldTarget(BaseTarget):  # type: ignore[misc]  # untyped library
+    """A small form field; records whether it came after the file."""
+
+    def __init__(self, stream: MultipartBody, name: str) -> None:
+        super().__init__()
+        self._stream = stream
+        self.name = name
+        self._parts: list[bytes] = []
+        self._size = 0
+        self.present = False
+
+    def on_start(self) -> None:
+        if self._stream.file.started:
+            self._stream.late_fields.append(self.name)
+        self.present = True
+
+    def on_data_received(self, chunk: bytes) -> None:
+        self._size += len(chunk)
+        if self._size > MAX_FIELD_BYTES:
+            raise self._stream._fail(
+                BadRequest(f"The form field `{self.name}` is larger than {MAX_FIELD_BYTES} bytes.")
+            )
+        self._parts.append(chunk)
+
+    @property
+    def value(self) -> str:
+        try:
+            return b"".join(self._parts).decode("utf-8")
+        except UnicodeDecodeError:
+            raise self._stream._fail(
+                BadRequest(f"The form field `{self.name}` is not UTF-8 text.")
+            ) from None
+
+
+class MultipartBody(BodyStream):
+    """A `multipart/form-data` body whose `file` field is the audio, parsed as it streams.
+
+    Small fields named in `fields` must come before the file (browsers' FormData keeps
+    the order they were appended in): they are read by `start()`, before any byte goes
+    upstream, so a bad configuration is refused without an upload. Other fields are
+    ignored; a named field after the file is an error reported once the body has ended.
+    """
+
+    def __init__(
+        self,
+        receive: Receive,
+        headers: Mapping[str, str],
+        *,
+        limit: int,
+        chunk_size: int,
+        fields: tuple[str, ...] = (),
+        file_field: str = "file",
+    ) -> None:
+        super().__init__(
+            receive, limit=limit, body_limit=limit + FORM_OVERHEAD_BYTES, chunk_size=chunk_size
+        )
+        try:
+            self._parser = StreamingFormDataParser(headers={"Content-Type": _ctype(headers)})
+        except ParseFailedException as exc:
+            raise BadRequest(f"The multipart body cannot be parsed: {exc}.") from None
+        self.file = _FileTarget(self)
+        self._parser.register(file_field, self.file)
+        self._fields = {name: _FieldTarget(self, name) for name in fields}
+        for name, target in self._fields.items():
+            self._parser.register(name, target)
+        self.late_fields: list[str] = []
+        self._file_field = file_field
+
+    @property
+    def filename(self) -> str | None:
+        name: str | None = self.file.multipart_filename
+        return name
+
+    @property
+    def file_content_type(self) -> str | None:
+        content_type: str | None = self.file.multipart_content_type
+        return content_type
+
+    def field(self, name: str) -> str | None:
+        target = self._fields[name]
+        return target.value if target.present else None
+
+    def json_field(self, name: str) -> dict[str, Any] | None:
+        raw = self.field(name)
+        if raw is None or not raw.strip():
+            return None
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            raise self._fail(BadRequest(f"The form field `{name}` is not valid JSON.")) from None
+        if not isinstance(value, dict):
+            raise self._fail(BadRequest(f"The form field `{name}` must be a JSON object."))
+        return value
+
+    def _feed(self, body: bytes) -> None:
+        try:
+            self._parser.data_received(body)
+        except ParseFailedException as exc:
+            raise self._fail(BadRequest(f"The multipart body cannot be parsed: {exc}.")) from None
+
+    async def start(self) -> None:
+        while not (self.file.started and self.file.size):
+            body = await self._read()
+            if body is None:
+                if not self.file.started:
+                    raise self._fail(
+                        BadRequest(f"The form has no `{self._file_field}` field with the audio.")
+                    )
+                if not self.file.finished:
+                    raise self._fail(
+                        BadRequest("The multipart body ended before the file part did.")
+                    )
+                raise self._fail(BadRequest("The uploaded file is empty."))
+            self._feed(body)
+
+    def _take_pending(self) -> list[bytes]:
+        return [self.file.take()] if self.file.size else []
+
+    async def _next_audio(self) -> bytes | None:
+        body = await self._read()
+        if body is None:
+            return None
+        self._feed(body)
+        return self.file.take() if self.file.size else b""
+
+    def _finish(self) -> None:
+        if not self.file.finished:
+            raise self._fail(BadRequest("The multipart body ended before the file part did."))
+        if self.late_fields:
+            names = ", ".join(f"`{n}`" for n in self.late_fields)
+            raise self._fail(BadRequest(f"Send {names} before the file field, not after it."))
+
+
+def _ctype(headers: Mapping[str, str]) -> str:
+    return headers.get("content-type", "")
+
+
+def is_multipart(content_type: str | None) -> bool:
+    if not content_type:
+        return False
+    return content_type.split(";", 1)[0].strip().lower().startswith("multipart/")
+
+
+def declared_length(headers: Mapping[str, str]) -> int | None:
+    value = headers.get("content-length")
+    if value is None:
+        return None
+    try:
+        length = int(value)
+    except ValueError:
+        raise BadRequest("The Content-Length header is not a number.") from None
+    if length < 0:
+        raise BadRequest("The Content-Length header is negative.")
+    return length
