@@ -24,8 +24,6 @@ from app.tokens.router import router as tokens_router
 from app.tokens.service import TokenRuntime
 from app.transcripts.router import router as transcripts_router
 from app.uploads.router import router as uploads_router
-from app.transcripts.router import router as transcripts_router
-from app.uploads.router import router as uploads_router
 from app.upstream.client import create_upstream
 from app.web.router import mount_client
 from app.webhooks.router import router as webhooks_router
@@ -93,8 +91,6 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     app.include_router(health_router)
     app.include_router(keys_router)
     app.include_router(llm_router)
-    app.include_router(uploads_router)
-    app.include_router(transcripts_router)
     app.include_router(uploads_router)
     app.include_router(transcripts_router)
     app.include_router(webhooks_router)
