@@ -236,7 +236,7 @@ class Reconciler:
                     job.error = str(transcript.get("error") or "AssemblyAI reported an error.")
                     job.result = transcript
                 self._release(job, None)
-                await publish_job_event(session, job, "status", job_view(job))
+                await publish_job_event(session, job, job.status, job_view(job))
                 await relay.schedule_relay(session, job)
                 logger.info(
                     "webhooks.reconciler.job_final",
@@ -245,7 +245,7 @@ class Reconciler:
                 return
             if status in UPSTREAM_ACTIVE and status != job.status:
                 job.status = str(status)
-                await publish_job_event(session, job, "status", job_view(job))
+                await publish_job_event(session, job, job.status, job_view(job))
             elif status not in UPSTREAM_ACTIVE:
                 logger.warning(
                     "webhooks.reconciler.unknown_status",
@@ -312,7 +312,7 @@ class Reconciler:
             )
             job.upstream_id = transcript_id
             job.status = JobStatus.queued.value
-            await publish_job_event(session, job, "status", job_view(job))
+            await publish_job_event(session, job, job.status, job_view(job))
             self._release(job, now)
 
 

@@ -113,7 +113,7 @@ async def _job_stream(
             final = job.is_final
             if last_event_id is None:
                 last = job.version
-                yield _sse(job.version, "status", job_view(job))
+                yield _sse(job.version, job.status, job_view(job))
             else:
                 last = last_event_id
                 for row in await events_after(session, job_id, last):
