@@ -20,15 +20,13 @@ from app.core.db import utcnow
 from app.core.errors import BadRequest, NotFound, Unauthorized
 from app.core.security import hash_key, secrets_equal
 from app.transcripts.models import FINAL_STATUSES, Job
+from app.transcripts.service import WEBHOOK_AUTH_HEADER
 from app.webhooks.events import wake_reconcilers
 from app.webhooks.models import WebhookDelivery
 
 logger = logging.getLogger(__name__)
 
-try:  # the jobs engineer's constant, when it exists
-    from app.transcripts.service import WEBHOOK_AUTH_HEADER  # type: ignore[attr-defined]
-except ImportError:  # pragma: no cover - until app/transcripts/service.py lands
-    WEBHOOK_AUTH_HEADER = "X-AAI-Proxy-Webhook-Secret"
+__all__ = ["WEBHOOK_AUTH_HEADER", "Receipt", "WebhookUnauthorized", "receive"]
 
 
 class WebhookUnauthorized(Unauthorized):
