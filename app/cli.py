@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from types import FrameType
 from typing import Annotated, TypeVar
 
 import typer
@@ -115,6 +118,10 @@ async def _ensure_dev_key(settings: Settings) -> str | None:
         await engine.dispose()
 
 
+def _exit_on_signal(signum: int, _frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
+
+
 @cli.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Bind address (default: HOST)")] = None,
@@ -132,6 +139,9 @@ def serve(
     configure_logging(settings.log_level, settings.json_logs, settings.secrets())
     settings = ensure_database(settings)
     emulator = start_emulator(settings) if settings.uses_emulator else None
+    # uvicorn re-raises SIGTERM once it has shut down; with the default handler that would
+    # kill this process before `finally` stops the emulator, orphaning it.
+    signal.signal(signal.SIGTERM, _exit_on_signal)
     try:
         settings = load_settings()
         assert settings.database_url is not None
@@ -191,6 +201,20 @@ def emulator(
     from emulator.main import run
 
     run(host=host, port=port)
+
+
+@cli.command()
+def worker() -> None:
+    """Run only the reconciler (fetch results, poll, relay, summaries): no HTTP server."""
+    from app.core.logging import configure_logging
+    from app.webhooks.reconciler import run_worker
+
+    settings = load_settings()
+    configure_logging(settings.log_level, settings.json_logs, settings.secrets())
+    settings = ensure_database(settings)
+    typer.secho("Reconciler running (Ctrl-C to stop).", err=True)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run_worker(settings))
 
 
 T = TypeVar("T")

@@ -87,6 +87,8 @@ def start_embedded_postgres(data_dir: Path) -> str:
     """
     from pgserver.postgres_server import get_server
 
+    # pgserver logs every pg_ctl call and its output at INFO; only its problems matter here.
+    logging.getLogger("pgserver").setLevel(logging.WARNING)
     data_dir = data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     server = get_server(str(data_dir), cleanup_mode=None)
