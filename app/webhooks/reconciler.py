@@ -327,6 +327,7 @@ async def mark_due(session: AsyncSession, job_id: uuid.UUID) -> None:
 
 async def run_worker(settings: Settings) -> None:
     """`aai-proxy worker`: the reconciler (and the LISTEN hub for wake-ups), no HTTP."""
+    import app.models  # noqa: F401 - every table, so foreign keys resolve without the app
     from app.core.db import create_engine, create_sessionmaker
     from app.upstream.client import create_upstream
     from app.webhooks.hub import EventHub

@@ -7,6 +7,9 @@ transcript) that also plays the caller's webhook receiver.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -28,7 +31,7 @@ from tests.e2e.webhooks_support import (
     transcript,
     wait_until,
 )
-from tests.live import Proc, create_key_in, run_service
+from tests.live import OUTPUT, Proc, create_key_in, run_service, service_env
 from tests.webhooks.verifier import verify
 
 pytestmark = pytest.mark.e2e
@@ -316,3 +319,35 @@ def test_kill_9_mid_claim_another_instance_finishes_after_the_lease(
     assert row["completed_at"] >= claimed["lease_expires_at"]
     assert row["lease_owner"] is None
     assert stand_in.gets[tid] == 2
+
+
+def test_worker_command_runs_the_reconciler_alone(
+    make_database: Callable[..., str], stand_in: StandIn
+) -> None:
+    database = make_database()
+    raw = create_key_in(database, ["transcripts"])
+    (tid,) = _tids("worker", 1)
+    stand_in.transcripts[tid] = transcript(tid)
+    (job_id,) = insert_jobs(database, key_id_of(database, raw), [tid], secret=SECRET, due=True)
+    env = {
+        **os.environ,
+        **service_env(database, stand_in.url, 1),
+        **FAST,
+        "PUBLIC_BASE_URL": "",
+    }
+    OUTPUT.mkdir(exist_ok=True)
+    log = (OUTPUT / f"worker-{uuid.uuid4().hex[:8]}.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from app.cli import main; main()", "worker"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_until(
+            lambda: job_rows(database, [job_id])[job_id]["status"] == "completed", 30, "worker"
+        )
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        log.close()
