@@ -40,8 +40,9 @@ export function mountAgent(root, { stats, voices }) {
 
   const s = (stats.agent = {
     state: "idle",
-    events: [], // types received, in order
-    sent: [], // types sent, in order
+    events: [], // types received, in order (reply.audio left out)
+    sent: [], // types sent, in order (only the first input.audio)
+    timeline: [], // both directions in order: ">type" sent, "<type" received
     audioChunksSent: 0,
     replyAudioSamples: 0,
     toolResults: 0,
@@ -89,7 +90,10 @@ export function mountAgent(root, { stats, voices }) {
   function send(event) {
     if (!ws || ws.readyState !== WebSocket.OPEN) return false;
     ws.send(JSON.stringify(event));
-    if (event.type !== "input.audio") s.sent.push(event.type);
+    if (event.type !== "input.audio" || s.audioChunksSent === 0) {
+      s.sent.push(event.type);
+      s.timeline.push(`>${event.type}`);
+    }
     return true;
   }
 
@@ -128,7 +132,10 @@ export function mountAgent(root, { stats, voices }) {
     } catch {
       return;
     }
-    if (msg.type !== "reply.audio") s.events.push(msg.type);
+    if (msg.type !== "reply.audio") {
+      s.events.push(msg.type);
+      s.timeline.push(`<${msg.type}`);
+    }
     switch (msg.type) {
       case "session.ready":
         ready = true;

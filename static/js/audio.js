@@ -88,7 +88,7 @@ export async function startPlayback({ onStats }) {
     numberOfInputs: 0,
     numberOfOutputs: 1,
     outputChannelCount: [1],
-    processorOptions: { prebufferMs: 120 },
+    processorOptions: { prebufferMs: 200 },
   });
   node.connect(ctx.destination);
   node.port.onmessage = ({ data }) => {

@@ -4,6 +4,7 @@ import { ApiError, api, authHeaders, authMode, errorFromResponse, fetchEvents, s
 
 const PAGE_SIZE = 10;
 const FINAL = new Set(["completed", "error", "failed", "deleted"]);
+const JOB_EVENTS = ["status", "submitting", "queued", "processing", "completed", "error", "failed", "deleted"];
 export const SUMMARY_PRESETS = [
   { preset: "bullets", label: "Bullet summary" },
   { preset: "paragraph", label: "Paragraph summary" },
@@ -121,7 +122,9 @@ export function mountFiles(root, { stats, banner }) {
     if (authMode() === "cookie") {
       // EventSource sends the session cookie and resumes with Last-Event-ID by itself.
       const source = new EventSource(path, { withCredentials: true });
-      for (const name of ["status", "summary"]) source.addEventListener(name, onEvent);
+      // Events are named by the job's status (and "summary"); EventSource needs each name.
+      // ("error" also fires on connection trouble: those carry no data and are skipped.)
+      for (const name of [...JOB_EVENTS, "summary", "message"]) source.addEventListener(name, onEvent);
       events = source;
     } else {
       const abort = new AbortController();

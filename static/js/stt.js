@@ -116,10 +116,11 @@ export function mountStt(root, { stats }) {
     setStatus("Connecting…");
     try {
       // Every (re)connection mints a fresh single-use token.
-      const grant = await api("/api/tokens/streaming", { method: "POST", body: {} });
-      const extra = { sample_rate: RATE, encoding: "pcm_s16le" };
-      if ($("stt-speakers").checked) extra.speaker_labels = "true";
-      ws = new WebSocket(withToken(grant.websocket_url, grant.token, extra));
+      // The service puts the host and these options into websocket_url (with the token).
+      const options = { sample_rate: RATE, encoding: "pcm_s16le" };
+      if ($("stt-speakers").checked) options.speaker_labels = true;
+      const grant = await api("/api/tokens/streaming", { method: "POST", body: options });
+      ws = new WebSocket(withToken(grant.websocket_url, grant.token));
       ws.binaryType = "arraybuffer";
       let resolve;
       terminated = new Promise((r) => (resolve = r));

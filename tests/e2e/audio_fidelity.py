@@ -17,29 +17,41 @@ from numpy.typing import NDArray
 
 Float = NDArray[np.float64]
 
-SPEECH_TEXT = (
-    "The quick brown fox jumps over the lazy dog. "
-    "Streaming speech recognition sends audio in small frames, no faster than real time. "
-    "Please call Stella and ask her to bring these things with her from the store."
+# Sentences separated by more silence than the emulator's end-of-turn silence (1.28 s), so
+# each one becomes a final turn; the fake microphone loops the whole file.
+SPEECH_SENTENCES = (
+    "The quick brown fox jumps over the lazy dog.",
+    "Please call Stella and ask her to bring these things from the store.",
 )
+GAP_S = 1.6
 
 
 def read_wav(path: Path) -> tuple[int, Float]:
     with wave.open(str(path), "rb") as w:
-        assert w.getsampwidth() == 2 and w.getnchannels() == 1, f"{path}: want 16-bit mono"
+        assert w.getsampwidth() == 2, f"{path}: want 16-bit samples"
+        assert w.getnchannels() == 1, f"{path}: want mono"
         rate = w.getframerate()
         data = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
     return rate, data.astype(np.float64) / 32768.0
 
 
-def make_speech(directory: Path, text: str = SPEECH_TEXT) -> dict[str, Path]:
+def make_speech(directory: Path, sentences: tuple[str, ...] = SPEECH_SENTENCES) -> dict[str, Path]:
     """espeak-ng speech, resampled by sox to 48 kHz (the fake microphone) and to the targets."""
     for tool in ("espeak-ng", "sox"):
         if shutil.which(tool) is None:
             raise RuntimeError(f"{tool} is not installed")
     directory.mkdir(parents=True, exist_ok=True)
+    parts: list[str] = []
+    for i, sentence in enumerate(sentences):
+        part = directory / f"sentence-{i}.wav"
+        subprocess.run(
+            ["espeak-ng", "-v", "en-us", "-s", "150", "-w", str(part), sentence], check=True
+        )
+        padded = directory / f"sentence-{i}-padded.wav"
+        subprocess.run(["sox", str(part), str(padded), "pad", "0", str(GAP_S)], check=True)
+        parts.append(str(padded))
     raw = directory / "speech-raw.wav"
-    subprocess.run(["espeak-ng", "-v", "en-us", "-s", "150", "-w", str(raw), text], check=True)
+    subprocess.run(["sox", *parts, str(raw)], check=True)
     out = {}
     for rate in (48000, 24000, 16000):
         path = directory / f"speech-{rate}.wav"
@@ -91,6 +103,7 @@ def snr_against(captured: Float, reference: Float, rate: int, skip_s: float = 0.
     start = k
     segment = looped[start : start + len(captured) + 64]
     aligned = _fractional_shift(segment, -frac)[: len(captured)]
+
     # Refine the fraction by a few golden-section steps on the residual.
     def residual(f: float) -> float:
         ref = _fractional_shift(segment, -f)[: len(captured)]
@@ -114,7 +127,9 @@ def snr_against(captured: Float, reference: Float, rate: int, skip_s: float = 0.
     power = float(np.sum(ref**2))
     gain = float(np.sqrt(np.sum(cap**2) / power)) if power else 0.0
     snr = 10 * np.log10(power / noise) if noise > 0 else float("inf")
-    return Fidelity(snr_db=float(snr), gain=gain, lag_samples=start + frac, compared_s=len(cap) / rate)
+    return Fidelity(
+        snr_db=float(snr), gain=gain, lag_samples=start + frac, compared_s=len(cap) / rate
+    )
 
 
 def pcm16_to_float(data: bytes) -> Float:

@@ -1,0 +1,304 @@
+"""The browser client in real headless Chromium, against the service and the emulator on real
+ports. The fake microphone plays espeak-ng speech resampled to 48 kHz by sox; what the
+emulator received is compared with sox's own resampling of the same speech."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.e2e.audio_fidelity import make_speech, pcm16_to_float, read_wav, snr_against
+from tests.live import OUTPUT, Proc, create_key_in
+
+pytestmark = [pytest.mark.e2e, pytest.mark.browser]
+
+playwright_sync = pytest.importorskip("playwright.sync_api")
+
+USER_SCOPES = ["transcripts", "tokens:streaming", "tokens:agents", "llm"]
+
+
+def chromium_args(fake_audio: Path) -> list[str]:
+    return [
+        "--use-fake-device-for-media-stream",
+        "--use-fake-ui-for-media-stream",
+        f"--use-file-for-fake-audio-capture={fake_audio}",
+        "--autoplay-policy=no-user-gesture-required",
+        "--no-sandbox",
+    ]
+
+
+@pytest.fixture(scope="module")
+def speech(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return make_speech(tmp_path_factory.mktemp("speech"))
+
+
+@pytest.fixture(scope="module")
+def user_key(database_url: str) -> str:
+    return create_key_in(database_url, USER_SCOPES, name="browser user")
+
+
+@pytest.fixture(scope="module")
+def browser(speech: dict[str, Path], user_key: str, live_service: Proc) -> Iterator[Any]:
+    # Sync Playwright runs an event loop in this thread while open, so everything that needs
+    # asyncio.run (the key above, the service) is set up first.
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("Debian's chromium is not installed")
+    with playwright_sync.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=chromium, args=chromium_args(speech["48000"]))
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser: Any, live_service: Proc, user_key: str) -> Iterator[Any]:
+    context = browser.new_context(
+        base_url=live_service.url, viewport={"width": 1000, "height": 800}
+    )
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto("/")
+    # Sign in through the form: the key becomes a session cookie.
+    page.fill("#signin-key", user_key)
+    page.click("#signin-form button[type=submit]")
+    page.wait_for_selector("body[data-ready=true]", timeout=10_000)
+    assert page.input_value("#signin-key") == "", "the key must not stay on the page"
+    yield page
+    context.close()
+    assert not errors, f"uncaught errors in the page: {errors}"
+
+
+def stats(page: Any, path: str) -> Any:
+    return page.evaluate(f"() => window.__aaiStats.{path}")
+
+
+def wait_for(page: Any, expression: str, timeout_ms: int = 15_000) -> None:
+    """Wait for a JS condition; on timeout, fail with the page's stats (what it did see)."""
+    try:
+        _wait_for(page, expression, timeout_ms)
+    except playwright_sync.TimeoutError:
+        seen = page.evaluate("() => JSON.stringify(window.__aaiStats)")
+        raise AssertionError(f"timed out waiting for {expression}; page stats: {seen}") from None
+
+
+def _wait_for(page: Any, expression: str, timeout_ms: int) -> None:
+    page.wait_for_function(
+        f"() => {{ try {{ return {expression}; }} catch {{ return false; }} }}", timeout=timeout_ms
+    )
+
+
+def emulator_sessions(emulator: Proc, product: str) -> list[dict[str, Any]]:
+    answer = httpx.get(f"{emulator.url}/_emulator/sessions", timeout=5).json()
+    items = answer if isinstance(answer, list) else answer.get("sessions", answer.get("items", []))
+    return [s for s in items if s.get("product") == product]
+
+
+def emulator_session(emulator: Proc, session_id: str) -> dict[str, Any]:
+    answer: dict[str, Any] = httpx.get(
+        f"{emulator.url}/_emulator/sessions/{session_id}", timeout=5
+    ).json()
+    return answer
+
+
+def emulator_pcm(emulator: Proc, session_id: str) -> bytes:
+    response = httpx.get(f"{emulator.url}/_emulator/sessions/{session_id}/pcm", timeout=5)
+    response.raise_for_status()
+    return response.content
+
+
+def new_session(emulator: Proc, product: str, before: set[str], deadline_s: float = 10) -> str:
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        fresh = [s for s in emulator_sessions(emulator, product) if s["id"] not in before]
+        if fresh:
+            return str(fresh[-1]["id"])
+        time.sleep(0.05)
+    raise AssertionError(f"no new {product} session at the emulator")
+
+
+def screenshot(page: Any, name: str) -> None:
+    OUTPUT.mkdir(exist_ok=True)
+    page.screenshot(path=str(OUTPUT / f"browser-{name}.png"), full_page=True)
+
+
+def until(predicate: Callable[[], Any], timeout_s: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+# --- Streaming STT -----------------------------------------------------------------------
+
+
+def test_streaming_capture_pacing_fidelity_and_turns(
+    page: Any, emulator: Proc, speech: dict[str, Path]
+) -> None:
+    before = {s["id"] for s in emulator_sessions(emulator, "streaming")}
+    page.click("#tab-stt")
+    page.click("#stt-start")
+    wait_for(page, "window.__aaiStats.stt.state === 'Listening'")
+    session_id = new_session(emulator, "streaming", before)
+    # Speak until at least one turn is final and 4 s of audio went out.
+    wait_for(
+        page, "window.__aaiStats.stt.finals >= 1 && window.__aaiStats.stt.framesSent >= 40", 20_000
+    )
+    page.click("#stt-stop")
+    wait_for(page, "window.__aaiStats.stt.state === 'Stopped'", 10_000)
+    assert stats(page, "stt.terminated") is True, "Termination was not received"
+
+    record = until(
+        lambda: (r := emulator_session(emulator, session_id)) and r.get("ended_at") and r,
+        5,
+        "the emulator to end the session",
+    )
+    assert record["terminate_received"] is True
+    assert record["close_code"] in (1000, None), record
+    assert record["sample_rate"] == 16000
+
+    audio = [f for f in record["frames"] if f["kind"] == "binary"]
+    assert len(audio) >= 40
+    sizes_ms = [f["size"] / 2 / 16000 * 1000 for f in audio]
+    assert all(50 <= ms <= 1000 for ms in sizes_ms), sorted(set(sizes_ms))
+    # All but the final (padded) frame are exactly the configured 100 ms.
+    assert {round(ms, 3) for ms in sizes_ms[:-1]} == {100.0}
+
+    # No faster than real time: the audio sent by each arrival never runs ahead of the wall
+    # clock since the first frame by more than one frame plus scheduling jitter.
+    t0 = audio[0]["at"]
+    sent_s = 0.0
+    worst_lead = -1e9
+    for frame, ms in zip(audio, sizes_ms, strict=True):
+        sent_s += ms / 1000
+        worst_lead = max(worst_lead, sent_s - (frame["at"] - t0) - ms / 1000)
+    assert worst_lead <= 0.25, f"audio ran {worst_lead:.3f} s ahead of real time"
+
+    # The text frame after the audio is Terminate.
+    texts = [f.get("type") for f in record["frames"] if f["kind"] == "text"]
+    assert texts[-1:] == ["Terminate"]
+
+    pcm = emulator_pcm(emulator, session_id)
+    assert len(pcm) == sum(f["size"] for f in audio)
+    last = audio[-1]["size"]
+    captured = pcm16_to_float(pcm[:-last])  # the padded final frame is not speech
+    rate, reference = read_wav(speech["16000"])
+    fidelity = snr_against(captured, reference, rate)
+    print(f"streaming capture: {fidelity}")  # noqa: T201 — shown with -s for the record
+    assert fidelity.snr_db >= 30, fidelity
+    assert 0.9 < fidelity.gain < 1.1, "capture level changed (auto gain should be off)"
+
+    # Turns on the page: final ones firm, text present.
+    finals = page.locator("#stt-turns .turn:not(.partial)")
+    assert finals.count() >= 1
+    assert finals.first.inner_text().strip() != ""
+    screenshot(page, "stt")
+
+
+def test_streaming_close_code_becomes_a_sentence(page: Any, emulator: Proc) -> None:
+    fault = {"route": "WS /v3/ws", "close_code": 3007, "count": 1}
+    response = httpx.post(f"{emulator.url}/_emulator/faults", json=fault, timeout=5)
+    assert response.status_code < 300, response.text
+    page.click("#tab-stt")
+    page.click("#stt-start")
+    wait_for(page, "window.__aaiStats.stt.closeCode === 3007", 10_000)
+    text = page.inner_text("#stt-status")
+    assert "wrong size" in text, text
+    assert "3007" not in text, text
+    # Reconnect mints a fresh token and works.
+    assert page.inner_text("#stt-start") == "Reconnect"
+    page.click("#stt-start")
+    wait_for(page, "window.__aaiStats.stt.state === 'Listening'")
+    page.click("#stt-stop")
+    wait_for(page, "window.__aaiStats.stt.state === 'Stopped'", 10_000)
+
+
+# --- Voice Agent -------------------------------------------------------------------------
+
+
+def test_voice_agent_session_playback_and_tools(page: Any, emulator: Proc) -> None:
+    before = {s["id"] for s in emulator_sessions(emulator, "agent")}
+    page.click("#tab-agent")
+    voices = page.eval_on_selector_all("#agent-voice option", "os => os.map(o => o.value)")
+    assert "ivy" in voices
+    assert "claire" not in voices
+    page.select_option("#agent-voice", "james")
+    page.click("#agent-start")
+    wait_for(page, "window.__aaiStats.agent.events.includes('session.ready')")
+    session_id = new_session(emulator, "agent", before)
+
+    # The greeting: a whole reply, played out in full without a gap.
+    wait_for(page, "window.__aaiStats.agent.events.includes('reply.done')", 20_000)
+    wait_for(
+        page,
+        "window.__aaiStats.agent.playback && window.__aaiStats.agent.playback.state === 'idle'"
+        " && window.__aaiStats.agent.playback.playedSamples > 0",
+        20_000,
+    )
+    playback = stats(page, "agent.playback")
+    received = stats(page, "agent.replyAudioSamples")
+    assert playback["receivedSamples"] == received > 24000 // 2
+    assert playback["playedSamples"] >= received - 2, playback
+    assert playback["underruns"] == 0, playback
+
+    timeline: list[str] = stats(page, "agent.timeline")
+    assert timeline[0] == ">session.update"
+    first_audio = timeline.index(">input.audio") if ">input.audio" in timeline else len(timeline)
+    assert timeline.index("<session.ready") < first_audio
+
+    record = emulator_session(emulator, session_id)
+    assert record["messages"][0] == "session.update"
+    assert "input.audio" not in record["messages"][: record["messages"].index("session.update")]
+    assert record.get("output_sample_rate") in (24000, None)
+    assert received * 2 <= record["output_pcm_bytes"]
+    screenshot(page, "agent")
+    page.click("#agent-stop")
+    wait_for(page, "window.__aaiStats.agent.state === 'Ended'", 5_000)
+
+
+# --- Files -------------------------------------------------------------------------------
+
+
+def test_files_upload_live_status_transcript_and_summary(
+    page: Any, speech: dict[str, Path]
+) -> None:
+    page.click("#tab-files")
+    page.set_input_files("#file-input", str(speech["16000"]))
+    wait_for(page, "window.__aaiStats.files.jobId", 15_000)
+    progress = stats(page, "files.progress")
+    assert progress[-1] == 100, progress
+    assert progress == sorted(progress), progress
+    wait_for(page, "window.__aaiStats.files.statuses.includes('completed')", 30_000)
+    wait_for(page, "window.__aaiStats.files.transcriptShown === true", 10_000)
+    assert page.locator("#job .paragraph").count() >= 1
+    page.click("#job [data-preset=bullets]")
+    wait_for(page, "window.__aaiStats.files.summaries >= 1", 30_000)
+    assert page.locator("#summary-list .summary[data-status=completed]").count() >= 1
+    wait_for(page, "document.querySelectorAll('#jobs li[data-id]').length >= 1")
+    screenshot(page, "files")
+
+
+def test_phone_width_and_errors_as_sentences(browser: Any, live_service: Proc) -> None:
+    context = browser.new_context(base_url=live_service.url, viewport={"width": 375, "height": 740})
+    page = context.new_page()
+    page.goto("/")
+    page.fill("#signin-key", "aaip_not-a-real-key")
+    page.keyboard.press("Enter")  # keyboard only
+    page.wait_for_selector("#banner:not([hidden])")
+    text = page.inner_text("#banner")
+    assert text.endswith("."), text
+    assert "Traceback" not in text, text
+    assert "{" not in text, text
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 375, f"the page scrolls sideways at phone width ({width}px)"
+    screenshot(page, "signin-phone")
+    context.close()
