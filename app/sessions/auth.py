@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Annotated
@@ -32,7 +33,7 @@ from urllib.parse import urlsplit
 
 from fastapi import Depends, Request
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.config import Settings
 from app.core.db import utcnow
@@ -101,7 +102,10 @@ class IdentityCache:
 
 
 class IdentityState:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self, settings: Settings, sessionmaker: async_sessionmaker[AsyncSession] | None = None
+    ) -> None:
+        self.sessionmaker = sessionmaker
         self.cache = IdentityCache(settings.key_cache_ttl_s)
         self.jwt: JwtVerifier | None = None
         if settings.jwt_hs256_secret is not None or settings.jwt_jwks_url is not None:
@@ -110,12 +114,25 @@ class IdentityState:
             uuid.UUID(settings.jwt_key_id) if settings.jwt_key_id else None
         )
 
+    @asynccontextmanager
+    async def db(self, session: AsyncSession | None) -> AsyncIterator[AsyncSession]:
+        """The caller's session when given; else a short transaction of our own, so a
+        hot route (token minting) holds no pooled connection while it waits upstream."""
+        if session is not None:
+            yield session
+            return
+        assert self.sessionmaker is not None
+        async with self.sessionmaker() as own, own.begin():
+            yield own
+
 
 def identity_state(request: Request) -> IdentityState:
     """The per-app identity state, made on first use."""
     state: IdentityState | None = getattr(request.app.state, "identity", None)
     if state is None:
-        state = IdentityState(request.app.state.settings)
+        state = IdentityState(
+            request.app.state.settings, getattr(request.app.state, "sessionmaker", None)
+        )
         request.app.state.identity = state
     return state
 
@@ -130,26 +147,28 @@ def _snapshot(key: ApiKey) -> KeySnapshot:
 
 
 async def key_by_secret(
-    state: IdentityState, session: AsyncSession, raw: str
+    state: IdentityState, session: AsyncSession | None, raw: str
 ) -> KeySnapshot | None:
     digest = hash_key(raw)
     hit, snapshot = state.cache.get_hash(digest)
     if hit:
         return snapshot
-    key = await keys_service.authenticate(session, raw)
-    snapshot = _snapshot(key) if key is not None else None
+    async with state.db(session) as db:
+        key = await keys_service.authenticate(db, raw)
+        snapshot = _snapshot(key) if key is not None else None
     state.cache.put_hash(digest, snapshot)
     return snapshot
 
 
 async def key_by_id(
-    state: IdentityState, session: AsyncSession, key_id: uuid.UUID
+    state: IdentityState, session: AsyncSession | None, key_id: uuid.UUID
 ) -> KeySnapshot | None:
     hit, snapshot = state.cache.get_id(key_id)
     if hit:
         return snapshot
-    key = await session.get(ApiKey, key_id)
-    snapshot = _snapshot(key) if key is not None and key.active else None
+    async with state.db(session) as db:
+        key = await db.get(ApiKey, key_id)
+        snapshot = _snapshot(key) if key is not None and key.active else None
     state.cache.put_id(key_id, snapshot)
     return snapshot
 
@@ -211,7 +230,7 @@ def _end_user_header(request: Request) -> str | None:
     return value
 
 
-async def _from_jwt(state: IdentityState, session: AsyncSession, token: str) -> Principal:
+async def _from_jwt(state: IdentityState, session: AsyncSession | None, token: str) -> Principal:
     assert state.jwt is not None
     verified = await state.jwt.verify(token)
     if state.jwt_key_id is None:
@@ -229,17 +248,22 @@ async def _from_jwt(state: IdentityState, session: AsyncSession, token: str) -> 
 
 
 async def _from_session_cookie(
-    request: Request, settings: Settings, session: AsyncSession, cookie: str
+    request: Request,
+    settings: Settings,
+    state: IdentityState,
+    session: AsyncSession | None,
+    cookie: str,
 ) -> Principal:
     # The Origin check comes first: a cross-site request learns nothing, not even validity.
     check_origin(request, settings)
-    row = (
-        await session.execute(
-            select(AppSession, ApiKey)
-            .join(ApiKey, ApiKey.id == AppSession.key_id)
-            .where(AppSession.token_hash == hash_key(cookie))
-        )
-    ).first()
+    async with state.db(session) as db:
+        row = (
+            await db.execute(
+                select(AppSession, ApiKey)
+                .join(ApiKey, ApiKey.id == AppSession.key_id)
+                .where(AppSession.token_hash == hash_key(cookie))
+            )
+        ).first()
     now = utcnow()
     if row is None:
         raise Unauthorized("Invalid session: sign in again.")
@@ -256,7 +280,8 @@ async def _from_session_cookie(
     )
 
 
-async def resolve_caller(request: Request, session: AsyncSession) -> Principal:
+async def resolve_caller(request: Request, session: AsyncSession | None = None) -> Principal:
+    """The caller; lookups use `session`, or short transactions of their own when None."""
     settings: Settings = request.app.state.settings
     state = identity_state(request)
     header = request.headers.get("authorization")
@@ -278,7 +303,7 @@ async def resolve_caller(request: Request, session: AsyncSession) -> Principal:
         )
     cookie = request.cookies.get(settings.session_cookie_name)
     if cookie:
-        return await _from_session_cookie(request, settings, session, cookie)
+        return await _from_session_cookie(request, settings, state, session, cookie)
     raise Unauthorized(
         "Missing credentials: send your aai-proxy key in Authorization, a JWT as "
         "`Bearer <jwt>`, or sign in for a session cookie."

@@ -138,13 +138,14 @@ class TokenLimiter:
 
     async def hit_mint(self, quota: Quota, key_id: uuid.UUID, end_user: str | None) -> None:
         """Count one mint against the per-minute limits, or raise LimitExceeded."""
-        checks: list[tuple[int, tuple[str, ...], str]] = [
-            (quota.key_mints_per_minute, ("key", str(key_id)), "per key"),
-        ]
+        # The end user first: one user hitting their (lower) limit must not use up the
+        # key's slots, which every other user of the app shares.
+        checks: list[tuple[int, tuple[str, ...], str]] = []
         if end_user is not None:
             checks.append(
                 (quota.end_user_mints_per_minute, ("user", str(key_id), end_user), "per end user")
             )
+        checks.append((quota.key_mints_per_minute, ("key", str(key_id)), "per key"))
         try:
             for amount, ident, label in checks:
                 if amount <= 0:

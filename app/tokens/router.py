@@ -70,10 +70,12 @@ def _context(request: Request) -> CallContext:
 def _token_caller(kind: Kind) -> Callable[..., Awaitable[Principal]]:
     """The caller with the kind's scope; every refusal here is audited too."""
 
-    async def dependency(request: Request, session: SessionDep) -> Principal:
+    async def dependency(request: Request) -> Principal:
         principal: Principal | None = None
         try:
-            principal = await resolve_caller(request, session)
+            # No request session: lookups (cached) use short transactions of their own, so
+            # a mint holds no pooled connection while it waits for AssemblyAI.
+            principal = await resolve_caller(request)
             if not principal.has(SCOPE[kind]):
                 raise Forbidden(f"This caller lacks the '{SCOPE[kind]}' scope.")
         except AppError as exc:
@@ -94,7 +96,6 @@ async def _compat(
     kind: Kind,
     request: Request,
     caller: Principal,
-    session: SessionDep,
     runtime: TokenRuntime,
     client: Any,
 ) -> JSONResponse:
@@ -105,7 +106,7 @@ async def _compat(
         await runtime.refuse(kind, caller, ctx, exc)
         raise
     grant = await runtime.mint(
-        kind=kind, caller=caller, requested=requested, client=client, session=session, ctx=ctx
+        kind=kind, caller=caller, requested=requested, client=client, ctx=ctx
     )
     return JSONResponse({"token": grant.token}, headers=NO_STORE)
 
@@ -114,24 +115,22 @@ async def _compat(
 async def streaming_token(
     request: Request,
     caller: StreamingCaller,
-    session: SessionDep,
     upstream: UpstreamDep,
     runtime: RuntimeDep,
 ) -> JSONResponse:
     """Mint a streaming STT token, as AssemblyAI's `GET /v3/token` (clamped, limited)."""
-    return await _compat("streaming", request, caller, session, runtime, upstream.streaming)
+    return await _compat("streaming", request, caller, runtime, upstream.streaming)
 
 
 @router.get("/v1/token", response_model=TokenResponse, responses=_ERRORS)
 async def agents_token(
     request: Request,
     caller: AgentsCaller,
-    session: SessionDep,
     upstream: UpstreamDep,
     runtime: RuntimeDep,
 ) -> JSONResponse:
     """Mint a Voice Agent token, as AssemblyAI's `GET /v1/token` (clamped, limited)."""
-    return await _compat("agents", request, caller, session, runtime, upstream.agents)
+    return await _compat("agents", request, caller, runtime, upstream.agents)
 
 
 def _with_end_user(caller: Principal, end_user: str | None) -> Principal:
@@ -147,7 +146,6 @@ async def _app_mint(
     request: Request,
     caller: Principal,
     body: StreamingTokenRequest | AgentTokenRequest,
-    session: SessionDep,
     runtime: TokenRuntime,
     client: Any,
     ws_base: str,
@@ -161,7 +159,7 @@ async def _app_mint(
         await runtime.refuse(kind, caller, ctx, exc, requested)
         raise
     grant = await runtime.mint(
-        kind=kind, caller=caller, requested=requested, client=client, session=session, ctx=ctx
+        kind=kind, caller=caller, requested=requested, client=client, ctx=ctx
     )
     answer = AppTokenResponse(
         token=grant.token,
@@ -177,7 +175,6 @@ async def _app_mint(
 async def app_streaming_token(
     request: Request,
     caller: StreamingCaller,
-    session: SessionDep,
     upstream: UpstreamDep,
     runtime: RuntimeDep,
     body: StreamingTokenRequest | None = None,
@@ -190,7 +187,6 @@ async def app_streaming_token(
         request,
         caller,
         body,
-        session,
         runtime,
         upstream.streaming,
         runtime.settings.streaming_ws_url,
@@ -202,7 +198,6 @@ async def app_streaming_token(
 async def app_agents_token(
     request: Request,
     caller: AgentsCaller,
-    session: SessionDep,
     upstream: UpstreamDep,
     runtime: RuntimeDep,
     body: AgentTokenRequest | None = None,
@@ -214,7 +209,6 @@ async def app_agents_token(
         request,
         caller,
         body,
-        session,
         runtime,
         upstream.agents,
         runtime.settings.agents_ws_url,

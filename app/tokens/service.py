@@ -18,11 +18,11 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 from urllib.parse import urlencode, urlsplit
 
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.audit.writer import AuditWriter
 from app.core.config import Settings
-from app.core.db import utcnow
+from app.core.db import create_engine, create_sessionmaker, utcnow
 from app.core.errors import AppError, BadRequest, ServiceUnavailable, UpstreamError
 from app.keys.service import Principal
 from app.tokens.limits import LimiterUnavailable, LimitExceeded, Quota, TokenLimiter
@@ -167,8 +167,11 @@ class PolicyCache:
         "end_user_daily_session_s",
     )
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self, settings: Settings, sessionmaker: async_sessionmaker[AsyncSession] | None = None
+    ) -> None:
         self.settings = settings
+        self.sessionmaker = sessionmaker
         self.ttl = settings.key_cache_ttl_s
         self._entries: dict[uuid.UUID, tuple[float, Policy]] = {}
 
@@ -201,12 +204,14 @@ class PolicyCache:
             overrides=tuple(overrides),
         )
 
-    async def get(self, session: AsyncSession, key_id: uuid.UUID) -> Policy:
+    async def get(self, key_id: uuid.UUID) -> Policy:
         entry = self._entries.get(key_id)
         now = time.monotonic()
         if entry is not None and entry[0] > now:
             return entry[1]
-        policy = self.build(await session.get(TokenPolicy, key_id))
+        assert self.sessionmaker is not None
+        async with self.sessionmaker() as session:
+            policy = self.build(await session.get(TokenPolicy, key_id))
         if self.ttl > 0:
             if len(self._entries) > 10_000:
                 self._entries.clear()
@@ -226,10 +231,16 @@ class TokenRuntime:
     audit: AuditWriter
     policies: PolicyCache
     hosts: dict[str, str] = field(default_factory=dict)
+    audit_engine: AsyncEngine | None = None
 
     @classmethod
     def create(cls, settings: Settings, engine: AsyncEngine) -> TokenRuntime:
         redis_url = settings.redis_url.get_secret_value() if settings.redis_url else None
+        # The audit writer has its own small pool: it must never wait behind requests that
+        # hold the main pool's connections (and would wait for the writer in turn).
+        audit_engine = create_engine(
+            engine.url.render_as_string(hide_password=False), pool_size=2, max_overflow=2
+        )
         return cls(
             settings=settings,
             limiter=TokenLimiter(
@@ -237,17 +248,20 @@ class TokenRuntime:
                 prefix=settings.rate_limit_key_prefix,
                 fail_open=settings.token_limits_fail_open,
             ),
-            audit=AuditWriter(engine),
-            policies=PolicyCache(settings),
+            audit=AuditWriter(audit_engine),
+            policies=PolicyCache(settings, create_sessionmaker(engine)),
             hosts={
                 "streaming": urlsplit(settings.streaming_ws_url).netloc,
                 "agents": urlsplit(settings.agents_ws_url).netloc,
             },
+            audit_engine=audit_engine,
         )
 
     async def aclose(self) -> None:
         await self.audit.aclose()
         await self.limiter.aclose()
+        if self.audit_engine is not None:
+            await self.audit_engine.dispose()
 
     async def record(
         self,
@@ -321,10 +335,9 @@ class TokenRuntime:
         caller: Principal,
         requested: Requested,
         client: StreamingTokenClient,
-        session: AsyncSession,
         ctx: CallContext,
     ) -> Grant:
-        policy = await self.policies.get(session, caller.key_id)
+        policy = await self.policies.get(caller.key_id)
         expires_in, session_s = clamp(requested, policy)
         lifetimes = {
             "requested_expires_in_s": requested.expires_in_s,
