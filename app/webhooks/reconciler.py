@@ -282,6 +282,24 @@ class Reconciler:
         The submit answer normally lands within the upstream timeout; if it never does (the
         submitting instance died), the transcript id from the verified webhook is adopted.
         """
+        # The submit answer usually lands moments after such an early webhook: wait for it
+        # (holding the lease) rather than hand the job back to the poll schedule.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + min(self.settings.reconciler_lease_s / 2, 10.0)
+        while loop.time() < deadline:
+            async with self.sessionmaker() as session:
+                row = (
+                    await session.execute(
+                        select(Job.upstream_id, Job.lease_owner).where(Job.id == claimed.id)
+                    )
+                ).one_or_none()
+            if row is None or row.lease_owner != self.owner:
+                return
+            if row.upstream_id is not None:
+                claimed.upstream_id = row.upstream_id
+                await self.process_job(claimed)
+                return
+            await asyncio.sleep(min(0.1, self.settings.reconciler_tick_s))
         async with self.sessionmaker() as session, session.begin():
             job = await self._locked_job(session, claimed.id)
             if job is None:
