@@ -267,7 +267,7 @@ async def _from_session_cookie(
     now = utcnow()
     if row is None:
         raise Unauthorized("Invalid session: sign in again.")
-    app_session, key = row.tuple()
+    app_session, key = row
     if app_session.revoked_at is not None or app_session.expires_at <= now or not key.active:
         raise Unauthorized("The session has ended: sign in again.")
     return Principal(
