@@ -12,6 +12,7 @@ const $ = (id) => document.getElementById(id);
 
 const banner = {
   show(text, kind = "") {
+    stats.lastError = text;
     const box = $("banner");
     box.textContent = text;
     box.className = `banner ${kind}`;
@@ -109,9 +110,11 @@ async function enter(session) {
   } catch (err) {
     banner.show(sentence(err));
   }
-  views.stt = mountStt($("view-stt"), { stats, banner });
+  views.stt = mountStt($("view-stt"), { stats, banner, config: stats.config || {} });
   views.agent = mountAgent($("view-agent"), { stats, banner, voices });
   views.files = mountFiles($("view-files"), { stats, banner });
+  const frame = $("stt-frame");
+  if (stats.config?.frame_ms) frame.value = String(stats.config.frame_ms);
   views.files.loadList(true);
   document.body.dataset.ready = "true";
 }

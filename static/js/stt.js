@@ -4,7 +4,7 @@ import { api, closeSentence, sentence } from "./api.js";
 import { readProcessing, startCapture } from "./audio.js";
 import { clampFrameMs } from "./dsp.js";
 
-const RATE = 16000;
+const DEFAULT_RATE = 16000;
 const TERMINATION_TIMEOUT_MS = 5000;
 
 export function withToken(websocketUrl, token, extra = {}) {
@@ -16,7 +16,9 @@ export function withToken(websocketUrl, token, extra = {}) {
   return url.toString();
 }
 
-export function mountStt(root, { stats }) {
+export function mountStt(root, { stats, config = {} }) {
+  // 16 kHz unless the service is configured otherwise (TOKEN_STREAMING_SAMPLE_RATE).
+  const RATE = config.stt_sample_rate || DEFAULT_RATE;
   const $ = (id) => root.querySelector(`#${id}`);
   const startBtn = $("stt-start");
   const stopBtn = $("stt-stop");
@@ -118,6 +120,7 @@ export function mountStt(root, { stats }) {
       // Every (re)connection mints a fresh single-use token.
       // The service puts the host and these options into websocket_url (with the token).
       const options = { sample_rate: RATE, encoding: "pcm_s16le" };
+      s.sampleRate = RATE;
       if ($("stt-speakers").checked) options.speaker_labels = true;
       const grant = await api("/api/tokens/streaming", { method: "POST", body: options });
       ws = new WebSocket(withToken(grant.websocket_url, grant.token));

@@ -1,0 +1,165 @@
+"""How faithfully does the browser client capture the microphone? Measured in real Chromium.
+
+Headless Chromium plays espeak-ng speech (resampled to 48 kHz by sox) as a fake microphone
+into the real page served by the service; the page streams to the emulator, whose inspection
+endpoint hands back exactly the PCM and frame timings it received. For 16 kHz and 24 kHz
+captures (TOKEN_STREAMING_SAMPLE_RATE), prints:
+
+  snr_db_<rate>            the received PCM against sox's resampling of the same speech
+  baseline_snr_db_<rate>   a linear-interpolation resampler on the same speech (what naive
+                           browser capture code does), measured in the same run
+  frame_ms_{min,mean,max}_<rate>, frames_<rate>
+  pacing_ratio_<rate>      audio seconds sent / wall seconds elapsed (1.0 = real time)
+  max_lead_ms_<rate>       how far the audio ever ran ahead of the wall clock
+  context_rate             the AudioContext's rate (the resampler's input)
+
+Exits 1 when it could not measure.  .venv/bin/python bench/capture_fidelity.py [--seconds 6]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.e2e.audio_fidelity import (  # noqa: E402
+    make_speech,
+    pcm16_to_float,
+    read_wav,
+    snr_against,
+)
+from tests.live import create_key_in, run_emulator, run_service  # noqa: E402
+from tests.pg import create_database, drop_database, postgres_server  # noqa: E402
+
+SCOPES = ["transcripts", "tokens:streaming", "tokens:agents"]
+
+
+def linear_baseline(speech48: Path, reference: np.ndarray, rate: int) -> float:
+    """SNR of a linear-interpolation resampler (no anti-aliasing) against sox."""
+    _, x = read_wav(speech48)
+    positions = np.arange(int(len(x) * rate / 48000)) * (48000 / rate)
+    naive = np.interp(positions, np.arange(len(x)), x)
+    n = min(len(naive), len(reference))
+    noise = np.sum((naive[:n] - reference[:n]) ** 2)
+    return float(10 * np.log10(np.sum(reference[:n] ** 2) / noise))
+
+
+def capture(browser: Any, service_url: str, key: str, emulator_url: str, seconds: float) -> Any:
+    context = browser.new_context(base_url=service_url)
+    page = context.new_page()
+    try:
+        page.goto("/")
+        page.fill("#signin-key", key)
+        page.click("#signin-form button[type=submit]")
+        page.wait_for_selector("body[data-ready=true]", timeout=15_000)
+        before = {
+            s["id"] for s in httpx.get(f"{emulator_url}/_emulator/sessions?frames=false").json()
+        }
+        page.click("#stt-start")
+        frames = int(seconds * 10)
+        page.wait_for_function(
+            f"() => window.__aaiStats.stt.framesSent >= {frames}", timeout=(seconds + 20) * 1000
+        )
+        page.click("#stt-stop")
+        page.wait_for_function("() => window.__aaiStats.stt.state === 'Stopped'", timeout=10_000)
+        context_rate = page.evaluate("() => window.__aaiStats.stt.contextRate")
+    finally:
+        context.close()
+    sessions = httpx.get(f"{emulator_url}/_emulator/sessions?frames=false").json()
+    fresh = [s for s in sessions if s["id"] not in before and s["product"] == "streaming"]
+    if not fresh:
+        raise RuntimeError("the emulator saw no streaming session")
+    sid = fresh[-1]["id"]
+    record = httpx.get(f"{emulator_url}/_emulator/sessions/{sid}").json()
+    pcm = httpx.get(f"{emulator_url}/_emulator/sessions/{sid}/pcm").content
+    return record, pcm, context_rate
+
+
+def measure(
+    record: dict[str, Any], pcm: bytes, speech: dict[str, Path], rate: int
+) -> dict[str, float]:
+    audio = [f for f in record["frames"] if f["kind"] == "binary"]
+    if len(audio) < 10:
+        raise RuntimeError(f"only {len(audio)} audio frames arrived")
+    ms = np.array([f["size"] / 2 / rate * 1000 for f in audio])
+    at = np.array([f["at"] for f in audio])
+    sent = np.cumsum(ms) / 1000
+    lead = sent - (at - at[0]) - ms / 1000
+    wall = at[-1] - at[0] + ms[-1] / 1000
+    _, reference = read_wav(speech[str(rate)])
+    fidelity = snr_against(pcm16_to_float(pcm[: -audio[-1]["size"]]), reference, rate)
+    return {
+        f"snr_db_{rate}": round(fidelity.snr_db, 2),
+        f"baseline_snr_db_{rate}": round(linear_baseline(speech["48000"], reference, rate), 2),
+        f"gain_{rate}": round(fidelity.gain, 4),
+        f"frames_{rate}": len(audio),
+        f"frame_ms_min_{rate}": round(float(ms.min()), 2),
+        f"frame_ms_mean_{rate}": round(float(ms.mean()), 2),
+        f"frame_ms_max_{rate}": round(float(ms.max()), 2),
+        f"interarrival_ms_p99_{rate}": round(float(np.percentile(np.diff(at) * 1000, 99)), 2),
+        f"pacing_ratio_{rate}": round(float(sent[-1] / wall), 4),
+        f"max_lead_ms_{rate}": round(float(lead.max() * 1000), 2),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=float, default=6.0)
+    args = parser.parse_args()
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        print("error: chromium is not installed", file=sys.stderr)
+        return 1
+    from playwright.sync_api import sync_playwright
+
+    results: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(prefix="aaip-capture-") as tmp, postgres_server() as server:
+        speech = make_speech(Path(tmp))
+        database = create_database(server)
+        try:
+            key = create_key_in(database, SCOPES, name="capture bench")
+            with run_emulator() as emulator:
+                for rate in (16000, 24000):
+                    env = {"TOKEN_STREAMING_SAMPLE_RATE": str(rate), "LOG_LEVEL": "WARNING"}
+                    with run_service(database, emulator.url, env=env) as service:
+                        with sync_playwright() as p:
+                            browser = p.chromium.launch(
+                                executable_path=chromium,
+                                args=[
+                                    "--use-fake-device-for-media-stream",
+                                    "--use-fake-ui-for-media-stream",
+                                    f"--use-file-for-fake-audio-capture={speech['48000']}",
+                                ],
+                            )
+                            try:
+                                started = time.monotonic()
+                                record, pcm, context_rate = capture(
+                                    browser, service.url, key, emulator.url, args.seconds
+                                )
+                            finally:
+                                browser.close()
+                        results["context_rate"] = context_rate
+                        results.update(measure(record, pcm, speech, rate))
+                        results[f"capture_s_{rate}"] = round(time.monotonic() - started, 2)
+        except Exception as exc:  # noqa: BLE001 — the bench reports and exits non-zero
+            print(f"error: could not measure: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return 1
+        finally:
+            drop_database(server, database)
+    for name, value in results.items():
+        print(f"{name}: {value}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
