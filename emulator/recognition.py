@@ -15,7 +15,10 @@ from __future__ import annotations
 import logging
 import math
 import re
+import shutil
 import struct
+import subprocess
+import tempfile
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -210,6 +213,28 @@ def decode_wav(data: bytes) -> Audio:
         samples = samples[: frames * channels].reshape(frames, channels).mean(axis=1)
     mono = resample(samples, rate)
     return Audio(pcm16=float_to_pcm16(mono), source_rate=rate, channels=channels)
+
+
+def decode_audio(data: bytes) -> Audio:
+    """WAV natively; other containers (FLAC, Ogg Vorbis, AIFF, ...) through sox when it is
+    installed. AudioDecodeError when neither can read the bytes."""
+    try:
+        return decode_wav(data)
+    except AudioDecodeError:
+        if data[:4] in (b"RIFF", b"RF64") or shutil.which("sox") is None:
+            raise
+    with tempfile.NamedTemporaryFile(suffix="") as source:
+        source.write(data)
+        source.flush()
+        # sox recognises the container by its magic bytes; we resample ourselves.
+        result = subprocess.run(
+            ["sox", source.name, "-t", "wav", "-e", "signed-integer", "-b", "16", "-"],
+            capture_output=True,
+            timeout=120,
+        )
+    if result.returncode != 0 or not result.stdout:
+        raise AudioDecodeError("neither WAV nor a format sox can read")
+    return decode_wav(result.stdout)
 
 
 def wav_duration_from_header(head: bytes, total_bytes: int) -> float | None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import shutil
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -456,3 +458,17 @@ def test_list_pages(emu: Emu) -> None:
         "/v2/transcript", params={"status": "queued", "limit": 200}, headers=emu.auth()
     )
     assert len(queued.json()["transcripts"]) == 5  # the other key's is not listed
+
+
+@pytest.mark.skipif(shutil.which("sox") is None, reason="sox is not installed")
+def test_non_wav_containers_are_decoded_through_sox(
+    emu: Emu, speech_wav: Callable[..., bytes], tmp_path: Path
+) -> None:
+    source = tmp_path / "speech.wav"
+    source.write_bytes(speech_wav("hello world"))
+    flac = tmp_path / "speech.flac"
+    subprocess.run(["sox", str(source), str(flac)], check=True)
+    done = emu.wait(emu.submit(audio_url=emu.upload(flac.read_bytes()))["id"])
+    assert done["status"] == "completed"
+    assert done["audio_duration"] == round(recognition.decode_wav(source.read_bytes()).duration_s)
+    assert done["words"]
