@@ -1,0 +1,229 @@
+"""Upload throughput through the proxy, against going direct and against a plain Node peer.
+
+One run, one client (curl, streaming a file with -T, so the client is never the limit), a
+1 GiB body over loopback to:
+
+  direct  the emulator's /v2/upload in sink mode (counts and hashes, keeps nothing)
+  peer    the integration guide's upload route as a Node streaming passthrough
+          (../shared/peers/seed_upload_route.mjs) in front of the same emulator
+  ours    the real service process (uvicorn, key auth, upload recorded in Postgres)
+          in front of the same emulator
+
+Best of --runs each, interleaved so that noise hits all three alike. Then a 2 GiB body
+through the proxy while /proc/<pid>/status is sampled: the proxy's memory must stay flat.
+
+Prints: direct_mb_s, peer_mb_s, ours_mb_s, ratio (ours/direct, target >= 0.85),
+peer_ratio (ours/peer, target >= 1.0), rss_mb (peak VmRSS while 2 GiB pass, target
+<= 100), rss_start_mb (the idle process), rss_growth_mb (peak - idle), hwm_mb, rss_anon_mb
+(private memory only) and rss_drift_second_half_mb (flat: ~0). Exits 1 when it could not measure.
+
+  .venv/bin/python bench/upload_throughput.py [--gib 1] [--runs 3] [--rss-gib 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.live import (  # noqa: E402
+    EMULATOR_KEY,
+    Proc,
+    create_key_in,
+    free_port,
+    run_emulator,
+    run_process,
+    run_service,
+)
+from tests.pg import create_database, drop_database, postgres_server  # noqa: E402
+
+PEER = ROOT.parent / "shared" / "peers" / "seed_upload_route.mjs"
+MIB = 1024 * 1024
+
+
+def make_file(directory: Path, size: int) -> Path:
+    path = directory / f"body-{size}.bin"
+    block = os.urandom(MIB)
+    with path.open("wb") as out:
+        for _ in range(size // MIB):
+            out.write(block)
+        out.write(block[: size % MIB])
+    return path
+
+
+def curl_upload(url: str, path: Path, key: str) -> float:
+    """Seconds to POST the file (curl -T streams it with a Content-Length)."""
+    result = subprocess.run(
+        [
+            "curl",
+            "-sS",
+            "--fail-with-body",
+            "-X",
+            "POST",
+            "-T",
+            str(path),
+            "-H",
+            f"Authorization: {key}",
+            "-H",
+            "Content-Type: application/octet-stream",
+            "-H",
+            "Expect:",
+            "-o",
+            "/dev/stdout",
+            "-w",
+            "\n%{time_total} %{size_upload} %{http_code}",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    lines = result.stdout.strip().splitlines()
+    if result.returncode != 0 or not lines:
+        raise RuntimeError(f"curl to {url} failed: {result.stderr or result.stdout}")
+    seconds, uploaded, code = lines[-1].split()
+    body = "\n".join(lines[:-1])
+    if code != "200" or int(uploaded) != path.stat().st_size or "upload_url" not in body:
+        raise RuntimeError(f"upload to {url} answered {code}: {body[:300]}")
+    return float(seconds)
+
+
+@contextlib.contextmanager
+def run_peer(upstream: str) -> Iterator[Proc]:
+    port = free_port()
+    env = {"UPSTREAM": upstream, "KEY": EMULATOR_KEY, "PORT": str(port)}
+    with run_process("peer", ["node", str(PEER)], env, port) as proc:
+        yield proc
+
+
+class RssSampler:
+    """Samples VmRSS and VmHWM of one process every `interval` seconds."""
+
+    def __init__(self, pid: int, interval: float = 0.02) -> None:
+        self.pid = pid
+        self.interval = interval
+        self.samples: list[int] = []
+        self.anon: list[int] = []
+        self.hwm = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def read(self) -> tuple[int, int, int]:
+        """VmRSS, VmHWM and RssAnon (the process's private memory), in bytes."""
+        values = {"VmRSS:": 0, "VmHWM:": 0, "RssAnon:": 0}
+        with open(f"/proc/{self.pid}/status") as status:
+            for line in status:
+                name = line.split(maxsplit=1)[0]
+                if name in values:
+                    values[name] = int(line.split()[1]) * 1024
+        return values["VmRSS:"], values["VmHWM:"], values["RssAnon:"]
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            rss, hwm, anon = self.read()
+            self.samples.append(rss)
+            self.anon.append(anon)
+            self.hwm = max(self.hwm, hwm)
+            time.sleep(self.interval)
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--gib", type=float, default=1.0, help="body size for the rates")
+    parser.add_argument("--runs", type=int, default=3, help="best of this many, each target")
+    parser.add_argument("--rss-gib", type=float, default=2.0, help="body size for rss_mb")
+    args = parser.parse_args()
+    if shutil.which("curl") is None or shutil.which("node") is None or not PEER.exists():
+        print("error: needs curl, node and ../shared/peers/seed_upload_route.mjs", file=sys.stderr)
+        return 1
+    size = int(args.gib * 1024 * MIB)
+    rss_size = int(args.rss_gib * 1024 * MIB)
+    best: dict[str, float] = {}
+    with contextlib.ExitStack() as stack:
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="aaip-bench-")))
+        server = stack.enter_context(postgres_server())
+        database_url = create_database(server)
+        stack.callback(drop_database, server, database_url)
+        key = create_key_in(database_url, ["transcripts"], name="bench")
+        emulator = stack.enter_context(
+            run_emulator({"EMULATOR_UPLOAD_SINK": "true", "EMULATOR_TEST_MODE": "false"})
+        )
+        peer = stack.enter_context(run_peer(emulator.url))
+        service = stack.enter_context(
+            run_service(
+                database_url,
+                emulator.url,
+                {
+                    "MIGRATE_ON_START": "false",
+                    "LOG_LEVEL": "WARNING",
+                    "RECONCILER_ENABLED": "false",
+                    "MAX_UPLOAD_BYTES": str(max(size, rss_size) + 1),
+                },
+            )
+        )
+        body = make_file(tmp, size)
+        targets = {
+            "direct": (f"{emulator.url}/v2/upload", EMULATOR_KEY),
+            "peer": (f"{peer.url}/v2/upload", EMULATOR_KEY),
+            "ours": (f"{service.url}/v2/upload", key),
+        }
+        for url, auth in targets.values():  # warm-up: pools, page cache
+            curl_upload(url, make_file(tmp, 8 * MIB), auth)
+        for _ in range(args.runs):
+            for name, (url, auth) in targets.items():
+                seconds = curl_upload(url, body, auth)
+                best[name] = max(best.get(name, 0.0), size / seconds / MIB)
+        body.unlink()
+        big = make_file(tmp, rss_size)
+        sampler = RssSampler(service.process.pid)
+        start_rss, _, start_anon = sampler.read()
+        with sampler:
+            curl_upload(f"{service.url}/v2/upload", big, key)
+        peak = max(sampler.samples, default=start_rss)
+        print(f"body_mib: {size // MIB}")
+        for name in ("direct", "peer", "ours"):
+            print(f"{name}_mb_s: {best[name]:.1f}")
+        print(f"ratio: {best['ours'] / best['direct']:.3f}")
+        print(f"peer_ratio: {best['ours'] / best['peer']:.3f}")
+        print(f"rss_body_mib: {rss_size // MIB}")
+        print(f"rss_mb: {peak / MIB:.1f}")
+        print(f"rss_start_mb: {start_rss / MIB:.1f}")
+        print(f"rss_growth_mb: {(peak - start_rss) / MIB:.1f}")
+        print(f"hwm_mb: {sampler.hwm / MIB:.1f}")
+        print(f"rss_anon_mb: {max(sampler.anon, default=start_anon) / MIB:.1f}")
+        # Flat: the second half of the body costs no more memory than the first.
+        half = len(sampler.samples) // 2
+        if half:
+            drift = max(sampler.samples[half:]) - max(sampler.samples[:half])
+            print(f"rss_drift_second_half_mb: {drift / MIB:.1f}")
+        print(f"rss_samples: {len(sampler.samples)}")
+        print(f"runs: {json.dumps(args.runs)}")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except Exception as exc:  # noqa: BLE001 — report and exit non-zero: nothing was measured
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        sys.exit(1)
