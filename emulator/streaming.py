@@ -64,6 +64,8 @@ SPEECH_STARTED_CONFIDENCE = 0.9
 # anyway at the maximum), so partials re-decode only the current segment.
 SEGMENT_MIN_MS = 2000
 SEGMENT_MAX_MS = 10_000
+# The longest Terminate waits for queued Turns before Termination (the SDK waits 5 s).
+FLUSH_TIMEOUT_S = 3.0
 
 # The `speech_model` values the SDK (1.8) knows; the default when omitted is upstream's
 # historical one.
@@ -393,9 +395,15 @@ class StreamSession:
             logger.exception("emulator.stream.failed", extra={"session_id": self.record.id})
             outcome = (SERVER_ERROR, "Session cancelled: internal server error")
         if outcome[0] == NORMAL and self.record.terminate_received:
-            # Flush: every queued turn is sent before Termination.
+            # Flush: every queued turn is sent before Termination, within a bound (the
+            # recogniser is shared: under load, a client must not wait forever).
             await self.queue.put(None)
-            await worker
+            try:
+                await asyncio.wait_for(worker, FLUSH_TIMEOUT_S)
+            except TimeoutError:
+                logger.warning(
+                    "emulator.stream.flush_timeout", extra={"session_id": self.record.id}
+                )
             await self.send(
                 {
                     "type": "Termination",

@@ -337,3 +337,12 @@ async def test_resume_of_a_connected_session_is_refused(agent_emu: Proc) -> None
         async with connect(url(agent_emu), additional_headers=BEARER) as second:
             await send_json(second, {"type": "session.resume", "session_id": session_id})
             assert (await next_event(second))["code"] == "session_active"
+
+
+async def test_injected_close_code(agent_emu: Proc) -> None:
+    fault = {"route": "WS /v1/ws", "close_code": 3005}
+    assert httpx.post(f"{agent_emu.url}/_emulator/faults", json=fault).status_code == 201
+    async with connect(url(agent_emu), additional_headers=BEARER) as ws:
+        assert (await closed(ws))[0] == 3005
+    async with connect(url(agent_emu), additional_headers=BEARER) as ws:
+        assert await start(ws)

@@ -542,3 +542,19 @@ async def test_v2_realtime_is_gone(stream_emu: Proc) -> None:
         ):
             pass
     assert refused.value.response.status_code == 410
+
+
+async def test_voice_agent_sessions_have_their_own_cap(capped_emu: Proc) -> None:
+    agent = f"ws://127.0.0.1:{capped_emu.port}/v1/ws"
+    bearer = {"Authorization": f"Bearer {EMULATOR_KEY}"}
+    async with (
+        connect(agent, additional_headers=bearer) as one,
+        connect(agent, additional_headers=bearer) as two,
+    ):
+        for ws in (one, two):
+            await ws.send(json.dumps({"type": "session.update", "session": {}}))
+            assert (await next_event(ws))["type"] == "session.ready"
+        async with connect(agent, additional_headers=bearer) as third:
+            code, _, events = await closed(third)
+        assert code == 3009
+        assert events == []
