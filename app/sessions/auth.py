@@ -22,13 +22,14 @@ when it calls `invalidate_key`.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Annotated
+from typing import Annotated, TypeVar, cast
 from urllib.parse import urlsplit
 
 from fastapi import Depends, Request
@@ -50,6 +51,32 @@ from app.sessions.models import AppSession
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 END_USER_HEADER = "x-end-user"
 _MAX_CACHE = 10_000
+
+
+T = TypeVar("T")
+
+
+class SingleFlight:
+    """Concurrent misses on one cache key share one lookup: a burst of requests with a
+    cold cache costs one query, not one pooled connection each."""
+
+    def __init__(self) -> None:
+        self._inflight: dict[Hashable, asyncio.Task[object]] = {}
+
+    async def run(self, key: Hashable, work: Callable[[], Awaitable[T]]) -> T:
+        task = self._inflight.get(key)
+        if task is None:
+
+            async def wrapped() -> object:
+                try:
+                    return await work()
+                finally:
+                    self._inflight.pop(key, None)
+
+            task = asyncio.ensure_future(wrapped())
+            self._inflight[key] = task
+        # shield: one caller going away must not cancel the lookup the others wait for.
+        return cast(T, await asyncio.shield(task))
 
 
 @dataclass(frozen=True)
@@ -107,6 +134,7 @@ class IdentityState:
     ) -> None:
         self.sessionmaker = sessionmaker
         self.cache = IdentityCache(settings.key_cache_ttl_s)
+        self.flights = SingleFlight()
         self.jwt: JwtVerifier | None = None
         if settings.jwt_hs256_secret is not None or settings.jwt_jwks_url is not None:
             self.jwt = JwtVerifier(settings)
@@ -153,11 +181,17 @@ async def key_by_secret(
     hit, snapshot = state.cache.get_hash(digest)
     if hit:
         return snapshot
-    async with state.db(session) as db:
-        key = await keys_service.authenticate(db, raw)
-        snapshot = _snapshot(key) if key is not None else None
-    state.cache.put_hash(digest, snapshot)
-    return snapshot
+
+    async def lookup() -> KeySnapshot | None:
+        async with state.db(session) as db:
+            key = await keys_service.authenticate(db, raw)
+            found = _snapshot(key) if key is not None else None
+        state.cache.put_hash(digest, found)
+        return found
+
+    if session is not None:  # the caller's transaction: not shareable with other requests
+        return await lookup()
+    return await state.flights.run(("hash", digest), lookup)
 
 
 async def key_by_id(
@@ -166,11 +200,17 @@ async def key_by_id(
     hit, snapshot = state.cache.get_id(key_id)
     if hit:
         return snapshot
-    async with state.db(session) as db:
-        key = await db.get(ApiKey, key_id)
-        snapshot = _snapshot(key) if key is not None and key.active else None
-    state.cache.put_id(key_id, snapshot)
-    return snapshot
+
+    async def lookup() -> KeySnapshot | None:
+        async with state.db(session) as db:
+            key = await db.get(ApiKey, key_id)
+            found = _snapshot(key) if key is not None and key.active else None
+        state.cache.put_id(key_id, found)
+        return found
+
+    if session is not None:
+        return await lookup()
+    return await state.flights.run(("id", key_id), lookup)
 
 
 # --- Origin ---------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
-from app.core.deps import SessionDep, UpstreamDep
+from app.core.deps import SessionDep
 from app.core.errors import AppError, Forbidden
 from app.keys import service as keys_service
 from app.keys.auth import AdminDep
@@ -37,6 +37,7 @@ from app.tokens.service import (
     streaming_params,
     websocket_url,
 )
+from app.upstream.client import Upstream
 
 router = APIRouter(tags=["tokens"])
 
@@ -51,12 +52,20 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _runtime(request: Request) -> TokenRuntime:
+# Dependencies here are `async def`: FastAPI runs a plain `def` dependency in a worker
+# thread, which costs more than the rest of a mint's bookkeeping.
+async def _runtime(request: Request) -> TokenRuntime:
     runtime: TokenRuntime = request.app.state.tokens
     return runtime
 
 
+async def _upstream(request: Request) -> Upstream:
+    upstream: Upstream = request.app.state.upstream
+    return upstream
+
+
 RuntimeDep = Annotated[TokenRuntime, Depends(_runtime)]
+FastUpstreamDep = Annotated[Upstream, Depends(_upstream)]
 
 
 def _context(request: Request) -> CallContext:
@@ -79,7 +88,8 @@ def _token_caller(kind: Kind) -> Callable[..., Awaitable[Principal]]:
             if not principal.has(SCOPE[kind]):
                 raise Forbidden(f"This caller lacks the '{SCOPE[kind]}' scope.")
         except AppError as exc:
-            await _runtime(request).refuse(kind, principal, _context(request), exc)
+            runtime: TokenRuntime = request.app.state.tokens
+            await runtime.refuse(kind, principal, _context(request), exc)
             raise
         request.state.principal = principal
         return principal
@@ -115,7 +125,7 @@ async def _compat(
 async def streaming_token(
     request: Request,
     caller: StreamingCaller,
-    upstream: UpstreamDep,
+    upstream: FastUpstreamDep,
     runtime: RuntimeDep,
 ) -> JSONResponse:
     """Mint a streaming STT token, as AssemblyAI's `GET /v3/token` (clamped, limited)."""
@@ -126,7 +136,7 @@ async def streaming_token(
 async def agents_token(
     request: Request,
     caller: AgentsCaller,
-    upstream: UpstreamDep,
+    upstream: FastUpstreamDep,
     runtime: RuntimeDep,
 ) -> JSONResponse:
     """Mint a Voice Agent token, as AssemblyAI's `GET /v1/token` (clamped, limited)."""
@@ -175,7 +185,7 @@ async def _app_mint(
 async def app_streaming_token(
     request: Request,
     caller: StreamingCaller,
-    upstream: UpstreamDep,
+    upstream: FastUpstreamDep,
     runtime: RuntimeDep,
     body: StreamingTokenRequest | None = None,
 ) -> JSONResponse:
@@ -198,7 +208,7 @@ async def app_streaming_token(
 async def app_agents_token(
     request: Request,
     caller: AgentsCaller,
-    upstream: UpstreamDep,
+    upstream: FastUpstreamDep,
     runtime: RuntimeDep,
     body: AgentTokenRequest | None = None,
 ) -> JSONResponse:

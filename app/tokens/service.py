@@ -22,9 +22,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.audit.writer import AuditWriter
 from app.core.config import Settings
-from app.core.db import create_engine, create_sessionmaker, utcnow
+from app.core.db import create_sessionmaker, utcnow
 from app.core.errors import AppError, BadRequest, ServiceUnavailable, UpstreamError
 from app.keys.service import Principal
+from app.sessions.auth import SingleFlight
 from app.tokens.limits import LimiterUnavailable, LimitExceeded, Quota, TokenLimiter
 from app.tokens.models import TokenPolicy
 from app.upstream.client import StreamingTokenClient
@@ -174,6 +175,7 @@ class PolicyCache:
         self.sessionmaker = sessionmaker
         self.ttl = settings.key_cache_ttl_s
         self._entries: dict[uuid.UUID, tuple[float, Policy]] = {}
+        self._flights = SingleFlight()
 
     def build(self, row: TokenPolicy | None) -> Policy:
         s = self.settings
@@ -209,13 +211,16 @@ class PolicyCache:
         now = time.monotonic()
         if entry is not None and entry[0] > now:
             return entry[1]
+        return await self._flights.run(key_id, lambda: self._load(key_id))
+
+    async def _load(self, key_id: uuid.UUID) -> Policy:
         assert self.sessionmaker is not None
         async with self.sessionmaker() as session:
             policy = self.build(await session.get(TokenPolicy, key_id))
         if self.ttl > 0:
             if len(self._entries) > 10_000:
                 self._entries.clear()
-            self._entries[key_id] = (now + self.ttl, policy)
+            self._entries[key_id] = (time.monotonic() + self.ttl, policy)
         return policy
 
     def invalidate(self, key_id: uuid.UUID) -> None:
@@ -231,16 +236,10 @@ class TokenRuntime:
     audit: AuditWriter
     policies: PolicyCache
     hosts: dict[str, str] = field(default_factory=dict)
-    audit_engine: AsyncEngine | None = None
 
     @classmethod
     def create(cls, settings: Settings, engine: AsyncEngine) -> TokenRuntime:
         redis_url = settings.redis_url.get_secret_value() if settings.redis_url else None
-        # The audit writer has its own small pool: it must never wait behind requests that
-        # hold the main pool's connections (and would wait for the writer in turn).
-        audit_engine = create_engine(
-            engine.url.render_as_string(hide_password=False), pool_size=2, max_overflow=2
-        )
         return cls(
             settings=settings,
             limiter=TokenLimiter(
@@ -248,20 +247,17 @@ class TokenRuntime:
                 prefix=settings.rate_limit_key_prefix,
                 fail_open=settings.token_limits_fail_open,
             ),
-            audit=AuditWriter(audit_engine),
+            audit=AuditWriter(engine.url.render_as_string(hide_password=False)),
             policies=PolicyCache(settings, create_sessionmaker(engine)),
             hosts={
                 "streaming": urlsplit(settings.streaming_ws_url).netloc,
                 "agents": urlsplit(settings.agents_ws_url).netloc,
             },
-            audit_engine=audit_engine,
         )
 
     async def aclose(self) -> None:
         await self.audit.aclose()
         await self.limiter.aclose()
-        if self.audit_engine is not None:
-            await self.audit_engine.dispose()
 
     async def record(
         self,
