@@ -39,7 +39,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
-from starlette.websockets import WebSocket, WebSocketState
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from emulator import tokens
 from emulator.audio import TurnDetector, encode_output, to_pcm16
@@ -297,7 +297,7 @@ class AgentSession:
                 return
             try:
                 await self.ws.send_text(json.dumps(event))
-            except (RuntimeError, OSError):
+            except (RuntimeError, OSError, WebSocketDisconnect):
                 return
             self.record.sent.append(str(event.get("type")))
 

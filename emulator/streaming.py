@@ -31,7 +31,7 @@ from typing import Any
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
-from starlette.websockets import WebSocket, WebSocketState
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from emulator import tokens
 from emulator.audio import BYTES_PER_SAMPLE, TurnDetector, chunk_duration_ms, to_pcm16
@@ -303,10 +303,11 @@ async def close_ws(ws: WebSocket, record: WsSessionRecord | None, code: int, rea
     if record is not None and record.close_code is None:
         record.close_code, record.close_reason = code, reason
         record.ended_at = time.time()
-    if ws.application_state == WebSocketState.CONNECTED:
+    connected = WebSocketState.CONNECTED
+    if ws.application_state == connected and ws.client_state == connected:
         try:
             await ws.close(code, reason[:120])
-        except (RuntimeError, OSError):
+        except (RuntimeError, OSError, WebSocketDisconnect):
             pass
 
 
@@ -380,7 +381,7 @@ class StreamSession:
                 return
             try:
                 await self.ws.send_text(json.dumps(message))
-            except (RuntimeError, OSError):
+            except (RuntimeError, OSError, WebSocketDisconnect):
                 return
             self.record.sent.append(str(message.get("type")))
 

@@ -558,3 +558,17 @@ async def test_voice_agent_sessions_have_their_own_cap(capped_emu: Proc) -> None
             code, _, events = await closed(third)
         assert code == 3009
         assert events == []
+
+
+async def test_a_client_that_leaves_without_terminate_is_recorded(stream_emu: Proc) -> None:
+    async with connect(ws_url(stream_emu, sample_rate=RATE), additional_headers=key_header()) as ws:
+        started = await begin(ws)
+        await ws.send(silence(0.2, RATE))
+        await ws.close(code=4000, reason="bye")
+    deadline = time.monotonic() + 5
+    while (record := session_record(stream_emu, started["id"]))["close_code"] is None:
+        assert time.monotonic() < deadline, "the emulator never noticed the disconnect"
+        await asyncio.sleep(0.02)
+    assert record["close_code"] == 4000
+    assert record["terminate_received"] is False
+    assert record["pcm_bytes"] == int(0.2 * RATE) * 2
