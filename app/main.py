@@ -24,6 +24,7 @@ from app.tokens.router import router as tokens_router
 from app.tokens.service import TokenRuntime
 from app.transcripts.router import router as transcripts_router
 from app.uploads.router import router as uploads_router
+from app.uploads.upstream import create_upload_client
 from app.upstream.client import create_upstream
 from app.web.router import mount_client
 from app.webhooks.router import router as webhooks_router
@@ -49,6 +50,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         app.state.engine = engine
         app.state.sessionmaker = create_sessionmaker(engine)
         app.state.upstream = create_upstream(settings)
+        app.state.upload_rest = create_upload_client(settings)
         app.state.tokens = TokenRuntime.create(settings, engine)
         await start_webhooks(app, settings, database_url)
         logger.info(
@@ -66,6 +68,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
             await stop_webhooks(app)
             await app.state.tokens.aclose()
             await app.state.upstream.aclose()
+            await app.state.upload_rest.aclose()
             await engine.dispose()
 
     app = FastAPI(

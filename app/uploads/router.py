@@ -22,7 +22,7 @@ from app.uploads.streaming import (
     is_multipart,
     too_large,
 )
-from app.upstream.client import Upstream
+from app.upstream.client import RestClient
 
 router = APIRouter(tags=["uploads"])
 
@@ -82,12 +82,13 @@ def open_body(request: Request, settings: Settings, *, allow_multipart: bool) ->
 
 async def upload_body(request: Request, principal: Principal, body: BodyStream) -> UploadResult:
     """Read up to the first audio byte, then stream the rest upstream and record it."""
-    upstream: Upstream = request.app.state.upstream
+    # Uploads get fresh connections: see app/uploads/upstream.py.
+    rest: RestClient = request.app.state.upload_rest
     await body.start()
     form = body if isinstance(body, MultipartBody) else None
     return await stream_upload(
         request.app.state.sessionmaker,
-        upstream.rest,
+        rest,
         principal,
         body,
         body_format="multipart" if form else "raw",
