@@ -59,6 +59,7 @@ export function mountAgent(root, { stats, voices }) {
   let lastCloseAt = 0;
   let pendingTools = [];
   let userPartial = null;
+  let muted = false;
   let agentBubble = null;
 
   voiceSelect.replaceChildren(
@@ -209,6 +210,8 @@ export function mountAgent(root, { stats, voices }) {
       meter: $("agent-meter"),
       onFrame(pcm) {
         if (!ready) return; // input.audio only after session.ready
+        // Muted: silence of the same length, so the server's turn detection still sees time pass.
+        if (muted) pcm = new ArrayBuffer(pcm.byteLength);
         if (send({ type: "input.audio", audio: bytesToBase64(pcm) })) s.audioChunksSent += 1;
       },
     });
@@ -281,6 +284,13 @@ export function mountAgent(root, { stats, voices }) {
     stopBtn.disabled = true;
   }
 
+  const muteBtn = $("agent-mute");
+  muteBtn.addEventListener("click", () => {
+    muted = !muted;
+    muteBtn.setAttribute("aria-pressed", String(muted));
+    muteBtn.textContent = muted ? "Unmute" : "Mute";
+    s.muted = muted;
+  });
   startBtn.addEventListener("click", start);
   stopBtn.addEventListener("click", stop);
   addEventListener("pagehide", () => ws?.close(1000, "page closed"));

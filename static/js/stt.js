@@ -84,20 +84,53 @@ export function mountStt(root, { stats, config = {} }) {
     }
   }
 
+  // Frames come at the audio clock's pace. After a stall (a busy main thread, a suspended
+  // tab) several arrive at once; sending them as a burst would look faster than real time
+  // to the server (close 3007). A leaky bucket drained at real time, like the server's
+  // check but with half its tolerance, spreads such a burst out.
+  const MAX_AHEAD_MS = 1000;
+  let queue = [];
+  let bucketMs = 0;
+  let bucketAt = 0;
+  let drainTimer = null;
+
+  function pace(pcm) {
+    queue.push(pcm);
+    drain();
+  }
+
+  function drain() {
+    drainTimer = null;
+    const now = performance.now();
+    bucketMs = Math.max(0, bucketMs - (now - bucketAt));
+    bucketAt = now;
+    while (queue.length && ws && ws.readyState === WebSocket.OPEN && !s.terminateSent) {
+      if (bucketMs > MAX_AHEAD_MS) break;
+      const pcm = queue.shift();
+      ws.send(pcm);
+      bucketMs += (pcm.byteLength / 2 / RATE) * 1000;
+      s.sendTimes.push(now);
+      s.framesSent += 1;
+      s.bytesSent += pcm.byteLength;
+    }
+    s.queued = queue.length;
+    if (queue.length && !drainTimer) drainTimer = setTimeout(drain, bucketMs - MAX_AHEAD_MS + 1);
+  }
+
+  async function drained(timeoutMs) {
+    const deadline = performance.now() + timeoutMs;
+    while (queue.length && ws && ws.readyState === WebSocket.OPEN && performance.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+
   async function beginCapture() {
     capture = await startCapture({
       targetRate: RATE,
       frameMs: clampFrameMs($("stt-frame").value),
       processing: readProcessing(root),
       meter,
-      onFrame(pcm) {
-        // Frames arrive at the audio clock's pace; we never queue or burst them.
-        if (ws && ws.readyState === WebSocket.OPEN && !s.terminateSent) {
-          ws.send(pcm);
-          s.framesSent += 1;
-          s.bytesSent += pcm.byteLength;
-        }
-      },
+      onFrame: pace,
     });
     s.contextRate = capture.contextRate;
   }
@@ -115,6 +148,7 @@ export function mountStt(root, { stats, config = {} }) {
     s.terminateSent = false;
     s.terminated = false;
     s.closeCode = null;
+    s.sendTimes = [];
     setStatus("Connecting…");
     try {
       // Every (re)connection mints a fresh single-use token.
@@ -162,6 +196,7 @@ export function mountStt(root, { stats, config = {} }) {
     // The capture's last partial frame goes out before Terminate.
     if (capture) await capture.stop().catch(() => {});
     capture = null;
+    await drained(3000);
     sendTerminate();
     const socket = ws;
     await Promise.race([terminated, new Promise((r) => setTimeout(r, TERMINATION_TIMEOUT_MS))]);
@@ -171,6 +206,10 @@ export function mountStt(root, { stats, config = {} }) {
   function cleanup() {
     if (capture) capture.stop().catch(() => {});
     capture = null;
+    queue = [];
+    bucketMs = 0;
+    clearTimeout(drainTimer);
+    drainTimer = null;
     ws = null;
     startBtn.disabled = false;
     stopBtn.disabled = true;

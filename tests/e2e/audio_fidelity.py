@@ -18,12 +18,13 @@ from numpy.typing import NDArray
 Float = NDArray[np.float64]
 
 # Sentences separated by more silence than the emulator's end-of-turn silence (1.28 s), so
-# each one becomes a final turn; the fake microphone loops the whole file.
+# each one becomes a final turn, with time left for a reply before the next one starts; the
+# fake microphone loops the whole file.
 SPEECH_SENTENCES = (
     "The quick brown fox jumps over the lazy dog.",
     "Please call Stella and ask her to bring these things from the store.",
 )
-GAP_S = 1.6
+GAP_S = 3.0
 
 
 def read_wav(path: Path) -> tuple[int, Float]:
