@@ -8,7 +8,9 @@ from datetime import UTC, date, datetime, time
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.config import Settings
@@ -21,6 +23,7 @@ from app.transcripts import service
 from app.transcripts.models import JobStatus
 from app.transcripts.policy import check_submit
 from app.transcripts.schemas import (
+    AppSubmitOptions,
     JobList,
     JobRead,
     PageDetails,
@@ -100,15 +103,30 @@ async def _json_body(request: Request) -> Any:
         raise BadRequest("The request body is not valid JSON.") from None
 
 
+def _app_options(body: Any) -> tuple[Any, AppSubmitOptions]:
+    """Split an app-surface body into upstream parameters and our own options."""
+    if not isinstance(body, dict):
+        return body, AppSubmitOptions()
+    names = set(AppSubmitOptions.model_fields)
+    try:
+        options = AppSubmitOptions.model_validate({k: v for k, v in body.items() if k in names})
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors()) from None
+    return {k: v for k, v in body.items() if k not in names}, options
+
+
 async def _submit_json(
     request: Request,
     settings: Settings,
     upstream: Upstream,
     principal: Principal,
     idempotency_key: str | None,
+    *,
+    app_surface: bool,
 ) -> service.Submitted:
     body = await _json_body(request)
-    plan = check_submit(body, default_speech_models=settings.default_speech_models)
+    params, options = _app_options(body) if app_surface else (body, None)
+    plan = check_submit(params, default_speech_models=settings.default_speech_models)
     return await service.submit_job(
         _sessionmaker(request),
         upstream.rest,
@@ -117,6 +135,7 @@ async def _submit_json(
         plan,
         idempotency_key=idempotency_key,
         body_hash=service.request_hash(body) if idempotency_key is not None else None,
+        options=options,
     )
 
 
@@ -132,7 +151,9 @@ async def submit_v2(
     idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
     """Submit a transcription job, as AssemblyAI's POST /v2/transcript (policy applies)."""
-    submitted = await _submit_json(request, settings, upstream, principal, idempotency_key)
+    submitted = await _submit_json(
+        request, settings, upstream, principal, idempotency_key, app_surface=False
+    )
     if submitted.upstream is not None:
         return JSONResponse(service.present(submitted.job, submitted.upstream))
     # A replay: the job as it is now, not a second submit.
@@ -261,7 +282,9 @@ async def submit_api(
 ) -> JobRead:
     """Submit a job: JSON with audio_url, or a form with `file` (upload-and-submit)."""
     if not is_multipart(request.headers.get("content-type")):
-        submitted = await _submit_json(request, settings, upstream, principal, idempotency_key)
+        submitted = await _submit_json(
+            request, settings, upstream, principal, idempotency_key, app_surface=True
+        )
         if submitted.replayed:
             response.status_code = 200
         return JobRead.of(submitted.job)
@@ -273,7 +296,7 @@ async def submit_api(
     body = open_body(request, settings, allow_multipart=True)
     assert isinstance(body, MultipartBody)
     await body.start()  # reads `config` (it comes before the file), nothing goes upstream
-    config = body.json_field("config") or {}
+    config, options = _app_options(body.json_field("config") or {})
     # Policy first: a refused configuration costs no upload.
     check_submit(
         config, default_speech_models=settings.default_speech_models, audio_url_required=False
@@ -284,7 +307,7 @@ async def submit_api(
         default_speech_models=settings.default_speech_models,
     )
     submitted = await service.submit_job(
-        _sessionmaker(request), upstream.rest, settings, principal, plan
+        _sessionmaker(request), upstream.rest, settings, principal, plan, options=options
     )
     return JobRead.of(submitted.job)
 

@@ -13,7 +13,16 @@ from app.core.errors import BadRequest
 from app.transcripts.models import Job
 
 
-class TranscriptCreate(BaseModel):
+class AppSubmitOptions(BaseModel):
+    """What an app-surface submit may ask of this service beyond AssemblyAI's parameters.
+
+    Fields declared here are validated, kept out of the upstream request and handed to
+    `service.submit_job` as `options` (features that act on a job after its submit, such
+    as summaries, add their field here and read it there).
+    """
+
+
+class TranscriptCreate(AppSubmitOptions):
     """App-surface submit (JSON). Any other AssemblyAI parameter is passed through."""
 
     model_config = ConfigDict(extra="allow")

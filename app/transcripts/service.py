@@ -30,6 +30,7 @@ from app.core.security import hash_key, new_secret
 from app.keys.service import Principal, record_audit
 from app.transcripts.models import FINAL_STATUSES, Job, JobStatus, TranscriptResource
 from app.transcripts.policy import SubmitPlan
+from app.transcripts.schemas import AppSubmitOptions
 from app.upstream.client import RestClient
 from app.webhooks.events import publish_job_event
 
@@ -85,12 +86,15 @@ async def submit_job(
     *,
     idempotency_key: str | None = None,
     body_hash: str | None = None,
+    options: AppSubmitOptions | None = None,
 ) -> Submitted:
     """Create the job (committed), submit upstream, record the answer.
 
     With an `idempotency_key`, a repeat of the same body returns the first job without a
-    second upstream submit; the same key with another body is a 409.
+    second upstream submit; the same key with another body is a 409. `options` are the
+    app surface's own requests for the job (see `AppSubmitOptions`); none are defined yet.
     """
+    del options  # nothing acts on app-surface options yet
     secret = new_secret() if settings.public_base_url else None
     job_id = uuid.uuid4()
     if idempotency_key is not None:
