@@ -213,6 +213,8 @@ class Settings(BaseSettings):
 
     # --- Webhooks, reconciler, relay, live status (app/webhooks) ----------------------------
     webhook_max_body_bytes: int = Field(16_384, ge=256)
+    # Connections of the receiver's own pool (one statement per delivery, no ORM).
+    webhook_pool_size: int = Field(10, ge=1, le=100)
     reconciler_enabled: bool = True
     reconciler_tick_s: float = Field(1.0, gt=0)
     reconciler_batch_size: int = Field(20, ge=1, le=500)

@@ -16,9 +16,10 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
+from app.core.config import Settings
 from app.core.db import utcnow
 from app.core.deps import SessionDep, SettingsDep
-from app.core.errors import BadRequest, Forbidden, NotFound, PayloadTooLarge
+from app.core.errors import BadRequest, Forbidden, NotFound, PayloadTooLarge, ServiceUnavailable
 from app.keys.auth import get_principal, require_scope
 from app.keys.models import ApiKey
 from app.keys.schemas import Scope
@@ -27,6 +28,7 @@ from app.transcripts.models import FINAL_STATUSES, Job
 from app.webhooks import service
 from app.webhooks.events import events_after
 from app.webhooks.hub import EventHub, JobEventMessage, Resync
+from app.webhooks.runtime import WebhooksRuntime
 from app.webhooks.schemas import SigningSecretRotated, WebhookAck, job_view
 from app.webhooks.signing import rotate_signing_secret
 
@@ -60,18 +62,23 @@ async def _read_limited(request: Request, limit: int) -> bytes:
         401: {"description": "Missing or wrong webhook secret"},
         404: {"description": "Unknown job"},
         413: {"description": "Body too large"},
+        503: {"description": "The receiver is not running"},
     },
     include_in_schema=True,
 )
-async def receive_assemblyai_webhook(
-    job_id: uuid.UUID, request: Request, session: SessionDep, settings: SettingsDep
-) -> WebhookAck:
+async def receive_assemblyai_webhook(job_id: uuid.UUID, request: Request) -> WebhookAck:
     """Receive AssemblyAI's completion webhook for one job (recorded; processed after)."""
     presented = request.headers.get(service.WEBHOOK_AUTH_HEADER)
     if not presented:
         raise service.WebhookUnauthorized()
+    # No SessionDep or SettingsDep on this hot path: see app/webhooks/service.py (and a
+    # sync dependency would run in the thread pool, about a millisecond under load).
+    settings: Settings = request.app.state.settings
     body = await _read_limited(request, settings.webhook_max_body_bytes)
-    receipt = await service.receive(session, job_id, presented, body)
+    runtime: WebhooksRuntime | None = getattr(request.app.state, "webhooks", None)
+    if runtime is None:
+        raise ServiceUnavailable("The webhook receiver is not running.")
+    receipt = await service.receive(runtime.pool, job_id, presented, body)
     return WebhookAck(duplicate=receipt.duplicate)
 
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+import asyncpg  # type: ignore[import-untyped]
 from fastapi import FastAPI
 
 from app.core.config import Settings
+from app.core.db import plain_url
 from app.webhooks.hub import EventHub
 from app.webhooks.reconciler import Reconciler
 
@@ -18,6 +20,8 @@ logger = logging.getLogger(__name__)
 class WebhooksRuntime:
     hub: EventHub
     reconciler: Reconciler | None
+    # The receiver's own small pool (see app/webhooks/service.py for why).
+    pool: asyncpg.Pool
 
 
 async def start_webhooks(app: FastAPI, settings: Settings, database_url: str) -> WebhooksRuntime:
@@ -29,7 +33,16 @@ async def start_webhooks(app: FastAPI, settings: Settings, database_url: str) ->
     if settings.reconciler_enabled:
         reconciler = Reconciler(app.state.sessionmaker, app.state.upstream, settings, wake=hub.wake)
         reconciler.start()
-    runtime = WebhooksRuntime(hub, reconciler)
+    pool = await asyncpg.create_pool(
+        plain_url(database_url),
+        min_size=1,
+        max_size=settings.webhook_pool_size,
+        server_settings={
+            "synchronous_commit": "off",
+            "application_name": "aai-proxy-webhooks",
+        },
+    )
+    runtime = WebhooksRuntime(hub, reconciler, pool)
     app.state.webhooks = runtime
     return runtime
 
@@ -41,3 +54,4 @@ async def stop_webhooks(app: FastAPI) -> None:
     if runtime.reconciler is not None:
         await runtime.reconciler.stop()
     await runtime.hub.stop()
+    await runtime.pool.close()

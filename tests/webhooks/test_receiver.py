@@ -9,7 +9,7 @@ from typing import Any
 
 from httpx import AsyncClient
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.transcripts.models import Job
 from app.webhooks.models import WebhookDelivery
@@ -27,57 +27,65 @@ def body(job: Job, status: str = "completed") -> bytes:
     return json.dumps({"transcript_id": job.upstream_id, "status": status}).encode()
 
 
-async def deliveries(session: AsyncSession, job: Job) -> int:
-    return int(
-        await session.scalar(
-            select(func.count())
-            .select_from(WebhookDelivery)
-            .where(WebhookDelivery.job_id == job.id)
+async def deliveries(committed: async_sessionmaker[AsyncSession], job: Job) -> int:
+    async with committed() as session:
+        return int(
+            await session.scalar(
+                select(func.count())
+                .select_from(WebhookDelivery)
+                .where(WebhookDelivery.job_id == job.id)
+            )
+            or 0
         )
-        or 0
-    )
+
+
+async def reload(committed: async_sessionmaker[AsyncSession], job: Job) -> Job:
+    async with committed() as session:
+        fresh = await session.get(Job, job.id)
+        assert fresh is not None
+        return fresh
 
 
 async def test_delivery_marks_job_due(
-    client: AsyncClient, session: AsyncSession, make_job: Callable[..., Any]
+    client: AsyncClient, committed: async_sessionmaker[AsyncSession], make_job: Callable[..., Any]
 ) -> None:
     job = await make_job()
     assert job.next_check_at is None
     r = await client.post(url(job), content=body(job), headers={WEBHOOK_AUTH_HEADER: SECRET})
     assert r.status_code == 200, r.text
     assert r.json() == {"ok": True, "duplicate": False}
-    await session.refresh(job)
+    job = await reload(committed, job)
     assert job.next_check_at is not None
     assert job.webhook_received_at is not None
-    assert await deliveries(session, job) == 1
+    assert await deliveries(committed, job) == 1
 
 
 async def test_duplicate_delivery_has_one_effect(
-    client: AsyncClient, session: AsyncSession, make_job: Callable[..., Any]
+    client: AsyncClient, committed: async_sessionmaker[AsyncSession], make_job: Callable[..., Any]
 ) -> None:
     job = await make_job()
     headers = {WEBHOOK_AUTH_HEADER: SECRET}
     first = await client.post(url(job), content=body(job), headers=headers)
     assert first.status_code == 200
-    await session.refresh(job)
+    job = await reload(committed, job)
     marked_at = job.webhook_received_at
     second = await client.post(url(job), content=body(job), headers=headers)
     assert second.status_code == 200
     assert second.json()["duplicate"] is True
-    await session.refresh(job)
+    job = await reload(committed, job)
     assert job.webhook_received_at == marked_at
-    assert await deliveries(session, job) == 1
+    assert await deliveries(committed, job) == 1
 
 
 async def test_missing_empty_and_wrong_secret_are_401(
-    client: AsyncClient, session: AsyncSession, make_job: Callable[..., Any]
+    client: AsyncClient, committed: async_sessionmaker[AsyncSession], make_job: Callable[..., Any]
 ) -> None:
     job = await make_job()
     for headers in ({}, {WEBHOOK_AUTH_HEADER: ""}, {WEBHOOK_AUTH_HEADER: "wrong"}):
         r = await client.post(url(job), content=body(job), headers=headers)
         assert r.status_code == 401, headers
         assert r.json()["error"] == "WebhookUnauthorized"
-    assert await deliveries(session, job) == 0
+    assert await deliveries(committed, job) == 0
 
 
 async def test_job_without_secret_never_verifies(
@@ -98,7 +106,7 @@ async def test_unknown_job_is_404(client: AsyncClient, make_job: Callable[..., A
 
 
 async def test_other_transcript_id_is_400(
-    client: AsyncClient, session: AsyncSession, make_job: Callable[..., Any]
+    client: AsyncClient, committed: async_sessionmaker[AsyncSession], make_job: Callable[..., Any]
 ) -> None:
     job = await make_job()
     other = json.dumps({"transcript_id": "someone-elses", "status": "completed"})
@@ -106,7 +114,7 @@ async def test_other_transcript_id_is_400(
     assert r.status_code == 400
     r = await client.post(url(job), content=b"not json", headers={WEBHOOK_AUTH_HEADER: SECRET})
     assert r.status_code == 400
-    assert await deliveries(session, job) == 0
+    assert await deliveries(committed, job) == 0
 
 
 async def test_oversized_body_is_413(client: AsyncClient, make_job: Callable[..., Any]) -> None:
@@ -124,26 +132,27 @@ async def test_oversized_body_is_413(client: AsyncClient, make_job: Callable[...
 
 
 async def test_webhook_before_submit_answer_is_accepted(
-    client: AsyncClient, session: AsyncSession, make_job: Callable[..., Any]
+    client: AsyncClient, committed: async_sessionmaker[AsyncSession], make_job: Callable[..., Any]
 ) -> None:
     job = await make_job(upstream_id="", status="submitting")
     assert job.upstream_id is None
     payload = json.dumps({"transcript_id": "tr_early", "status": "completed"})
     r = await client.post(url(job), content=payload, headers={WEBHOOK_AUTH_HEADER: SECRET})
     assert r.status_code == 200
-    recorded = await session.scalar(
-        select(WebhookDelivery.transcript_id).where(WebhookDelivery.job_id == job.id)
-    )
+    async with committed() as session:
+        recorded = await session.scalar(
+            select(WebhookDelivery.transcript_id).where(WebhookDelivery.job_id == job.id)
+        )
     assert recorded == "tr_early"
-    await session.refresh(job)
+    job = await reload(committed, job)
     assert job.next_check_at is not None
 
 
 async def test_webhook_for_final_job_is_recorded_but_changes_nothing(
-    client: AsyncClient, session: AsyncSession, make_job: Callable[..., Any]
+    client: AsyncClient, committed: async_sessionmaker[AsyncSession], make_job: Callable[..., Any]
 ) -> None:
     job = await make_job(status="completed")
     r = await client.post(url(job), content=body(job), headers={WEBHOOK_AUTH_HEADER: SECRET})
     assert r.status_code == 200
-    await session.refresh(job)
+    job = await reload(committed, job)
     assert job.next_check_at is None
