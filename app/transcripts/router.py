@@ -34,11 +34,14 @@ from app.transcripts.schemas import (
     encode_cursor,
 )
 from app.uploads.auth import StreamingPrincipalDep
+from app.uploads.compat import CompatRoute
 from app.uploads.router import open_body, upload_body
 from app.uploads.streaming import MultipartBody, is_multipart
 from app.upstream.client import Upstream
 
 router = APIRouter(tags=["transcripts"])
+# The AssemblyAI-compatible surface answers errors in upstream's shape (app/uploads/compat.py).
+compat_router = APIRouter(tags=["transcripts"], route_class=CompatRoute)
 
 TranscriptsDep = Annotated[Principal, Depends(require_scope(Scope.transcripts))]
 IdempotencyKey = Annotated[
@@ -142,7 +145,7 @@ async def _submit_json(
 # --- AssemblyAI-compatible surface ----------------------------------------------------------
 
 
-@router.post("/v2/transcript", responses=SUBMIT_ERRORS, openapi_extra=_SUBMIT_BODY)
+@compat_router.post("/v2/transcript", responses=SUBMIT_ERRORS, openapi_extra=_SUBMIT_BODY)
 async def submit_v2(
     request: Request,
     principal: StreamingPrincipalDep,
@@ -163,7 +166,7 @@ async def submit_v2(
     return JSONResponse(service.present(job, obj))
 
 
-@router.get("/v2/transcript", response_model=TranscriptList, responses=_AUTH)
+@compat_router.get("/v2/transcript", response_model=TranscriptList, responses=_AUTH)
 async def list_v2(
     request: Request,
     session: SessionDep,
@@ -219,7 +222,7 @@ async def list_v2(
     )
 
 
-@router.get("/v2/transcript/{transcript_id}", responses=_READ_ERRORS)
+@compat_router.get("/v2/transcript/{transcript_id}", responses=_READ_ERRORS)
 async def get_v2(
     transcript_id: str, session: SessionDep, principal: TranscriptsDep, upstream: UpstreamDep
 ) -> JSONResponse:
@@ -229,7 +232,7 @@ async def get_v2(
     return JSONResponse(service.present(job, obj))
 
 
-@router.get("/v2/transcript/{transcript_id}/{resource}", responses=_READ_ERRORS)
+@compat_router.get("/v2/transcript/{transcript_id}/{resource}", responses=_READ_ERRORS)
 async def get_v2_subresource(
     transcript_id: str,
     resource: str,
@@ -252,7 +255,7 @@ async def get_v2_subresource(
     )
 
 
-@router.delete("/v2/transcript/{transcript_id}", responses=_READ_ERRORS)
+@compat_router.delete("/v2/transcript/{transcript_id}", responses=_READ_ERRORS)
 async def delete_v2(
     transcript_id: str, session: SessionDep, principal: TranscriptsDep, upstream: UpstreamDep
 ) -> JSONResponse:
@@ -349,3 +352,6 @@ async def delete_api(
     if job.deleted_at is None:
         await service.delete_job(session, upstream.rest, principal, job)
     return JobRead.of(job)
+
+
+router.include_router(compat_router)

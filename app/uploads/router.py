@@ -11,6 +11,7 @@ from app.core.config import Settings
 from app.core.errors import BadRequest
 from app.keys.service import Principal
 from app.uploads.auth import StreamingPrincipalDep
+from app.uploads.compat import CompatRoute
 from app.uploads.schemas import UploadRead, UpstreamUpload
 from app.uploads.service import UploadResult, stream_upload
 from app.uploads.streaming import (
@@ -25,6 +26,8 @@ from app.uploads.streaming import (
 from app.upstream.client import RestClient
 
 router = APIRouter(tags=["uploads"])
+# The AssemblyAI-compatible path answers errors in upstream's shape.
+compat_router = APIRouter(tags=["uploads"], route_class=CompatRoute)
 
 UPLOAD_ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"description": "Empty body, multipart on the raw path, or a malformed form"},
@@ -98,7 +101,7 @@ async def upload_body(request: Request, principal: Principal, body: BodyStream) 
     )
 
 
-@router.post(
+@compat_router.post(
     "/v2/upload",
     response_model=UpstreamUpload,
     responses=UPLOAD_ERRORS,
@@ -124,3 +127,6 @@ async def upload_api(request: Request, principal: StreamingPrincipalDep) -> Uplo
     body = open_body(request, settings, allow_multipart=True)
     result = await upload_body(request, principal, body)
     return UploadRead(id=result.upload_id, upload_url=result.upload_url, bytes=result.bytes)
+
+
+router.include_router(compat_router)

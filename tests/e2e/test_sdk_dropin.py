@@ -77,8 +77,17 @@ def test_official_sdk_transcribes_a_local_file_through_the_proxy(
 
     # Another key can't see it, exactly like upstream's per-key scoping.
     other = create_key_in(database_url, ["transcripts"], name="sdk other")
-    with pytest.raises(aai.types.TranscriptError):
+    with pytest.raises(aai.types.TranscriptError, match="not found"):
         _get_with(other, transcript.id)
+
+
+def test_policy_refusals_reach_sdk_users_with_their_hint(sdk: str) -> None:
+    """The SDK shows `error` as the message: the hint must be there, not a class name."""
+    config = aai.TranscriptionConfig(speech_model=aai.SpeechModel.nano)
+    with pytest.raises(
+        aai.types.TranscriptError, match="pre-recorded submits take `speech_models`"
+    ):
+        aai.Transcriber(config=config).submit("https://example.com/talk.wav")
 
 
 def _get_with(key: str, transcript_id: str) -> aai.Transcript:
