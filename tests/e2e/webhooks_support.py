@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -82,10 +83,23 @@ def _app(state: StandIn) -> Starlette:
             state.relay_hits.append(RelayHit(name, dict(request.headers), body, answer))
         return Response(status_code=answer)
 
+    async def load(request: Request) -> Response:
+        objs = await request.json()
+        with state.lock:
+            for obj in objs:
+                state.transcripts[obj["id"]] = obj
+        return JSONResponse({"loaded": len(objs)})
+
+    async def stats(_: Request) -> Response:
+        with state.lock:
+            return JSONResponse({"gets": dict(state.gets)})
+
     return Starlette(
         routes=[
             Route("/v2/transcript/{tid}", get_transcript, methods=["GET"]),
             Route("/hook/{name}", relay, methods=["POST"]),
+            Route("/_load", load, methods=["POST"]),
+            Route("/_stats", stats, methods=["GET"]),
         ]
     )
 
@@ -109,6 +123,35 @@ def run_stand_in() -> Iterator[StandIn]:
     finally:
         server.should_exit = True
         thread.join(5)
+
+
+@contextmanager
+def run_stand_in_process() -> Iterator[str]:
+    """The stand-in in its own process (so a load generator does not share its GIL);
+    load transcripts with POST /_load, read GET counts from GET /_stats. Yields its URL."""
+    import subprocess
+    import sys
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.e2e.webhooks_support", str(port)],
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                httpx.get(f"{url}/_stats", timeout=1)
+                break
+            except httpx.TransportError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError("the stand-in process did not start") from None
+                time.sleep(0.05)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)
 
 
 def transcript(tid: str, status: str = "completed", **extra: Any) -> dict[str, Any]:
@@ -211,4 +254,14 @@ def post_webhook(
         f"{service_url}/webhooks/assemblyai/{job_id}",
         json={"transcript_id": tid, "status": "completed"},
         headers={"X-AAI-Proxy-Webhook-Secret": secret},
+    )
+
+
+if __name__ == "__main__":
+    import sys
+
+    server_port = int(sys.argv[1])
+    stand_in = StandIn(port=server_port)
+    uvicorn.run(
+        _app(stand_in), host="127.0.0.1", port=server_port, log_level="warning", lifespan="off"
     )
