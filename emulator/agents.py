@@ -390,8 +390,13 @@ class AgentSession:
             self._configure_input(config)
             await self.send({"type": "session.updated", "session_id": self.conv.id})
             return
+        store = conversations(self.ws)
+        # Forget conversations nobody can resume any more (the window has passed).
+        oldest = time.monotonic() - self.state.settings.agent_resume_window_s
+        for stale in [c.id for c in store.values() if (c.disconnected_at or oldest + 1) < oldest]:
+            store.pop(stale, None)
         self.conv = Conversation(id=str(uuid.uuid4()), config=config)
-        conversations(self.ws)[self.conv.id] = self.conv
+        store[self.conv.id] = self.conv
         self._ready()
         await self.send({"type": "session.ready", "session_id": self.conv.id})
         if config.greeting:
