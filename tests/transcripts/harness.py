@@ -65,6 +65,9 @@ def jobs_settings(
             "assemblyai_api_key": SecretStr(EMULATOR_KEY),
             "assemblyai_api_base_url": emulator.url,
             "reconciler_enabled": False,  # reads must be ours alone to observe
+            # Nor may a live service's reconciler (same database) poll these jobs: its GETs
+            # would consume the faults injected into the shared emulator.
+            "poll_initial_delay_s": 3600.0,
             "idempotency_wait_s": 10.0,
         }
         values.update(overrides)
