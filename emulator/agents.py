@@ -653,6 +653,8 @@ class AgentSession:
                 }
             )
             self.record.output_pcm.extend(piece)
+            samples = self.record.extra.get("output_samples", 0) + len(piece) // width
+            self.record.extra["output_samples"] = samples
             sent_ms += len(piece) / width / rate * 1000
 
 

@@ -211,6 +211,7 @@ async def test_greeting_first_then_a_user_turn(agent_emu: Proc) -> None:
     assert record["messages"] == ["session.update"] + ["input.audio"] * len(pieces)
     assert record["pcm_bytes"] == sum(map(len, pieces))
     assert record["output_pcm_bytes"] == len(greeting_audio) + len(reply_pcm(events))
+    assert record["output_samples"] == record["output_pcm_bytes"] // 2
     assert record["user_turns"] == 1
     audio_frames = [f for f in record["frames"] if f["type"] == "input.audio"]
     assert {f["duration_ms"] for f in audio_frames[:-1]} == {50.0}
