@@ -183,6 +183,7 @@ export function mountAgent(root, { stats, voices }) {
           playback?.flush();
           pendingTools = []; // the user barged in: those results answer nothing now
           s.interruptions = (s.interruptions || 0) + 1;
+          bubble("system", "Interrupted.");
         } else {
           playback?.end();
           for (const t of pendingTools) {

@@ -89,8 +89,10 @@ export function mountFiles(root, { stats, banner }) {
     setProgress(0);
     try {
       // Upload-and-submit in one request: the file streams through the service to AssemblyAI.
-      const fields = {};
-      if ($("file-speakers").checked) fields.speaker_labels = "true";
+      // `config` (submit parameters as JSON) must come before `file` in the form.
+      const config = {};
+      if ($("file-speakers").checked) config.speaker_labels = true;
+      const fields = { config: JSON.stringify(config) };
       const job = await uploadWithProgress("/api/transcripts", file, fields, setProgress);
       setProgress(1);
       s.jobId = job.id;
@@ -115,6 +117,7 @@ export function mountFiles(root, { stats, banner }) {
       }
       if (event.type === "summary") refreshSummaries(job.id);
       else if (data.status) {
+        if (data.upstream_id && card.dataset.id === job.id) card.dataset.upstream = data.upstream_id;
         s.statuses.push(data.status);
         updateStatus(job.id, data.status, data.error);
       }
@@ -142,6 +145,7 @@ export function mountFiles(root, { stats, banner }) {
   function showJob(job, name) {
     card.hidden = false;
     card.dataset.id = job.id;
+    card.dataset.upstream = job.upstream_id || "";
     const status = job.status || "queued";
     card.replaceChildren(
       el(
@@ -187,7 +191,8 @@ export function mountFiles(root, { stats, banner }) {
   async function showTranscript(id) {
     const box = card.querySelector("#job-text");
     try {
-      const data = await api(`/api/transcripts/${id}/paragraphs`);
+      // Paragraphs come from the AssemblyAI-compatible surface (cached once complete).
+      const data = await api(`/v2/transcript/${encodeURIComponent(card.dataset.upstream)}/paragraphs`);
       const paragraphs = data.paragraphs || [];
       box.replaceChildren(
         ...paragraphs.map((p) =>
@@ -229,13 +234,13 @@ export function mountFiles(root, { stats, banner }) {
 
   async function refreshSummaries(id) {
     const data = await api(`/api/transcripts/${id}/summaries`);
-    const items = Array.isArray(data) ? data : data.items || data.summaries || [];
+    const items = Array.isArray(data) ? data : [];
     const box = card.querySelector("#summary-list");
     if (!box || card.dataset.id !== id) return false;
     box.replaceChildren(
       ...items.map((it) => {
         const label = SUMMARY_PRESETS.find((p) => p.preset === it.preset)?.label || it.preset || "Custom";
-        const body = it.status === "completed" ? it.text ?? it.result ?? it.content ?? "" : it.error || `${it.status}…`;
+        const body = it.status === "completed" ? it.text || "" : it.error || `${it.status}…`;
         return el("div", { class: "summary", "data-status": it.status || "" }, el("strong", {}, `${label}\n`), body);
       }),
     );
@@ -249,7 +254,7 @@ export function mountFiles(root, { stats, banner }) {
     if (cursor) params.set("cursor", cursor);
     try {
       const page = await api(`/api/transcripts?${params}`);
-      const items = page.items || page.transcripts || page.data || [];
+      const items = page.items || [];
       if (reset) list.replaceChildren();
       for (const job of items) list.append(jobRow(job));
       cursor = page.next_cursor || null;
@@ -266,7 +271,7 @@ export function mountFiles(root, { stats, banner }) {
       "li",
       { "data-id": job.id },
       el("span", { class: `badge ${job.status}` }, job.status),
-      el("span", { class: "name" }, job.filename || job.audio_url || job.id),
+      el("span", { class: "name" }, job.upstream_id || job.id),
       el("span", { class: "muted small" }, when),
       el("button", { type: "button", onclick: () => showJob(job) }, "Open"),
       el("button", { type: "button", class: "danger", onclick: () => remove(job) }, "Delete"),
