@@ -72,6 +72,10 @@ async def chat_completions(
         raise BadRequest("The body must be JSON.") from exc
     payload, model, reserve_tokens = service.prepare(body, settings)
     await service.check_transcript_access(session, principal.key_id, payload)
+    # End the request's transaction before a call that may take a minute: authentication
+    # may have updated the key's row (last_used_at), and holding that row lock would queue
+    # every concurrent call of the same key behind this one.
+    await session.commit()
     sessionmaker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
     if payload.get("stream") is True:
         return await service.stream(
