@@ -238,6 +238,38 @@ def test_streaming_close_code_becomes_a_sentence(page: Any, emulator: Proc) -> N
     wait_for(page, "window.__aaiStats.stt.state === 'Stopped'", 10_000)
 
 
+def test_leaving_the_page_terminates_the_session(page: Any, emulator: Proc) -> None:
+    before = {s["id"] for s in emulator_sessions(emulator, "streaming")}
+    page.click("#tab-stt")
+    page.click("#stt-start")
+    wait_for(page, "window.__aaiStats.stt.framesSent >= 3")
+    session_id = new_session(emulator, "streaming", before)
+    page.goto("about:blank")  # pagehide
+    record = until(
+        lambda: (r := emulator_session(emulator, session_id))["terminate_received"] and r,
+        5,
+        "Terminate from the page being left",
+    )
+    assert record["terminate_received"] is True
+
+
+def test_tabs_work_from_the_keyboard(page: Any) -> None:
+    page.focus("#tab-stt")
+    page.keyboard.press("ArrowRight")
+    assert page.get_attribute("#tab-agent", "aria-selected") == "true"
+    assert page.is_visible("#view-agent")
+    assert page.is_hidden("#view-stt")
+    page.keyboard.press("End")
+    assert page.evaluate("document.activeElement.id") == "tab-files"
+    # Tab reaches the file picker, past the header's sign-out button.
+    inside = "document.activeElement.closest('#view-files') !== null"
+    for _ in range(4):
+        page.keyboard.press("Tab")
+        if page.evaluate(inside):
+            break
+    assert page.evaluate("document.activeElement.id") == "file-input"
+
+
 # --- Voice Agent -------------------------------------------------------------------------
 
 
