@@ -54,6 +54,7 @@ from emulator.streaming import (
     active_sessions,
     close_ws,
     deny,
+    in_recognizer,
     new_record,
 )
 from emulator.tts import DEFAULT_VOICE, OUTPUT_RATE, RETIRED_VOICES, VOICES, synthesize
@@ -558,7 +559,7 @@ class AgentSession:
             words = recognize(to_pcm16(raw, encoding), rate, mode=mode)
             return " ".join(w.text for w in words)
 
-        return await asyncio.to_thread(run)
+        return await in_recognizer(run)
 
     async def _barge_in(self) -> None:
         task = self.reply_task

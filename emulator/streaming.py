@@ -24,9 +24,10 @@ import math
 import time
 import uuid
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, Response
@@ -87,6 +88,19 @@ SELF_DESCRIBING_ENCODINGS = frozenset({"opus", "ogg_opus", "aac"})
 # (min_turn_silence, max_turn_silence) defaults in ms: U3 Pro / Universal-Streaming.
 U3_SILENCE = (100, 1000)
 UNIVERSAL_SILENCE = (400, 1280)
+
+
+T = TypeVar("T")
+
+# Recognition for every WebSocket session runs on this one thread: the pocketsphinx decoder
+# is a process-wide singleton behind a lock anyway, and waiting for it here, rather than in
+# the loop's default executor, never starves other thread work (upload hashing, resampling).
+_RECOGNIZER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="emu-ws-recognize")
+
+
+async def in_recognizer(fn: Callable[[], T]) -> T:
+    """Run `fn` (blocking recognition) on the WebSocket recognition thread."""
+    return await asyncio.get_running_loop().run_in_executor(_RECOGNIZER, fn)
 
 
 class ParamError(ValueError):
@@ -609,7 +623,7 @@ class StreamSession:
             )
 
         began = time.monotonic()
-        words = await asyncio.to_thread(run)
+        words = await in_recognizer(run)
         # Partials never take more than about half the CPU of real time: the next one waits
         # at least twice as long (in audio) as this decode took.
         elapsed_ms = (time.monotonic() - began) * 1000
