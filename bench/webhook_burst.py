@@ -29,6 +29,7 @@ from pathlib import Path
 
 import aiohttp
 import httpx
+import uvloop
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -151,9 +152,9 @@ def main() -> int:
                     )
                     for job_id, tid in zip(ids, tids, strict=True)
                 ]
-                base_lat, base_codes = asyncio.run(burst(baseline_reqs, args.connections))
+                base_lat, base_codes = uvloop.run(burst(baseline_reqs, args.connections))
                 started = time.perf_counter()
-                lat, codes = asyncio.run(burst(webhook_reqs, args.connections))
+                lat, codes = uvloop.run(burst(webhook_reqs, args.connections))
                 burst_s = time.perf_counter() - started
 
                 def all_completed() -> bool:

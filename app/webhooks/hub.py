@@ -15,10 +15,12 @@ import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sse_starlette import ServerSentEvent
 
 from app.core.db import plain_url
 from app.webhooks.events import EVENTS_CHANNEL, WAKE_CHANNEL, events_after
@@ -35,6 +37,15 @@ class JobEventMessage:
     id: int
     event: str
     data: dict[str, Any]
+
+    @cached_property
+    def sse(self) -> bytes:
+        """The encoded SSE frame, built once and shared by every subscriber of the job."""
+        return ServerSentEvent(
+            id=str(self.id),
+            event=self.event,
+            data=json.dumps(self.data, separators=(",", ":"), default=str),
+        ).encode()
 
 
 class Resync:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 import uuid
@@ -14,7 +13,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from sse_starlette import EventSourceResponse, ServerSentEvent
+from sse_starlette import EventSourceResponse
 
 from app.core.config import Settings
 from app.core.db import utcnow
@@ -92,10 +91,8 @@ def _hub(request: Request) -> EventHub:
     return hub
 
 
-def _sse(event_id: int, event: str, data: dict[str, Any]) -> ServerSentEvent:
-    return ServerSentEvent(
-        id=str(event_id), event=event, data=json.dumps(data, separators=(",", ":"), default=str)
-    )
+def _sse(event_id: int, event: str, data: dict[str, Any]) -> bytes:
+    return JobEventMessage("", event_id, event, data).sse
 
 
 def _is_final(data: dict[str, Any]) -> bool:
@@ -108,7 +105,7 @@ async def _job_stream(
     job_id: uuid.UUID,
     last_event_id: int | None,
     final_grace_s: float,
-) -> AsyncIterator[ServerSentEvent]:
+) -> AsyncIterator[bytes]:
     # Subscribe before reading the table so nothing published in between is missed;
     # duplicates are dropped by id.
     sub = hub.subscribe(job_id)
@@ -145,7 +142,7 @@ async def _job_stream(
             for message in messages:
                 if message.id <= last:
                     continue
-                yield _sse(message.id, message.event, message.data)
+                yield message.sse
                 last = message.id
                 if _is_final(message.data) or final_at is not None:
                     final_at = time.monotonic()
