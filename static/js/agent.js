@@ -1,7 +1,7 @@
 // Voice Agent: one WebSocket, speech in (base64 PCM16 24 kHz in `input.audio`), speech out
 // (`reply.audio` into the playback worklet's ring buffer), transcripts, a demo tool, resume.
 import { api, closeSentence, sentence } from "./api.js";
-import { readProcessing, startCapture, startPlayback } from "./audio.js";
+import { readProcessing, startCapture, startPlayback, unlockAudio } from "./audio.js";
 import { base64ToBytes, bytesToBase64 } from "./dsp.js";
 import { withToken } from "./stt.js";
 
@@ -250,6 +250,7 @@ export function mountAgent(root, { stats, voices }) {
   }
 
   async function start() {
+    unlockAudio(); // inside the click, before any await
     startBtn.disabled = true;
     stopBtn.disabled = false;
     hangingUp = false;

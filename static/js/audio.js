@@ -28,6 +28,17 @@ export async function audioContext() {
   return sharedContext;
 }
 
+/**
+ * Call first thing in a click handler, before any await: creating and resuming the context
+ * inside the gesture is what mobile Safari requires; later awaits then find it running.
+ */
+export function unlockAudio() {
+  if (!sharedContext || sharedContext.state === "closed") {
+    sharedContext = new AudioContext({ latencyHint: "interactive" });
+  }
+  if (sharedContext.state !== "running") sharedContext.resume().catch(() => {});
+}
+
 const loaded = new WeakMap();
 async function ensureModule(ctx, url) {
   let modules = loaded.get(ctx);

@@ -261,7 +261,9 @@ export function mountFiles(root, { stats, banner }) {
       more.hidden = !cursor;
       if (!items.length && reset) list.append(el("li", { class: "muted" }, "No transcripts yet."));
     } catch (err) {
-      if (err.status !== 401) banner.show(sentence(err));
+      // Shown in place: the rest of the view may still work (e.g. with an embedding JWT).
+      list.replaceChildren(el("li", { class: "muted" }, sentence(err)));
+      more.hidden = true;
     }
   }
 

@@ -1,7 +1,7 @@
 // Streaming speech-to-text: token from the service, WebSocket straight to AssemblyAI (or the
 // emulator), binary PCM16 frames at the audio clock's pace, turns rendered as they change.
 import { api, closeSentence, sentence } from "./api.js";
-import { readProcessing, startCapture } from "./audio.js";
+import { readProcessing, startCapture, unlockAudio } from "./audio.js";
 import { clampFrameMs } from "./dsp.js";
 
 const DEFAULT_RATE = 16000;
@@ -142,6 +142,7 @@ export function mountStt(root, { stats, config = {} }) {
 
   async function start() {
     if (ws) return;
+    unlockAudio(); // inside the click, before any await
     startBtn.disabled = true;
     stopBtn.disabled = false;
     stopping = false;

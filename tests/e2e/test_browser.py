@@ -270,6 +270,15 @@ def test_tabs_work_from_the_keyboard(page: Any) -> None:
     assert page.evaluate("document.activeElement.id") == "file-input"
 
 
+def test_every_view_fits_a_phone(page: Any) -> None:
+    page.set_viewport_size({"width": 375, "height": 740})
+    for tab in ("stt", "agent", "files"):
+        page.click(f"#tab-{tab}")
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 375, f"{tab}: the page scrolls sideways at phone width ({width}px)"
+    screenshot(page, "files-phone")
+
+
 # --- Voice Agent -------------------------------------------------------------------------
 
 
