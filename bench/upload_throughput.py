@@ -13,9 +13,11 @@ Best of --runs each, interleaved so that noise hits all three alike. Then a 2 Gi
 through the proxy while /proc/<pid>/status is sampled: the proxy's memory must stay flat.
 
 Prints: direct_mb_s, peer_mb_s, ours_mb_s, ratio (ours/direct, target >= 0.85),
-peer_ratio (ours/peer, target >= 1.0), rss_mb (peak VmRSS while 2 GiB pass, target
-<= 100), rss_start_mb (the idle process), rss_growth_mb (peak - idle), hwm_mb, rss_anon_mb
-(private memory only) and rss_drift_second_half_mb (flat: ~0). Exits 1 when it could not measure.
+peer_ratio (ours/peer, target >= 1.0); ours/peer/sink_cpu_s_per_gib (CPU seconds each
+process spends per GiB relayed: steadier than rates on a shared machine); rss_mb (peak
+VmRSS while 2 GiB pass, target <= 100), rss_start_mb (the idle process), rss_growth_mb
+(peak - idle), hwm_mb, rss_anon_mb (private memory only) and rss_drift_second_half_mb
+(flat: ~0). Exits 1 when it could not measure.
 
   .venv/bin/python bench/upload_throughput.py [--gib 1] [--runs 3] [--rss-gib 2]
 """
@@ -108,6 +110,13 @@ def run_peer(upstream: str) -> Iterator[Proc]:
         yield proc
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class RssSampler:
     """Samples VmRSS and VmHWM of one process every `interval` seconds."""
 
@@ -189,10 +198,17 @@ def main() -> int:
         }
         for url, auth in targets.values():  # warm-up: pools, page cache
             curl_upload(url, make_file(tmp, 8 * MIB), auth)
+        relays = {"peer": peer, "ours": service}
+        cpu: dict[str, float] = {"sink": 0.0, "peer": 0.0, "ours": 0.0}
         for _ in range(args.runs):
             for name, (url, auth) in targets.items():
+                before = {n: cpu_seconds(p.process.pid) for n, p in relays.items()}
+                sink_before = cpu_seconds(emulator.process.pid)
                 seconds = curl_upload(url, body, auth)
                 best[name] = max(best.get(name, 0.0), size / seconds / MIB)
+                cpu["sink"] += cpu_seconds(emulator.process.pid) - sink_before
+                if name in relays:
+                    cpu[name] += cpu_seconds(relays[name].process.pid) - before[name]
         body.unlink()
         big = make_file(tmp, rss_size)
         sampler = RssSampler(service.process.pid)
@@ -204,6 +220,11 @@ def main() -> int:
         for name in ("direct", "peer", "ours"):
             print(f"{name}_mb_s: {best[name]:.1f}")
         print(f"ratio: {best['ours'] / best['direct']:.3f}")
+        # CPU seconds per GiB relayed: what each relay costs, whatever the neighbours do.
+        gib_relayed = args.runs * size / (1024 * MIB)
+        print(f"ours_cpu_s_per_gib: {cpu['ours'] / gib_relayed:.2f}")
+        print(f"peer_cpu_s_per_gib: {cpu['peer'] / gib_relayed:.2f}")
+        print(f"sink_cpu_s_per_gib: {cpu['sink'] / (3 * gib_relayed):.2f}")
         print(f"peer_ratio: {best['ours'] / best['peer']:.3f}")
         print(f"rss_body_mib: {rss_size // MIB}")
         print(f"rss_mb: {peak / MIB:.1f}")

@@ -64,7 +64,10 @@ async def stream_upload(
     # file length is unknown until its closing boundary.
     content_length = declared_bytes if body_format == "raw" else None
     try:
-        answer = await rest.upload(body, content_length=content_length)
+        try:
+            answer = await rest.upload(body, content_length=content_length)
+        finally:
+            await body.aclose()
     except BaseException as exc:
         error = _failure(body, exc)
         status = UploadStatus.aborted if body.failure is not None else UploadStatus.failed

@@ -14,6 +14,8 @@ body, a malformed form or a refused submit configuration never opens an upstream
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
@@ -27,6 +29,8 @@ from app.core.errors import AppError, BadRequest, PayloadTooLarge
 
 # A form's own bytes (boundaries, part headers, small fields) on top of the file's.
 FORM_OVERHEAD_BYTES = 1024 * 1024
+# Chunks read from the client ahead of the upstream write (memory: this many chunks).
+READ_AHEAD_CHUNKS = 3
 # Form fields other than the file are small JSON or text values.
 MAX_FIELD_BYTES = 64 * 1024
 
@@ -55,6 +59,15 @@ class BodyStream:
         self.sent = 0  # audio bytes handed to the upstream request
         self.failure: AppError | None = None
         self.complete = False  # the whole body was read and passed on
+        self._reader: asyncio.Task[None] | None = None
+
+    async def aclose(self) -> None:
+        """Stop reading the client (when upstream ended the request before the body did)."""
+        reader = self._reader
+        if reader is not None and not reader.done():
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
 
     def _fail(self, error: AppError) -> AppError:
         self.failure = error
@@ -87,7 +100,8 @@ class BodyStream:
     def _finish(self) -> None:
         """Checks once the body has ended (a multipart form must be well closed)."""
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
+    async def _chunks(self) -> AsyncIterator[bytes]:
+        """The audio, coalesced to about `chunk_size` bytes per chunk."""
         parts = self._take_pending()
         size = sum(len(p) for p in parts)
         chunk_size = self._chunk_size
@@ -100,17 +114,43 @@ class BodyStream:
                 size += len(data)
             if size >= chunk_size:
                 # b"".join of a single part returns that very object: no copy.
-                chunk = parts[0] if len(parts) == 1 else b"".join(parts)
+                yield parts[0] if len(parts) == 1 else b"".join(parts)
                 parts = []
                 size = 0
-                self.sent += len(chunk)
-                yield chunk
         self._finish()
         if parts:
-            chunk = b"".join(parts)
-            self.sent += len(chunk)
-            yield chunk
-        self.complete = True
+            yield b"".join(parts)
+
+    async def _pump(self, queue: asyncio.Queue[bytes | BaseException | None]) -> None:
+        try:
+            async for chunk in self._chunks():
+                await queue.put(chunk)
+        except Exception as exc:  # handed to the consumer, which raises it upstream
+            await queue.put(exc)
+        else:
+            await queue.put(None)
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        # Reading the client and writing upstream overlap: a reader task keeps pulling the
+        # body (at most `READ_AHEAD_CHUNKS` chunks ahead, so memory stays bounded) while the
+        # upstream write of the previous chunk waits for the socket to drain.
+        queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue(READ_AHEAD_CHUNKS)
+        reader = self._reader = asyncio.create_task(self._pump(queue))
+        try:
+            while True:
+                item = await queue.get()
+                if item is None:
+                    break
+                if isinstance(item, BaseException):
+                    raise item
+                self.sent += len(item)
+                yield item
+            self.complete = True
+        finally:
+            if not reader.done():
+                reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reader
 
 
 class RawBody(BodyStream):
