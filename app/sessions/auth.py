@@ -39,7 +39,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.core.config import Settings
 from app.core.db import utcnow
 from app.core.deps import SessionDep
-from app.core.errors import Forbidden, Unauthorized
+from app.core.errors import BadRequest, Forbidden, Unauthorized
 from app.core.security import hash_key
 from app.keys import service as keys_service
 from app.keys.auth import credential_from_header
@@ -266,7 +266,7 @@ def _end_user_header(request: Request) -> str | None:
         return None
     value = value.strip()
     if not value or len(value) > 200:
-        raise Unauthorized("X-End-User must be 1-200 characters.")
+        raise BadRequest("X-End-User must be 1-200 characters.")
     return value
 
 

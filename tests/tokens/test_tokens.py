@@ -453,3 +453,20 @@ async def test_usage_summary_per_key_and_end_user(
     everyone = (await client.get("/api/usage", headers={"Authorization": admin})).json()
     ids = {k["key_id"] for k in everyone["keys"]}
     assert {str(key_id), str(other_id)} <= ids
+
+
+async def test_key_callers_name_the_end_user_with_a_header_on_compat_routes(
+    make_app: Callable[..., Any],
+    committed_key: Callable[..., Any],
+    audit_rows: Callable[..., Any],
+) -> None:
+    raw, key_id = await committed_key(STREAMING)
+    async with make_app(token_end_user_mints_per_minute=1) as app, client_for(app) as client:
+        q = {"expires_in_seconds": 5}
+        h = {"Authorization": raw, "X-End-User": "dora"}
+        assert (await client.get("/v3/token", params=q, headers=h)).status_code == 200
+        assert (await client.get("/v3/token", params=q, headers=h)).status_code == 429
+        bad = await client.get("/v3/token", params=q, headers={**h, "X-End-User": "x" * 201})
+        assert bad.status_code == 400
+    rows = await audit_rows(key_id)
+    assert [(r.end_user, r.outcome) for r in rows[:2]] == [("dora", "granted"), ("dora", "refused")]
