@@ -220,18 +220,29 @@ def test_streaming_capture_pacing_fidelity_and_turns(
     screenshot(page, "stt")
 
 
-def test_streaming_close_code_becomes_a_sentence(page: Any, emulator: Proc) -> None:
-    fault = {"route": "WS /v3/ws", "close_code": 3007, "count": 1}
-    response = httpx.post(f"{emulator.url}/_emulator/faults", json=fault, timeout=5)
-    assert response.status_code < 300, response.text
+CLOSE_SENTENCES = {
+    1008: "token was missing, invalid, expired or already used",
+    3005: "cancelled because of an error",
+    3006: "did not understand",
+    3007: "wrong size",
+    3008: "maximum duration",
+    3009: "Too many sessions",
+}
+
+
+def test_each_close_code_becomes_a_sentence_and_reconnect_works(page: Any, emulator: Proc) -> None:
     page.click("#tab-stt")
-    page.click("#stt-start")
-    wait_for(page, "window.__aaiStats.stt.closeCode === 3007", 10_000)
-    text = page.inner_text("#stt-status")
-    assert "wrong size" in text, text
-    assert "3007" not in text, text
+    for code, words in CLOSE_SENTENCES.items():
+        fault = {"route": "WS /v3/ws", "close_code": code, "count": 1}
+        response = httpx.post(f"{emulator.url}/_emulator/faults", json=fault, timeout=5)
+        assert response.status_code < 300, response.text
+        page.click("#stt-start")
+        wait_for(page, f"window.__aaiStats.stt.closeCode === {code}", 10_000)
+        text = page.inner_text("#stt-status")
+        assert words in text, (code, text)
+        assert str(code) not in text, text
+        assert page.inner_text("#stt-start") == "Reconnect"
     # Reconnect mints a fresh token and works.
-    assert page.inner_text("#stt-start") == "Reconnect"
     page.click("#stt-start")
     wait_for(page, "window.__aaiStats.stt.state === 'Listening'")
     page.click("#stt-stop")
