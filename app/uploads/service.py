@@ -84,9 +84,11 @@ async def stream_upload(
                 "bytes": body.sent,
             },
         )
-        if isinstance(exc, asyncio.CancelledError):
+        if error is exc or isinstance(exc, asyncio.CancelledError):
             raise
-        raise error from None if error is body.failure else exc
+        if error is body.failure:
+            raise error from None  # ours: the transport error it caused is noise
+        raise error from exc
     upload_url = answer.get("upload_url")
     if not isinstance(upload_url, str) or not upload_url or not body.complete:
         message = "AssemblyAI answered the upload without an upload_url."

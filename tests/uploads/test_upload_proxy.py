@@ -203,3 +203,27 @@ async def test_upload_requires_a_key_with_the_transcripts_scope(
     llm_only = await new_key("llm")
     response = await client.post("/v2/upload", content=b"abc", headers={"Authorization": llm_only})
     assert response.status_code == 403
+
+
+async def test_upstream_failure_is_a_502_and_the_upload_is_recorded_failed(
+    jobs: Any, new_key: MakeKey, emu: httpx.AsyncClient, committed: Any
+) -> None:
+    _, client = jobs
+    key = await new_key()
+    await emu.post("/_emulator/faults", json={"route": "POST /v2/upload", "status": 500})
+    audio = wav_bytes(0.5) + uuid.uuid4().bytes
+    response = await client.post("/v2/upload", content=audio, headers={"Authorization": key})
+    assert response.status_code == 502
+    assert "500" in response.json()["error"]
+    async with committed() as session:
+        row = await session.scalar(
+            select(Upload)
+            .where(Upload.declared_bytes == len(audio))
+            .order_by(Upload.started_at.desc())
+        )
+    assert row is not None
+    assert row.status == "failed"
+    assert row.upload_url is None
+    assert row.error is not None
+    # Not retried: the body is consumed as it streams.
+    assert "POST /v2/upload" not in (await emu.get("/_emulator/faults")).json()
