@@ -44,6 +44,9 @@ _INSERT = (
     "$4::varchar[], $5::varchar[], $6::varchar[], $7::inet[], $8::varchar[], $9::jsonb[])"
 )
 _RECONNECT = (asyncpg.InterfaceError, asyncpg.PostgresConnectionError, ConnectionError, OSError)
+# Errors of a row's own data: its neighbours in the batch are retried without it.
+_ROW_ERRORS = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)
+STATEMENT_TIMEOUT_S = 10.0
 
 
 class AuditWriter:
@@ -91,10 +94,20 @@ class AuditWriter:
             batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
             try:
                 await self._insert([row for row, _ in batch])
-            except Exception:
+            except _ROW_ERRORS:
                 # One bad row must not sink its neighbours: write them one by one.
                 for row, future in batch:
                     await self._insert_one(row, future)
+            except Exception as exc:
+                # The database is unreachable or too slow: every waiting request fails now
+                # (and withholds its token) rather than hanging.
+                logger.error(
+                    "audit.write_failed",
+                    extra={"rows": len(batch), "error_type": type(exc).__name__},
+                )
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
             else:
                 for _, future in batch:
                     if not future.done():
@@ -109,11 +122,14 @@ class AuditWriter:
     async def _insert(self, rows: list[dict[str, Any]]) -> None:
         columns = [[row[c] for row in rows] for c in COLUMNS]
         try:
-            await (await self._statement()).fetch(*columns)
+            await (await self._statement()).fetch(*columns, timeout=STATEMENT_TIMEOUT_S)
         except _RECONNECT:
             # A dropped connection (database restart): one fresh connection, one retry.
             await self._drop()
-            await (await self._statement()).fetch(*columns)
+            await (await self._statement()).fetch(*columns, timeout=STATEMENT_TIMEOUT_S)
+        except TimeoutError:
+            await self._drop()  # the statement may still be running on that connection
+            raise
 
     async def _insert_one(self, row: dict[str, Any], future: asyncio.Future[None]) -> None:
         try:

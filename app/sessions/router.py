@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request, Response, status
-from sqlalchemy import update
+from sqlalchemy import delete, update
 
 from app.core.config import Settings
 from app.core.db import utcnow
@@ -59,6 +59,10 @@ async def create_session(
     key = await key_by_secret(identity_state(request), session, raw)
     if key is None:
         raise Unauthorized("Invalid or revoked API key.")
+    # Expired sessions of this key are purged here, so rows never pile up unattended.
+    await session.execute(
+        delete(AppSession).where(AppSession.key_id == key.id, AppSession.expires_at < utcnow())
+    )
     cookie = new_secret(32)
     row = AppSession(
         token_hash=hash_key(cookie),
