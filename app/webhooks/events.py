@@ -18,6 +18,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from app.core.db import utcnow
 from app.transcripts.models import Job
 from app.webhooks.models import JobEvent
+from app.webhooks.relay import schedule_relay
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +26,8 @@ logger = logging.getLogger(__name__)
 EVENTS_CHANNEL = "aai_job_events"
 # Wakes the reconciler loops early when a webhook marks a job due.
 WAKE_CHANNEL = "aai_reconciler_wake"
+# Final states relayed to a caller's own webhook (a failed submit is answered synchronously).
+RELAYED_STATUSES = ("completed", "error")
 # Postgres refuses NOTIFY payloads of 8000 bytes or more; bigger events are read back.
 MAX_NOTIFY_PAYLOAD = 7000
 
@@ -64,6 +67,10 @@ async def publish_job_event(
         text("SELECT pg_notify(:channel, :payload)"),
         {"channel": EVENTS_CHANNEL, "payload": encoded},
     )
+    if job.status in RELAYED_STATUSES and job.caller_webhook_url:
+        # Whoever makes a job final (the reconciler, or a caller's read that fetched it),
+        # the relay is queued here, in the same transaction, once per final state.
+        await schedule_relay(session, job)
     logger.debug(
         "webhooks.event.published", extra={"job_id": str(job.id), "event": event, "id": version}
     )

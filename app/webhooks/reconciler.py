@@ -223,6 +223,10 @@ class Reconciler:
             if job is None:
                 return
             now = utcnow()
+            if job.is_final:
+                # A caller's read fetched and finalised it meanwhile: announced already.
+                self._release(job, None)
+                return
             if status in UPSTREAM_FINAL:
                 job.status = str(status)
                 job.completed_at = now
@@ -236,8 +240,7 @@ class Reconciler:
                     job.error = str(transcript.get("error") or "AssemblyAI reported an error.")
                     job.result = transcript
                 self._release(job, None)
-                await publish_job_event(session, job, job.status, job_view(job))
-                await relay.schedule_relay(session, job)
+                await publish_job_event(session, job, job.status, job_view(job))  # + relay
                 logger.info(
                     "webhooks.reconciler.job_final",
                     extra={"job_id": str(job.id), "status": job.status},
