@@ -3,6 +3,7 @@ unchanged) and the app surface under `/api/transcripts` (ids are our job ids).""
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, date, datetime, time
 from typing import Annotated, Any, Literal
@@ -15,10 +16,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.config import Settings
 from app.core.deps import SessionDep, SettingsDep, UpstreamDep
-from app.core.errors import BadRequest, NotFound
+from app.core.errors import BadRequest, NotFound, PayloadTooLarge
 from app.keys.auth import require_scope
 from app.keys.schemas import Scope
 from app.keys.service import Principal
+from app.llm.summaries import list_summaries, summary_views
 from app.transcripts import service
 from app.transcripts.models import JobStatus
 from app.transcripts.policy import check_submit
@@ -52,6 +54,9 @@ IdempotencyKey = Annotated[
         description="Same key and body: the same job, no second submit. Other body: 409.",
     ),
 ]
+
+# A submit is a few parameters; even 1,000 key terms fit many times over.
+MAX_SUBMIT_BODY_BYTES = 1024 * 1024
 
 _AUTH: dict[int | str, dict[str, Any]] = {
     401: {"description": "Missing or invalid key"},
@@ -100,8 +105,19 @@ def _sessionmaker(request: Request) -> async_sessionmaker[AsyncSession]:
 
 
 async def _json_body(request: Request) -> Any:
+    """The JSON body, refused with 413 past MAX_SUBMIT_BODY_BYTES (never buffered beyond)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_SUBMIT_BODY_BYTES:
+        raise PayloadTooLarge(f"A submit body is limited to {MAX_SUBMIT_BODY_BYTES} bytes.")
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_SUBMIT_BODY_BYTES:
+            raise PayloadTooLarge(f"A submit body is limited to {MAX_SUBMIT_BODY_BYTES} bytes.")
+        parts.append(chunk)
     try:
-        return await request.json()
+        return json.loads(b"".join(parts))
     except (ValueError, UnicodeDecodeError):
         raise BadRequest("The request body is not valid JSON.") from None
 
@@ -340,7 +356,10 @@ async def list_api(
 @router.get("/api/transcripts/{job_id}", response_model=JobRead, responses=_READ_ERRORS)
 async def get_api(job_id: uuid.UUID, session: SessionDep, principal: TranscriptsDep) -> JobRead:
     """Our view of one job: status, times, upstream id, error, summaries."""
-    return JobRead.of(await service.owned(session, principal, job_id))
+    job = await service.owned(session, principal, job_id)
+    read = JobRead.of(job)
+    read.summaries = summary_views(await list_summaries(session, job.id))
+    return read
 
 
 @router.delete("/api/transcripts/{job_id}", response_model=JobRead, responses=_READ_ERRORS)

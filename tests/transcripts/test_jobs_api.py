@@ -486,3 +486,18 @@ async def test_secret_is_stored_only_as_its_hash(
     if secret is not None:
         assert hash_key(secret) == job.webhook_secret_hash
         assert secret not in str(job.request)
+
+
+async def test_bad_submit_bodies(jobs: Any, new_key: MakeKey) -> None:
+    _, client = jobs
+    key = await new_key()
+    auth = {"Authorization": key, "Content-Type": "application/json"}
+    not_json = await client.post("/v2/transcript", content=b"{nope", headers=auth)
+    assert not_json.status_code == 400
+    huge = await client.post(
+        "/v2/transcript",
+        content=b'{"audio_url": "https://e.com/a.wav", "prompt": "' + b"x" * 2_000_000 + b'"}',
+        headers=auth,
+    )
+    assert huge.status_code == 413
+    assert (await client.post("/v2/transcript", json={"audio_url": "x"})).status_code == 401
