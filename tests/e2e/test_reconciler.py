@@ -173,6 +173,7 @@ def test_relay_retries_then_delivers_once_with_one_webhook_id(
         secret=SECRET,
         due=True,
         caller_webhook_url=f"{stand_in.url}/hook/flaky",
+        caller_auth=("X-Caller-Token", "caller-secret"),
     )
     wait_until(lambda: any(h.answered == 200 for h in stand_in.hits("flaky")), 30, "delivery")
     time.sleep(1.0)
@@ -181,6 +182,7 @@ def test_relay_retries_then_delivers_once_with_one_webhook_id(
     assert len({h.headers["webhook-id"] for h in hits}) == 1
     for hit in hits:
         verify(signing_secret, hit.headers, hit.body)
+        assert hit.headers["x-caller-token"] == "caller-secret"
     body = json.loads(hits[-1].body)
     assert body["type"] == "transcript.completed"
     assert body["data"]["id"] == str(job_id)
@@ -351,3 +353,54 @@ def test_worker_command_runs_the_reconciler_alone(
         proc.terminate()
         proc.wait(10)
         log.close()
+
+
+def test_relay_to_a_metadata_address_is_refused_without_a_request(
+    two_services: tuple[Proc, Proc], stand_in: StandIn, shared_db: str, owner: Any
+) -> None:
+    (tid,) = _tids("ssrf", 1)
+    stand_in.transcripts[tid] = transcript(tid)
+    (job_id,) = insert_jobs(
+        shared_db,
+        owner[1],
+        [tid],
+        secret=SECRET,
+        due=True,
+        caller_webhook_url="http://169.254.169.254/latest/meta-data/",
+    )
+
+    def delivery() -> Any:
+        return db(
+            shared_db,
+            lambda c: c.fetchrow(
+                "SELECT d.status, a.error, a.response_code FROM relay_deliveries d "
+                "JOIN relay_attempts a ON a.delivery_id = d.id WHERE d.job_id = $1",
+                job_id,
+            ),
+        )
+
+    row = wait_until(delivery, 20, "the refused delivery")
+    assert row["status"] == "failed"
+    assert row["response_code"] is None
+    assert "link-local" in row["error"]
+
+
+def test_live_status_sends_heartbeats(
+    two_services: tuple[Proc, Proc], stand_in: StandIn, shared_db: str, owner: Any
+) -> None:
+    _, b = two_services
+    raw, key_id = owner
+    (tid,) = _tids("beat", 1)
+    (job_id,) = insert_jobs(shared_db, key_id, [tid], secret=SECRET)
+    url = f"{b.url}/api/transcripts/{job_id}/events"
+    deadline = time.monotonic() + 10
+    with (
+        httpx.Client(timeout=10) as client,
+        client.stream("GET", url, headers={"Authorization": raw}) as response,
+    ):
+        assert response.headers["content-type"].startswith("text/event-stream")
+        for line in response.iter_lines():
+            if line.startswith(":"):
+                return  # a comment line: the heartbeat (SSE_HEARTBEAT_S=1)
+            assert time.monotonic() < deadline, "no heartbeat"
+    raise AssertionError("the stream ended without a heartbeat")

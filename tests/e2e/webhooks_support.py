@@ -192,6 +192,7 @@ def insert_jobs(
     secret: str,
     due: bool = False,
     caller_webhook_url: str | None = None,
+    caller_auth: tuple[str, str] | None = None,
     status: str = "queued",
 ) -> list[uuid.UUID]:
     """Jobs as the submit path leaves them: upstream id set, waiting for a webhook or a poll."""
@@ -209,6 +210,8 @@ def insert_jobs(
             now,
             now,
             now if due else None,
+            caller_auth[0] if caller_auth else None,
+            caller_auth[1] if caller_auth else None,
         )
         for tid in upstream_ids
     ]
@@ -218,8 +221,9 @@ def insert_jobs(
             """
             INSERT INTO jobs (id, key_id, upstream_id, status, audio_url, request,
                 webhook_secret_hash, caller_webhook_url, created_at, updated_at, next_check_at,
-                check_attempts, version)
-            VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9, $10, $11, 0, 0)
+                check_attempts, version, caller_webhook_auth_header_name,
+                caller_webhook_auth_header_value)
+            VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9, $10, $11, 0, 0, $12, $13)
             """,
             rows,
         )
