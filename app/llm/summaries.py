@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -610,3 +610,67 @@ def _spent(summary: Summary, runner: Runner) -> dict[str, int]:
         "completion_tokens": summary.completion_tokens + runner.completion_tokens,
         "llm_calls": summary.llm_calls + runner.calls,
     }
+
+
+# --- Summaries requested with a submit -----------------------------------------------------
+
+
+def check_requests(requests: list[SummaryRequest], settings: Settings) -> None:
+    """Policy before anything is stored or sent: every requested model must be allowed."""
+    for request in requests:
+        policy.check_model(request.model or settings.llm_summary_model, settings)
+
+
+async def queue_summaries(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    settings: Settings,
+    job_id: uuid.UUID,
+    requests: list[SummaryRequest],
+) -> None:
+    """Store pending summaries for a job (committed), to run when it completes.
+
+    Called after the job row is committed and before the upstream submit, so a job that
+    completes at once already has its summaries; duplicates in one request collapse.
+    """
+    if not requests:
+        return
+    now = utcnow()
+    rows = []
+    seen: set[tuple[str, str]] = set()
+    for request in requests:
+        model = policy.check_model(request.model or settings.llm_summary_model, settings)
+        spec, params, prompt_hash = spec_of(request)
+        if (spec, model) in seen:
+            continue
+        seen.add((spec, model))
+        rows.append(
+            {
+                "id": uuid.uuid4(),
+                "job_id": job_id,
+                "spec": spec,
+                "preset": request.preset,
+                "prompt": request.prompt,
+                "prompt_hash": prompt_hash,
+                "params": params,
+                "model": model,
+                "status": SummaryStatus.pending.value,
+                "prompt_tokens": 0,
+                "completion_tokens": 0,
+                "llm_calls": 0,
+                "source": "submit",
+                "attempts": 0,
+                "created_at": now,
+                "updated_at": now,
+            }
+        )
+    async with sessionmaker() as session, session.begin():
+        await session.execute(
+            insert(Summary)
+            .values(rows)
+            .on_conflict_do_nothing(constraint="uq_summaries_job_id_spec_model")
+        )
+
+
+async def forget_summaries(session: AsyncSession, job_id: uuid.UUID) -> None:
+    """Delete a job's summaries (a deleted transcript keeps none of its text)."""
+    await session.execute(delete(Summary).where(Summary.job_id == job_id))

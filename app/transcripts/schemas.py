@@ -10,6 +10,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.core.errors import BadRequest
+from app.llm.schemas import SummaryRequest
 from app.transcripts.models import Job
 
 
@@ -20,6 +21,12 @@ class AppSubmitOptions(BaseModel):
     `service.submit_job` as `options` (features that act on a job after its submit, such
     as summaries, add their field here and read it there).
     """
+
+    summaries: list[SummaryRequest] = Field(
+        default_factory=list,
+        max_length=10,
+        description="LLM Gateway summaries to run once the job completes (exactly once).",
+    )
 
 
 class TranscriptCreate(AppSubmitOptions):

@@ -28,6 +28,8 @@ from app.core.db import utcnow
 from app.core.errors import AppError, Conflict, NotFound, UpstreamError
 from app.core.security import hash_key, new_secret
 from app.keys.service import Principal, record_audit
+from app.llm.summaries import check_requests as check_summary_requests
+from app.llm.summaries import forget_summaries, queue_summaries
 from app.transcripts.models import FINAL_STATUSES, Job, JobStatus, TranscriptResource
 from app.transcripts.policy import SubmitPlan
 from app.transcripts.schemas import AppSubmitOptions
@@ -94,7 +96,8 @@ async def submit_job(
     second upstream submit; the same key with another body is a 409. `options` are the
     app surface's own requests for the job (see `AppSubmitOptions`); none are defined yet.
     """
-    del options  # nothing acts on app-surface options yet
+    requested = options.summaries if options is not None else []
+    check_summary_requests(requested, settings)  # policy before any row or upstream call
     secret = new_secret() if settings.public_base_url else None
     job_id = uuid.uuid4()
     if idempotency_key is not None:
@@ -105,6 +108,8 @@ async def submit_job(
             return Submitted(job=existing, upstream=None, replayed=True)
     else:
         await _insert_job(sessionmaker, principal, plan, job_id, secret, None, None)
+    # Before the upstream submit, so a job that completes at once finds its summaries.
+    await queue_summaries(sessionmaker, settings, job_id, requested)
     # Shielded: once the row exists, the submit and its record finish even if the caller
     # disconnects, so the job never stays "submitting" with an unknown outcome.
     task = asyncio.ensure_future(
@@ -454,6 +459,7 @@ async def delete_job(
     job.result = None
     job.next_check_at = None
     await session.execute(delete(TranscriptResource).where(TranscriptResource.job_id == job.id))
+    await forget_summaries(session, job.id)
     await announce(session, job, "deleted")
     await record_audit(
         session,
