@@ -19,10 +19,11 @@ from app.core.config import Settings
 from app.core.db import utcnow
 from app.core.deps import SessionDep, SettingsDep
 from app.core.errors import BadRequest, Forbidden, NotFound, PayloadTooLarge, ServiceUnavailable
-from app.keys.auth import get_principal, require_scope
+from app.keys.auth import get_principal
 from app.keys.models import ApiKey
 from app.keys.schemas import Scope
 from app.keys.service import Principal
+from app.sessions.auth import require_caller_scope
 from app.transcripts.models import FINAL_STATUSES, Job
 from app.webhooks import service
 from app.webhooks.events import events_after
@@ -35,7 +36,8 @@ logger = logging.getLogger(__name__)
 
 router = APIRouter(tags=["webhooks"])
 
-TranscriptsDep = Annotated[Principal, Depends(require_scope(Scope.transcripts))]
+# Keys, app session cookies (what a browser's EventSource can send) and JWTs.
+CallerTranscriptsDep = Annotated[Principal, Depends(require_caller_scope(Scope.transcripts.value))]
 
 
 async def _read_limited(request: Request, limit: int) -> bytes:
@@ -154,9 +156,9 @@ async def _job_stream(
     "/api/transcripts/{job_id}/events",
     responses={
         200: {"content": {"text/event-stream": {}}, "description": "A stream of job events"},
-        401: {"description": "Missing or invalid key"},
-        403: {"description": "Key lacks the transcripts scope"},
-        404: {"description": "No such job for this key"},
+        401: {"description": "Missing or invalid key, session or JWT"},
+        403: {"description": "Caller lacks the transcripts scope"},
+        404: {"description": "No such job for this caller"},
     },
     tags=["transcripts"],
 )
@@ -165,14 +167,16 @@ async def job_events(
     request: Request,
     session: SessionDep,
     settings: SettingsDep,
-    principal: TranscriptsDep,
+    principal: CallerTranscriptsDep,
 ) -> EventSourceResponse:
     """Live status of one job as Server-Sent Events (resume with Last-Event-ID)."""
-    owned = await session.scalar(
-        select(Job.id).where(
-            Job.id == job_id, Job.key_id == principal.key_id, Job.deleted_at.is_(None)
-        )
+    query = select(Job.id).where(
+        Job.id == job_id, Job.key_id == principal.key_id, Job.deleted_at.is_(None)
     )
+    if principal.via != "key" and principal.end_user is not None:
+        # A signed-in end user (session cookie or JWT) sees only their own jobs.
+        query = query.where(Job.end_user == principal.end_user)
+    owned = await session.scalar(query)
     if owned is None:
         raise NotFound("No such transcript.")
     last_event_id: int | None = None

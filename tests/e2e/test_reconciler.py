@@ -284,6 +284,18 @@ def test_sse_on_one_instance_sees_a_completion_received_by_the_other(
     )
     assert [e.get("event") for e in replay[1:]] == ["completed"]
 
+    # A browser's EventSource sends the app session cookie instead of a key.
+    with httpx.Client(base_url=b.url) as browser:
+        signed_in = browser.post("/api/session", json={"key": raw})
+        assert signed_in.status_code == 201, signed_in.text
+        with browser.stream("GET", f"/api/transcripts/{job_id}/events") as response:
+            assert response.status_code == 200
+            first = next(line for line in response.iter_lines() if line.startswith("event:"))
+            assert first == "event: completed"
+        other_user = browser.post("/api/session", json={"key": raw, "end_user": "someone"})
+        assert other_user.status_code == 201
+        assert browser.get(f"/api/transcripts/{job_id}/events").status_code == 404
+
     # Another key's job is not found.
     other = create_key_in(shared_db, ["transcripts"], name="other")
     r = httpx.get(url, headers={"Authorization": other})
