@@ -6,8 +6,8 @@ endpoint hands back exactly the PCM and frame timings it received. For 16 kHz an
 captures (TOKEN_STREAMING_SAMPLE_RATE), prints:
 
   snr_db_<rate>            the received PCM against sox's resampling of the same speech
-  baseline_snr_db_<rate>   a linear-interpolation resampler on the same speech (what naive
-                           browser capture code does), measured in the same run
+  baseline_snr_db_<rate>   a linear-interpolation resampler (what naive browser capture
+                           code does) from the context rate, on the same speech, same run
   frame_ms_{min,mean,max}_<rate>, frames_<rate>
   pacing_ratio_<rate>      audio seconds sent / wall seconds elapsed (1.0 = real time)
   max_lead_ms_<rate>       how far the audio ever ran ahead of the wall clock
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -44,10 +45,18 @@ from tests.pg import create_database, drop_database, postgres_server  # noqa: E4
 SCOPES = ["transcripts", "tokens:streaming", "tokens:agents"]
 
 
-def linear_baseline(speech48: Path, reference: np.ndarray, rate: int) -> float:
-    """SNR of a linear-interpolation resampler (no anti-aliasing) against sox."""
-    _, x = read_wav(speech48)
-    positions = np.arange(int(len(x) * rate / 48000)) * (48000 / rate)
+def linear_baseline(raw: Path, reference: np.ndarray, context_rate: int, rate: int) -> float:
+    """SNR against sox of what naive worklet code does: linear interpolation (no
+    anti-aliasing filter) from the AudioContext's rate to the target rate. The speech at the
+    context rate is sox's own resampling, so only the naive step is measured."""
+    at_context = raw.with_name(f"speech-ctx-{context_rate}.wav")
+    if not at_context.exists():
+        subprocess.run(
+            ["sox", str(raw), "-r", str(context_rate), "-b", "16", str(at_context), "rate", "-v"],
+            check=True,
+        )
+    _, x = read_wav(at_context)
+    positions = np.arange(int(len(x) * rate / context_rate)) * (context_rate / rate)
     naive = np.interp(positions, np.arange(len(x)), x)
     n = min(len(naive), len(reference))
     noise = np.sum((naive[:n] - reference[:n]) ** 2)
@@ -86,7 +95,7 @@ def capture(browser: Any, service_url: str, key: str, emulator_url: str, seconds
 
 
 def measure(
-    record: dict[str, Any], pcm: bytes, speech: dict[str, Path], rate: int
+    record: dict[str, Any], pcm: bytes, speech: dict[str, Path], rate: int, context_rate: int
 ) -> dict[str, float]:
     audio = [f for f in record["frames"] if f["kind"] == "binary"]
     if len(audio) < 10:
@@ -100,7 +109,12 @@ def measure(
     fidelity = snr_against(pcm16_to_float(pcm[: -audio[-1]["size"]]), reference, rate)
     return {
         f"snr_db_{rate}": round(fidelity.snr_db, 2),
-        f"baseline_snr_db_{rate}": round(linear_baseline(speech["48000"], reference, rate), 2),
+        f"baseline_snr_db_{rate}": round(
+            linear_baseline(
+                speech["48000"].with_name("speech-raw.wav"), reference, context_rate, rate
+            ),
+            2,
+        ),
         f"gain_{rate}": round(fidelity.gain, 4),
         f"frames_{rate}": len(audio),
         f"frame_ms_min_{rate}": round(float(ms.min()), 2),
@@ -149,7 +163,7 @@ def main() -> int:
                             finally:
                                 browser.close()
                         results["context_rate"] = context_rate
-                        results.update(measure(record, pcm, speech, rate))
+                        results.update(measure(record, pcm, speech, rate, int(context_rate)))
                         results[f"capture_s_{rate}"] = round(time.monotonic() - started, 2)
         except Exception as exc:  # noqa: BLE001 — the bench reports and exits non-zero
             print(f"error: could not measure: {type(exc).__name__}: {exc}", file=sys.stderr)
