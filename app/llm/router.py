@@ -17,12 +17,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.core.config import Settings
 from app.core.deps import SessionDep, SettingsDep, UpstreamDep
 from app.core.errors import BadRequest, Conflict, NotFound
-from app.keys.auth import require_scope
 from app.keys.schemas import Scope
 from app.keys.service import Principal
 from app.llm import policy, service, summaries
 from app.llm.schemas import SummaryRead, SummaryRequest
 from app.llm.worker import claim_summaries
+from app.sessions.auth import require_caller_scope
 from app.transcripts.models import Job, JobStatus
 from app.upstream.client import Upstream
 
@@ -30,15 +30,17 @@ logger = logging.getLogger(__name__)
 
 router = APIRouter(tags=["llm"])
 
-LlmDep = Annotated[Principal, Depends(require_scope(Scope.llm))]
-TranscriptsDep = Annotated[Principal, Depends(require_scope(Scope.transcripts))]
+# Any caller kind (proxy key, app session cookie, app JWT) resolves to its key's scopes.
+# Requesting a summary spends LLM tokens (`llm`); reading summaries is a transcript read.
+LlmDep = Annotated[Principal, Depends(require_caller_scope(Scope.llm.value))]
+TranscriptsDep = Annotated[Principal, Depends(require_caller_scope(Scope.transcripts.value))]
 
 # Identifies this process's claims on summaries run right after a request.
 API_OWNER = f"{socket.gethostname()}:{os.getpid()}:api"
 
 _AUTH_ERRORS: dict[int | str, dict[str, str]] = {
-    401: {"description": "Missing or invalid key"},
-    403: {"description": "Key lacks the required scope"},
+    401: {"description": "Missing or invalid key (or session)"},
+    403: {"description": "Key lacks the required scope (llm to request, transcripts to read)"},
 }
 _CHAT_ERRORS: dict[int | str, dict[str, str]] = {
     **_AUTH_ERRORS,
@@ -144,7 +146,7 @@ async def create_summary(
     request: Request,
     response: Response,
     background: BackgroundTasks,
-    principal: TranscriptsDep,
+    principal: LlmDep,
     session: SessionDep,
     settings: SettingsDep,
     upstream: UpstreamDep,

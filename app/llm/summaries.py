@@ -25,7 +25,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.config import Settings
 from app.core.db import utcnow
-from app.core.errors import UpstreamClientError
+from app.core.errors import Forbidden, UpstreamClientError
+from app.keys.service import Principal
 from app.llm import policy, service
 from app.llm.models import Summary, SummaryStatus
 from app.llm.policy import BudgetExceeded
@@ -615,8 +616,12 @@ def _spent(summary: Summary, runner: Runner) -> dict[str, int]:
 # --- Summaries requested with a submit -----------------------------------------------------
 
 
-def check_requests(requests: list[SummaryRequest], settings: Settings) -> None:
-    """Policy before anything is stored or sent: every requested model must be allowed."""
+def check_requests(
+    requests: list[SummaryRequest], settings: Settings, principal: Principal
+) -> None:
+    """Policy before anything is stored or sent: the `llm` scope, allowed models only."""
+    if requests and not principal.has("llm"):
+        raise Forbidden("Requesting summaries needs the 'llm' scope.")
     for request in requests:
         policy.check_model(request.model or settings.llm_summary_model, settings)
 

@@ -97,7 +97,7 @@ async def submit_job(
     app surface's own requests for the job (see `AppSubmitOptions`); none are defined yet.
     """
     requested = options.summaries if options is not None else []
-    check_summary_requests(requested, settings)  # policy before any row or upstream call
+    check_summary_requests(requested, settings, principal)  # before any row or upstream call
     secret = new_secret() if settings.public_base_url else None
     job_id = uuid.uuid4()
     if idempotency_key is not None:

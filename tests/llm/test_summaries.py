@@ -62,7 +62,7 @@ async def test_a_summary_runs_once_and_is_returned_again(
     fake_llm: FakeLlm,
     db: DB,
 ) -> None:
-    key_id, raw = await new_key("transcripts")
+    key_id, raw = await new_key("transcripts", "llm")
     job = await new_job(key_id)
     async with service() as client:
         created = await client.post(
@@ -110,7 +110,7 @@ async def test_presets_and_custom_prompts_are_distinct_summaries(
     new_job: Callable[..., Any],
     fake_llm: FakeLlm,
 ) -> None:
-    key_id, raw = await new_key("transcripts")
+    key_id, raw = await new_key("transcripts", "llm")
     job = await new_job(key_id)
     requests = [
         {"preset": "paragraph"},
@@ -138,11 +138,17 @@ async def test_presets_and_custom_prompts_are_distinct_summaries(
 async def test_bad_requests(
     service: Callable[..., Any], new_key: Callable[..., Any], new_job: Callable[..., Any]
 ) -> None:
-    key_id, raw = await new_key("transcripts")
-    _, stranger = await new_key("transcripts")
+    key_id, raw = await new_key("transcripts", "llm")
+    _, stranger = await new_key("transcripts", "llm")
     job = await new_job(key_id)
+    reader_id, reader_raw = await new_key("transcripts")
+    readable = await new_job(reader_id)
     failed = await new_job(key_id, status="error")
     async with service() as client:
+        no_llm = await client.post(
+            path(readable), json={"preset": "paragraph"}, headers={"Authorization": reader_raw}
+        )
+        reader = await client.get(path(readable), headers={"Authorization": reader_raw})
         shorthand = await client.post(
             path(job),
             json={"preset": "paragraph", "model": "claude-sonnet-4"},
@@ -158,6 +164,8 @@ async def test_bad_requests(
         errored = await client.post(
             path(failed), json={"preset": "paragraph"}, headers={"Authorization": raw}
         )
+    assert no_llm.status_code == 403
+    assert reader.status_code == 200
     assert shorthand.status_code == 400
     assert "claude-sonnet-4-6" in shorthand.json()["detail"]
     assert both.status_code == 422
@@ -172,7 +180,7 @@ async def test_chapters_carry_paragraph_timestamps(
     new_job: Callable[..., Any],
     fake_llm: FakeLlm,
 ) -> None:
-    key_id, raw = await new_key("transcripts")
+    key_id, raw = await new_key("transcripts", "llm")
     job = await new_job(key_id)
     assert job.upstream_id is not None
     fake_llm.paragraphs[job.upstream_id] = [
@@ -212,7 +220,7 @@ async def test_long_transcripts_are_summarised_in_chunks(
     new_job: Callable[..., Any],
     fake_llm: FakeLlm,
 ) -> None:
-    key_id, raw = await new_key("transcripts")
+    key_id, raw = await new_key("transcripts", "llm")
     sentence = "The team reviewed the quarterly numbers in detail. "
     text = sentence * 70  # ~3,600 characters
     job = await new_job(key_id, text=text)
@@ -237,7 +245,7 @@ async def test_summary_requests_are_refused_when_the_budget_is_used(
     fake_llm: FakeLlm,
     db: DB,
 ) -> None:
-    key_id, raw = await new_key("transcripts")
+    key_id, raw = await new_key("transcripts", "llm")
     job = await new_job(key_id)
     async with service(llm_daily_token_budget=5000, llm_summary_max_tokens=1500) as client:
         first = await client.post(
@@ -270,7 +278,7 @@ async def test_two_instances_run_each_summary_once(
     fake_llm: FakeLlm,
     db: DB,
 ) -> None:
-    key_id, _ = await new_key("transcripts")
+    key_id, _ = await new_key("transcripts", "llm")
     jobs = [await new_job(key_id) for _ in range(20)]
     ids = {await add_summary(db, job) for job in jobs}
     # A summary of a job that is not complete yet is left alone.
@@ -309,7 +317,7 @@ async def test_an_expired_lease_is_taken_over_and_a_live_one_is_not(
     fake_llm: FakeLlm,
     db: DB,
 ) -> None:
-    key_id, _ = await new_key("transcripts")
+    key_id, _ = await new_key("transcripts", "llm")
     now = utcnow()
     crashed = await add_summary(
         db,
@@ -351,7 +359,7 @@ async def test_upstream_failures(
     db: DB,
 ) -> None:
     """4xx: final error, one call. 5xx past the retries: pending again, with a backoff."""
-    key_id, _ = await new_key("transcripts")
+    key_id, _ = await new_key("transcripts", "llm")
     refused = await add_summary(db, await new_job(key_id))
     settings = llm_settings(upstream_retry_attempts=2)
     upstream = create_upstream(settings)
@@ -385,7 +393,7 @@ async def test_upstream_failures(
 async def test_deleting_a_job_deletes_its_summaries(
     new_key: Callable[..., Any], new_job: Callable[..., Any], db: DB
 ) -> None:
-    key_id, _ = await new_key("transcripts")
+    key_id, _ = await new_key("transcripts", "llm")
     job = await new_job(key_id)
     await add_summary(db, job)
     await add_summary(db, job, preset="chapters", spec="chapters")
