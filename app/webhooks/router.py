@@ -146,6 +146,8 @@ async def _job_stream(
                     continue
                 yield message.sse
                 last = message.id
+                if message.event == "deleted":
+                    return  # nothing more will happen to this job
                 if _is_final(message.data) or final_at is not None:
                     final_at = time.monotonic()
     finally:
