@@ -40,6 +40,9 @@ def chromium_args(fake_audio: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def speech(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    for tool in ("espeak-ng", "sox"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} is not installed (the fake microphone's speech)")
     return make_speech(tmp_path_factory.mktemp("speech"))
 
 
