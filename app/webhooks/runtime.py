@@ -25,7 +25,16 @@ class WebhooksRuntime:
 
 
 async def start_webhooks(app: FastAPI, settings: Settings, database_url: str) -> WebhooksRuntime:
-    """Start the hub (one LISTEN connection) and, unless disabled, the reconciler."""
+    """Start the receiver's pool, the hub (one LISTEN connection) and the reconciler."""
+    pool = await asyncpg.create_pool(
+        plain_url(database_url),
+        min_size=0,  # no connection at start-up: the service starts with the database down
+        max_size=settings.webhook_pool_size,
+        server_settings={
+            "synchronous_commit": "off",
+            "application_name": "aai-proxy-webhooks",
+        },
+    )
     hub = EventHub(database_url, app.state.sessionmaker)
     await hub.start()
     app.state.event_hub = hub
@@ -33,15 +42,6 @@ async def start_webhooks(app: FastAPI, settings: Settings, database_url: str) ->
     if settings.reconciler_enabled:
         reconciler = Reconciler(app.state.sessionmaker, app.state.upstream, settings, wake=hub.wake)
         reconciler.start()
-    pool = await asyncpg.create_pool(
-        plain_url(database_url),
-        min_size=1,
-        max_size=settings.webhook_pool_size,
-        server_settings={
-            "synchronous_commit": "off",
-            "application_name": "aai-proxy-webhooks",
-        },
-    )
     runtime = WebhooksRuntime(hub, reconciler, pool)
     app.state.webhooks = runtime
     return runtime
