@@ -52,7 +52,15 @@ def user_key(database_url: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def browser(speech: dict[str, Path], user_key: str, live_service: Proc) -> Iterator[Any]:
+def paging_key(database_url: str) -> str:
+    """A key of its own for the paging test, so its job count is exact."""
+    return create_key_in(database_url, ["transcripts"], name="browser paging")
+
+
+@pytest.fixture(scope="module")
+def browser(
+    speech: dict[str, Path], user_key: str, paging_key: str, live_service: Proc
+) -> Iterator[Any]:
     # Sync Playwright runs an event loop in this thread while open, so everything that needs
     # asyncio.run (the key above, the service) is set up first.
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -443,6 +451,34 @@ def test_files_upload_live_status_transcript_and_summary(
     page.click(f"#jobs li[data-id='{job_id}'] button.danger")
     wait_for(page, "window.__aaiStats.files.deleted === 1", 10_000)
     assert page.locator(f"#jobs li[data-id='{job_id}']").count() == 0
+
+
+def test_job_list_pages_with_the_cursor(
+    browser: Any, live_service: Proc, speech: dict[str, Path], paging_key: str
+) -> None:
+    # 12 jobs are more than one page of 10.
+    headers = {"Authorization": paging_key}
+    with httpx.Client(base_url=live_service.url, headers=headers, timeout=15) as http:
+        upload = http.post("/api/uploads", content=speech["16000"].read_bytes())
+        assert upload.status_code < 300, upload.text
+        for _ in range(12):
+            job = http.post("/api/transcripts", json={"audio_url": upload.json()["upload_url"]})
+            assert job.status_code == 201, job.text
+    context = browser.new_context(base_url=live_service.url, extra_http_headers=headers)
+    page = context.new_page()
+    try:
+        page.goto("/#files")
+        page.wait_for_selector("body[data-ready=true]", timeout=10_000)
+        rows = page.locator("#jobs li[data-id]")
+        wait_for(page, "document.querySelectorAll('#jobs li[data-id]').length === 10")
+        assert page.is_visible("#jobs-more")
+        page.click("#jobs-more")
+        wait_for(page, "document.querySelectorAll('#jobs li[data-id]').length === 12")
+        ids = rows.evaluate_all("rows => rows.map(r => r.dataset.id)")
+        assert len(set(ids)) == 12
+        assert page.is_hidden("#jobs-more")
+    finally:
+        context.close()
 
 
 def test_phone_width_and_errors_as_sentences(browser: Any, live_service: Proc) -> None:
