@@ -278,3 +278,28 @@ async def test_transcript_id_must_be_the_callers(
     assert theirs.status_code == 404
     assert mine.status_code == 200
     assert len(fake_llm.calls) == 1
+
+
+async def test_a_client_leaving_mid_stream_is_still_charged(
+    service: Callable[..., Any], new_key: Callable[..., Any], fake_llm: FakeLlm, db: Any
+) -> None:
+    """Whatever upstream produced is settled; the hold does not linger."""
+    key_id, raw = await new_key("llm")
+    fake_llm.gate = asyncio.Event()
+    async with service() as client:
+        async with client.stream(
+            "POST", CHAT, json=body(stream=True), headers={"Authorization": raw}
+        ) as response:
+            chunks = response.aiter_bytes()
+            await asyncio.wait_for(chunks.__anext__(), timeout=10)
+        # The caller is gone while upstream is still mid-stream.
+        deadline = asyncio.get_running_loop().time() + 10
+        while not (rows := await usage_rows(db, key_id)):
+            assert asyncio.get_running_loop().time() < deadline, "no usage after a disconnect"
+            await asyncio.sleep(0.05)
+        fake_llm.gate.set()
+    assert len(rows) == 1
+    assert rows[0].streamed
+    assert rows[0].estimated  # the final usage chunk never came
+    assert rows[0].completion_tokens >= 1
+    assert await held(db, key_id) == 0
