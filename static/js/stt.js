@@ -7,12 +7,12 @@ import { clampFrameMs } from "./dsp.js";
 const DEFAULT_RATE = 16000;
 const TERMINATION_TIMEOUT_MS = 5000;
 
-export function withToken(websocketUrl, token, extra = {}) {
+/** The service's websocket_url already carries the token; add it if a proxy stripped it. */
+export function withToken(websocketUrl, token) {
   const url = new URL(websocketUrl, location.href);
   if (url.protocol === "http:") url.protocol = "ws:";
   if (url.protocol === "https:") url.protocol = "wss:";
   if (!url.searchParams.has("token")) url.searchParams.set("token", token);
-  for (const [k, v] of Object.entries(extra)) url.searchParams.set(k, String(v));
   return url.toString();
 }
 
@@ -110,6 +110,7 @@ export function mountStt(root, { stats, config = {} }) {
       ws.send(pcm);
       bucketMs += (pcm.byteLength / 2 / RATE) * 1000;
       s.sendTimes.push(now);
+      if (s.sendTimes.length > 2000) s.sendTimes.splice(0, 1000); // a bounded debugging aid
       s.framesSent += 1;
       s.bytesSent += pcm.byteLength;
     }
@@ -150,6 +151,7 @@ export function mountStt(root, { stats, config = {} }) {
     s.terminated = false;
     s.closeCode = null;
     s.sendTimes = [];
+    turns.clear(); // turn_order starts again at 0 in a new session; earlier turns stay shown
     setStatus("Connecting…");
     try {
       // Every (re)connection mints a fresh single-use token.
