@@ -84,6 +84,31 @@ console.log(JSON.stringify(summary));
 """
 
 
+def cpu_seconds(root: int) -> float:
+    """User + system CPU of a process and its descendants (Linux /proc), so the cost per
+    mint can be compared even when a loaded machine decides the throughput."""
+    parents: dict[int, int] = {}
+    times: dict[int, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(entry.name)] = int(fields[1])
+        times[int(entry.name)] = (int(fields[11]) + int(fields[12])) / tick
+    tree, frontier = {root}, [root]
+    while frontier:
+        pid = frontier.pop()
+        for child, parent in parents.items():
+            if parent == pid and child not in tree:
+                tree.add(child)
+                frontier.append(child)
+    return sum(times.get(pid, 0.0) for pid in tree)
+
+
 def load(
     url: str, seconds: float, concurrency: int, auth: str | None, script: Path
 ) -> dict[str, Any]:
@@ -111,6 +136,7 @@ def report(name: str, result: dict[str, Any]) -> float:
     print(f"{name}_p50_ms: {result['p50']:.1f}")
     print(f"{name}_p99_ms: {result['p99']:.1f}")
     print(f"{name}_statuses: {json.dumps(result['statuses'], sort_keys=True)}")
+    print(f"{name}_cpu_ms_per_mint: {result['cpu_s'] / max(1, result['count']) * 1000:.3f}")
     return rate
 
 
@@ -142,7 +168,7 @@ def main() -> None:
         database_url = stack.enter_context(database())
         emulator = stack.enter_context(run_emulator())
         peer_port = free_port()
-        stack.enter_context(
+        peer_proc = stack.enter_context(
             run_process(
                 "peer",
                 ["node", str(PEER)],
@@ -171,8 +197,12 @@ def main() -> None:
         # Warm both (connection pools, caches), then measure each in turn.
         load(peer_url, opts.warmup, opts.concurrency, None, script)
         load(ours_url, opts.warmup, opts.concurrency, key, script)
+        before = cpu_seconds(peer_proc.process.pid)
         peer = load(peer_url, opts.seconds, opts.concurrency, None, script)
+        peer["cpu_s"] = cpu_seconds(peer_proc.process.pid) - before
+        before = cpu_seconds(ours.process.pid)
         mine = load(ours_url, opts.seconds, opts.concurrency, key, script)
+        mine["cpu_s"] = cpu_seconds(ours.process.pid) - before
 
     check("peer", peer)
     check("ours", mine)
