@@ -19,6 +19,7 @@ from app.core.migrate import script_heads
 from app.health.router import router as health_router
 from app.keys.router import router as keys_router
 from app.llm.router import router as llm_router
+from app.llm.worker import stop_summaries
 from app.sessions.router import router as sessions_router
 from app.tokens.router import router as tokens_router
 from app.tokens.service import TokenRuntime
@@ -66,6 +67,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
             yield
         finally:
             await stop_webhooks(app)
+            await stop_summaries()  # after the reconciler: it starts them
             await app.state.tokens.aclose()
             await app.state.upstream.aclose()
             await app.state.upload_rest.aclose()

@@ -10,6 +10,7 @@ storing it, the lease expires and the summary runs once more: at most one repeat
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+import anyio
 from sqlalchemy import delete, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -531,6 +533,22 @@ async def run_claimed_summary(
     log_extra = {"summary_id": str(summary_id), "job_id": str(job.id), "preset": summary.preset}
     try:
         text, data = await _produce(runner, job, upstream)
+    except asyncio.CancelledError:
+        # Shutting down: hand the claim back so another instance runs it now. A call that
+        # was in flight may be repeated — the same cost as a crash, at most once.
+        with anyio.CancelScope(shield=True):
+            await _finish(
+                sessionmaker,
+                summary_id,
+                owner,
+                {
+                    "status": SummaryStatus.pending.value,
+                    "attempts": max(0, summary.attempts - 1),
+                    **_spent(summary, runner),
+                },
+                publish=False,
+            )
+        raise
     except LeaseLost:
         logger.warning("llm.summary.lease_lost", extra=log_extra)
         return "lost"

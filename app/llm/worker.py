@@ -78,6 +78,34 @@ async def claim_summaries(
     return ids
 
 
+# This process's summaries in flight: they run beside the reconciler's loop, not inside
+# its tick, so a minute-long completion never delays the polling of other jobs.
+_running: set[asyncio.Task[None]] = set()
+
+
+def in_flight() -> int:
+    return sum(1 for task in _running if not task.done())
+
+
+async def _run(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    upstream: Upstream,
+    settings: Settings,
+    summary_id: uuid.UUID,
+    owner: str,
+) -> None:
+    from app.llm.summaries import run_claimed_summary
+
+    try:
+        await run_claimed_summary(sessionmaker, upstream, settings, summary_id, owner=owner)
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        # One summary's unexpected failure must not stop the others or the loop; its
+        # lease expires and it is tried again.
+        logger.exception("llm.summary.crashed", extra={"summary_id": str(summary_id)})
+
+
 async def process_due_summaries(
     sessionmaker: async_sessionmaker[AsyncSession],
     upstream: Upstream,
@@ -85,23 +113,36 @@ async def process_due_summaries(
     *,
     owner: str,
     limit: int = 10,
+    wait: bool = False,
 ) -> int:
-    """Claim and run due summaries of completed jobs; returns how many were processed."""
-    from app.llm.summaries import run_claimed_summary
+    """Claim due summaries of completed jobs and start them; returns how many it claimed.
 
-    ids = await claim_summaries(sessionmaker, settings, owner=owner, limit=limit)
-    if not ids:
+    At most LLM_SUMMARY_CONCURRENCY run at once in this process; they run as tasks of
+    their own (`wait=True` awaits them, for tests and one-shot callers).
+    """
+    free = settings.llm_summary_concurrency - in_flight()
+    if free <= 0:
         return 0
-    semaphore = asyncio.Semaphore(settings.llm_summary_concurrency)
-
-    async def run(summary_id: uuid.UUID) -> None:
-        async with semaphore:
-            try:
-                await run_claimed_summary(sessionmaker, upstream, settings, summary_id, owner=owner)
-            except Exception:
-                # One summary's unexpected failure must not stop the others or the loop;
-                # its lease expires and it is tried again.
-                logger.exception("llm.summary.crashed", extra={"summary_id": str(summary_id)})
-
-    await asyncio.gather(*(run(i) for i in ids))
+    ids = await claim_summaries(sessionmaker, settings, owner=owner, limit=min(limit, free))
+    tasks = []
+    for summary_id in ids:
+        task = asyncio.create_task(_run(sessionmaker, upstream, settings, summary_id, owner))
+        _running.add(task)
+        task.add_done_callback(_running.discard)
+        tasks.append(task)
+    if wait and tasks:
+        await asyncio.gather(*tasks)
     return len(ids)
+
+
+async def stop_summaries(timeout: float = 5.0) -> None:
+    """At shutdown: let running summaries finish briefly, then cancel them (each hands its
+    claim back, so another instance takes it at once rather than after the lease)."""
+    tasks = [task for task in _running if not task.done()]
+    if not tasks:
+        return
+    _, pending = await asyncio.wait(tasks, timeout=timeout)
+    for task in pending:
+        task.cancel()
+    if pending:
+        await asyncio.gather(*pending, return_exceptions=True)

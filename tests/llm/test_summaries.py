@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.core.db import create_engine, create_sessionmaker, utcnow
 from app.llm.models import LlmBudgetDay, LlmUsage, Summary
 from app.llm.summaries import NOTES_PREFACE, split_text
-from app.llm.worker import process_due_summaries
+from app.llm.worker import in_flight, process_due_summaries, stop_summaries
 from app.transcripts.models import Job
 from app.upstream.client import create_upstream
 from app.webhooks.models import JobEvent
@@ -283,7 +283,7 @@ async def test_two_instances_run_each_summary_once(
     ids = {await add_summary(db, job) for job in jobs}
     # A summary of a job that is not complete yet is left alone.
     waiting = await add_summary(db, await new_job(key_id, status="processing"))
-    settings = llm_settings(llm_summary_concurrency=3)
+    settings = llm_settings(llm_summary_concurrency=10)
 
     async def instance(owner: str) -> int:
         engine = create_engine(llm_database, pool_size=4)
@@ -291,7 +291,7 @@ async def test_two_instances_run_each_summary_once(
         done = 0
         try:
             while n := await process_due_summaries(
-                create_sessionmaker(engine), upstream, settings, owner=owner, limit=4
+                create_sessionmaker(engine), upstream, settings, owner=owner, limit=4, wait=True
             ):
                 done += n
         finally:
@@ -338,7 +338,7 @@ async def test_an_expired_lease_is_taken_over_and_a_live_one_is_not(
     settings = llm_settings()
     upstream = create_upstream(settings)
     try:
-        assert await process_due_summaries(db, upstream, settings, owner="c") == 1
+        assert await process_due_summaries(db, upstream, settings, owner="c", wait=True) == 1
     finally:
         await upstream.aclose()
     async with db() as session:
@@ -365,19 +365,19 @@ async def test_upstream_failures(
     upstream = create_upstream(settings)
     try:
         fake_llm.faults = [422]
-        assert await process_due_summaries(db, upstream, settings, owner="x") == 1
+        assert await process_due_summaries(db, upstream, settings, owner="x", wait=True) == 1
         assert len(fake_llm.calls) == 1
         flaky = await add_summary(db, await new_job(key_id))
         fake_llm.faults = [503, 503]
-        assert await process_due_summaries(db, upstream, settings, owner="x") == 1
+        assert await process_due_summaries(db, upstream, settings, owner="x", wait=True) == 1
         assert len(fake_llm.calls) == 3
         # Not due before its backoff has passed.
-        assert await process_due_summaries(db, upstream, settings, owner="x") == 0
+        assert await process_due_summaries(db, upstream, settings, owner="x", wait=True) == 0
         async with db() as session, session.begin():
             await session.execute(
                 update(Summary).where(Summary.id == flaky).values(next_attempt_at=utcnow())
             )
-        assert await process_due_summaries(db, upstream, settings, owner="x") == 1
+        assert await process_due_summaries(db, upstream, settings, owner="x", wait=True) == 1
     finally:
         await upstream.aclose()
     async with db() as session:
@@ -404,3 +404,35 @@ async def test_deleting_a_job_deletes_its_summaries(
             select(func.count()).select_from(Summary).where(Summary.job_id == job.id)
         )
     assert left.scalar_one() == 0
+
+
+async def test_shutdown_hands_running_summaries_back(
+    llm_settings: Callable[..., Any],
+    new_key: Callable[..., Any],
+    new_job: Callable[..., Any],
+    fake_llm: FakeLlm,
+    db: DB,
+) -> None:
+    """Summaries run beside the reconciler's tick; stopping gives their claims back."""
+    key_id, _ = await new_key("transcripts", "llm")
+    summary_id = await add_summary(db, await new_job(key_id))
+    fake_llm.gate = asyncio.Event()
+    settings = llm_settings()
+    upstream = create_upstream(settings)
+    try:
+        # Returns at once: the call is still held upstream.
+        assert await process_due_summaries(db, upstream, settings, owner="s") == 1
+        deadline = asyncio.get_running_loop().time() + 10
+        while not fake_llm.calls:
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.02)
+        assert in_flight() == 1
+        await stop_summaries(timeout=0.1)
+        assert in_flight() == 0
+    finally:
+        fake_llm.gate.set()
+        await upstream.aclose()
+    async with db() as session:
+        summary = await session.get(Summary, summary_id)
+    assert summary is not None
+    assert (summary.status, summary.lease_owner, summary.attempts) == ("pending", None, 0)
