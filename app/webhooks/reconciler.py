@@ -77,17 +77,23 @@ class Reconciler:
         self.relay_http = relay_http or relay.create_relay_client(settings)
         self._task: asyncio.Task[None] | None = None
         self._summaries_missing_logged = False
-        self._semaphore = asyncio.Semaphore(settings.reconciler_concurrency)
+        # Work in flight: claimed jobs and relays, at most `reconciler_concurrency`; one
+        # slow upstream call never holds up the rest (no batch waits for its slowest).
+        self._inflight: set[asyncio.Task[Any]] = set()
+        self._summaries_task: asyncio.Task[None] | None = None
 
     # --- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
         self._task = asyncio.create_task(self.run(), name="webhooks.reconciler")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        tasks = [t for t in (self._task, self._summaries_task) if t is not None]
+        tasks += list(self._inflight)
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
         if self._own_http:
             await self.relay_http.aclose()
 
@@ -103,41 +109,61 @@ class Reconciler:
                 logger.exception("webhooks.reconciler.tick_failed")
                 busy = False
             if busy:
-                continue  # a full batch: more may be due right now
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), self.settings.reconciler_tick_s)
+                continue  # a full claim: more may be due right now
+            # Sleep until a webhook wakes us, a slot frees up, or the tick passes.
+            waiters: set[asyncio.Future[Any]] = {asyncio.ensure_future(self.wake.wait())}
+            waiters |= set(self._inflight)
+            await asyncio.wait(
+                waiters,
+                timeout=self.settings.reconciler_tick_s,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            for waiter in waiters:
+                if waiter not in self._inflight and not waiter.done():
+                    waiter.cancel()
+
+    def _spawn(self, work: Any, name: str) -> None:
+        task = asyncio.create_task(self._guarded(work), name=name)
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
 
     async def tick(self) -> bool:
-        """One pass over due jobs, due relays and due summaries; True if a batch was full."""
+        """Claim due jobs and relays into the free slots, start due summaries.
+
+        Returns True when the claims filled every free slot (more may be due at once).
+        """
         limit = self.settings.reconciler_batch_size
-        jobs = await self.claim_jobs(limit)
-        if jobs:
-            await asyncio.gather(*(self._guarded(self.process_job(j)) for j in jobs))
-        deliveries = await relay.claim_deliveries(
-            self.sessionmaker, self.owner, limit, self.settings.reconciler_lease_s
-        )
-        if deliveries:
-            await asyncio.gather(
-                *(
-                    self._guarded(
-                        relay.deliver(
-                            self.sessionmaker, self.relay_http, self.settings, d, self.owner
-                        )
-                    )
-                    for d in deliveries
-                )
+        free = self.settings.reconciler_concurrency - len(self._inflight)
+        jobs: list[ClaimedJob] = []
+        deliveries: list[uuid.UUID] = []
+        if free > 0:
+            jobs = await self.claim_jobs(min(free, limit))
+            for job in jobs:
+                self._spawn(self.process_job(job), "webhooks.job")
+            free -= len(jobs)
+        if free > 0:
+            deliveries = await relay.claim_deliveries(
+                self.sessionmaker, self.owner, min(free, limit), self.settings.reconciler_lease_s
             )
-        await self._summaries()
-        return len(jobs) >= limit or len(deliveries) >= limit
+            for delivery_id in deliveries:
+                self._spawn(
+                    relay.deliver(
+                        self.sessionmaker, self.relay_http, self.settings, delivery_id, self.owner
+                    ),
+                    "webhooks.relay",
+                )
+            free -= len(deliveries)
+        if self._summaries_task is None or self._summaries_task.done():
+            self._summaries_task = asyncio.create_task(self._summaries(), name="llm.summaries")
+        return bool(jobs or deliveries) and free <= 0
 
     async def _guarded(self, work: Any) -> None:
-        async with self._semaphore:
-            try:
-                await work
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                logger.exception("webhooks.reconciler.work_failed")
+        try:
+            await work
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("webhooks.reconciler.work_failed")
 
     async def _summaries(self) -> None:
         try:

@@ -340,9 +340,12 @@ def test_worker_command_runs_the_reconciler_alone(
 ) -> None:
     database = make_database()
     raw = create_key_in(database, ["transcripts"])
-    (tid,) = _tids("worker", 1)
+    slow_tid, tid = _tids("worker", 2)
     stand_in.transcripts[tid] = transcript(tid)
-    (job_id,) = insert_jobs(database, key_id_of(database, raw), [tid], secret=SECRET, due=True)
+    stand_in.transcripts[slow_tid] = transcript(slow_tid)
+    stand_in.slow[slow_tid] = 20.0  # a hanging upstream call must not hold up the others
+    key_id = key_id_of(database, raw)
+    (slow_id,) = insert_jobs(database, key_id, [slow_tid], secret=SECRET, due=True)
     env = {
         **os.environ,
         **service_env(database, stand_in.url, 1),
@@ -358,9 +361,14 @@ def test_worker_command_runs_the_reconciler_alone(
         stderr=subprocess.STDOUT,
     )
     try:
+        wait_until(lambda: stand_in.gets[slow_tid] == 1, 15, "the slow fetch to start")
+        # Due while the slow fetch hangs: picked up at once, not after it.
+        (job_id,) = insert_jobs(database, key_id, [tid], secret=SECRET, due=True)
         wait_until(
-            lambda: job_rows(database, [job_id])[job_id]["status"] == "completed", 30, "worker"
+            lambda: job_rows(database, [job_id])[job_id]["status"] == "completed", 10, "worker"
         )
+        assert stand_in.gets[slow_tid] == 1  # still hanging in its fetch
+        assert job_rows(database, [slow_id])[slow_id]["status"] == "queued"
     finally:
         proc.terminate()
         proc.wait(10)

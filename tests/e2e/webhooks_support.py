@@ -47,6 +47,8 @@ class StandIn:
     transcripts: dict[str, dict[str, Any]] = field(default_factory=dict)
     gets: Counter[str] = field(default_factory=Counter)
     get_delay_s: float = 0.0
+    # Per-transcript GET delays (seconds), on top of get_delay_s.
+    slow: dict[str, float] = field(default_factory=dict)
     relay_hits: list[RelayHit] = field(default_factory=list)
     # name -> answers to give before 200 (e.g. [500, 500, 500]).
     relay_script: dict[str, list[int]] = field(default_factory=dict)
@@ -66,8 +68,9 @@ def _app(state: StandIn) -> Starlette:
         tid = request.path_params["tid"]
         with state.lock:
             state.gets[tid] += 1
-        if state.get_delay_s:
-            await asyncio.sleep(state.get_delay_s)
+        delay = state.get_delay_s + state.slow.get(tid, 0.0)
+        if delay:
+            await asyncio.sleep(delay)
         with state.lock:
             obj = state.transcripts.get(tid)
         if obj is None:
