@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.config import Settings
 from app.core.db import utcnow
-from app.core.errors import Forbidden, UpstreamClientError
+from app.core.errors import BadRequest, Forbidden, UpstreamClientError
 from app.keys.service import Principal
 from app.llm import policy, service
 from app.llm.models import Summary, SummaryStatus
@@ -571,8 +571,9 @@ async def run_claimed_summary(
         )
         logger.info("llm.summary.budget_wait", extra=log_extra)
         return SummaryStatus.pending.value
-    except UpstreamClientError as exc:
-        # Upstream refused the request itself (4xx): repeating it would fail the same way.
+    except (UpstreamClientError, BadRequest) as exc:
+        # Upstream refused the request itself (4xx), or policy did (one call larger than
+        # the whole daily budget): repeating it would fail the same way.
         spent = _spent(summary, runner)
         await _finish(
             sessionmaker,

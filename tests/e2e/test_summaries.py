@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 from app.core.db import create_engine, create_sessionmaker, utcnow
 from app.keys.models import ApiKey
 from app.keys.schemas import ALL_SCOPES
-from app.llm.models import Summary
+from app.llm.models import LlmUsage, Summary
 from app.transcripts.models import Job, JobStatus
 from tests.e2e.test_summaries_support import wav_bytes
 from tests.live import Proc, create_key_in, run_emulator, run_service
@@ -275,3 +275,45 @@ def test_submit_with_summaries_chapters_sse_delete_and_retries(
             await engine.dispose()
 
     assert asyncio.run(left()) == 0
+
+
+def test_kill_9_mid_call_costs_at_most_one_repeat(
+    make_database: Callable[..., str], llm_emulator: Proc
+) -> None:
+    """An instance dies while its LLM call is in flight: after the lease another instance
+    runs the summary; the summary is stored once and the gateway saw at most two calls."""
+    database_url = make_database()
+    httpx.post(f"{llm_emulator.url}/_emulator/reset", timeout=10).raise_for_status()
+    asyncio.run(_seed_completed_jobs(database_url, 1))
+    httpx.post(
+        f"{llm_emulator.url}/_emulator/faults",
+        json={"route": "POST /v1/chat/completions", "delay_s": 4, "count": 1},
+        timeout=10,
+    ).raise_for_status()
+    env = {**FAST, "LLM_SUMMARY_LEASE_S": "2"}
+    with run_service(database_url, llm_emulator.url, env) as first:
+        wait_until(
+            lambda: asyncio.run(_summary_states(database_url)) == {"running": 1},
+            30,
+            "the first instance's claim",
+        )
+        first.kill()
+    with run_service(database_url, llm_emulator.url, env):
+        wait_until(
+            lambda: asyncio.run(_summary_states(database_url)) == {"completed": 1},
+            30,
+            "the takeover",
+        )
+    wait_until(lambda: len(emulator_llm_calls(llm_emulator)) >= 1, 10, "the gateway's record")
+    calls = emulator_llm_calls(llm_emulator)
+    assert 1 <= len(calls) <= 2
+    assert asyncio.run(_usage_rows(database_url)) == 1  # stored and charged once
+
+
+async def _usage_rows(database_url: str) -> int:
+    engine = create_engine(database_url, pool_size=1)
+    try:
+        async with create_sessionmaker(engine)() as session:
+            return int(await session.scalar(select(func.count()).select_from(LlmUsage)) or 0)
+    finally:
+        await engine.dispose()
