@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 
 from app.audit import service
-from app.audit.schemas import AuditPage, AuditRead, UsageReport
+from app.audit.schemas import AuditPage, AuditRead, Budget, KeyUsage, UsageReport
 from app.core.db import utcnow
 from app.core.deps import SessionDep
 from app.core.errors import BadRequest, Forbidden
 from app.keys.auth import AdminDep
 from app.sessions.auth import CallerDep
+from app.tokens.service import TokenRuntime
+
+logger = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/api", tags=["audit"])
 
@@ -57,8 +61,24 @@ async def list_audit(
     return AuditPage(items=[AuditRead.model_validate(r) for r in rows], next_cursor=next_cursor)
 
 
+async def _add_budgets(tokens: TokenRuntime, keys: list[KeyUsage], *, key_level: bool) -> None:
+    for entry in keys:
+        policy = await tokens.policies.get(entry.key_id)
+        if key_level:
+            entry.budget = Budget(
+                daily_session_s_limit=policy.quota.key_daily_session_s,
+                today_session_s_used=await tokens.limiter.budget_used(entry.key_id),
+            )
+        for user in entry.end_users:
+            user.budget = Budget(
+                daily_session_s_limit=policy.quota.end_user_daily_session_s,
+                today_session_s_used=await tokens.limiter.budget_used(entry.key_id, user.end_user),
+            )
+
+
 @router.get("/usage", response_model=UsageReport, responses=_ERRORS)
 async def usage(
+    request: Request,
     session: SessionDep,
     caller: CallerDep,
     key_id: uuid.UUID | None = None,
@@ -80,4 +100,16 @@ async def usage(
         # An end user (JWT or session with an end user) sees only their own rows.
         end_user = caller.end_user if caller.via != "key" else None
     keys = await service.usage(session, since=since, until=until, key_id=key_id, end_user=end_user)
+    if not caller.has("admin") and not keys:
+        # A caller always sees its own entry, if only for today's budget.
+        keys = [KeyUsage(key_id=caller.key_id, key_name=caller.key_name, end_users=[])]
+    tokens = getattr(request.app.state, "tokens", None)
+    if tokens is not None:
+        try:
+            # An end user sees their own budget, not the whole key's.
+            await _add_budgets(tokens, keys, key_level=end_user is None)
+        except Exception as exc:  # Redis down: the summary still answers, without budgets
+            logger.warning(
+                "audit.usage.budget_unavailable", extra={"error_type": type(exc).__name__}
+            )
     return UsageReport(since=since, until=until, keys=keys)

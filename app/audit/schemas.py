@@ -41,13 +41,22 @@ class UsageCounts(BaseModel):
     agents_grants: int = 0
 
 
+class Budget(BaseModel):
+    daily_session_s_limit: int = Field(
+        0, description="Granted session-seconds per UTC day; 0 = none"
+    )
+    today_session_s_used: int = Field(0, description="Reserved today (UTC) on the live counter")
+
+
 class EndUserUsage(UsageCounts):
     end_user: str
+    budget: Budget | None = Field(None, description="None when the counters are unreachable")
 
 
 class KeyUsage(UsageCounts):
     key_id: uuid.UUID
     key_name: str | None
+    budget: Budget | None = Field(None, description="None when the counters are unreachable")
     end_users: list[EndUserUsage]
 
 

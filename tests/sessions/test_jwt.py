@@ -68,6 +68,8 @@ async def test_hs256_caller_mints_as_its_end_user(
         usage = (await client.get("/api/usage", headers=h)).json()
         [entry] = usage["keys"]
         assert [u["end_user"] for u in entry["end_users"]] == ["user-7"]
+        assert entry["budget"] is None  # an end user sees their own budget, not the key's
+        assert entry["end_users"][0]["budget"]["today_session_s_used"] == 2 * 3600
         # No Origin check: a JWT is not ambient authority like a cookie.
         assert (
             await client.post("/api/tokens/streaming", headers={**h, "Origin": "https://x.example"})

@@ -446,6 +446,12 @@ async def test_usage_summary_per_key_and_end_user(
     by_user = {u["end_user"]: u for u in usage["end_users"]}
     assert by_user["ann"]["granted_session_s"] == 900
     assert by_user["ben"]["grants"] == 1
+    # Today's live budget counters beside the audit sums.
+    assert usage["budget"] == {"daily_session_s_limit": 360_000, "today_session_s_used": 4500}
+    assert by_user["ann"]["budget"] == {
+        "daily_session_s_limit": 14_400,
+        "today_session_s_used": 900,
+    }
     assert (
         await client.get("/api/usage", params={"key_id": str(other_id)}, headers=h)
     ).status_code == 403
