@@ -20,6 +20,8 @@ KEYTERMS_LIMITS: dict[str, int] = {
     "universal-2": 200,
 }
 KNOWN_SPEECH_MODELS = tuple(KEYTERMS_LIMITS)
+# AssemblyAI's documented length of one pre-recorded key term (a phrase of up to 6 words).
+KEYTERM_MAX_WORDS = 6
 
 _LLM_GATEWAY = (
     "transcribe without it, then ask LLM Gateway (POST /v1/chat/completions) with the "
@@ -97,6 +99,12 @@ def _keyterms(value: object, models: list[str]) -> None:
         return
     if not isinstance(value, list) or not all(isinstance(t, str) and t.strip() for t in value):
         raise BadRequest("`keyterms_prompt` must be a list of non-empty strings.")
+    too_long = [t for t in value if len(t.split()) > KEYTERM_MAX_WORDS]
+    if too_long:
+        raise BadRequest(
+            f"Each `keyterms_prompt` term may have at most {KEYTERM_MAX_WORDS} words; "
+            f"too long: {too_long[0][:80]!r}."
+        )
     # Any model of the fallback list may end up transcribing: the strictest limit applies.
     limit, model = min((KEYTERMS_LIMITS[m], m) for m in models)
     if len(value) > limit:

@@ -123,3 +123,9 @@ def test_upload_and_submit_config_must_not_name_an_audio_url() -> None:
     assert "audio_url" not in plan.params
     with pytest.raises(BadRequest, match="not both"):
         check({"audio_url": AUDIO}, audio_url_required=False)
+
+
+def test_a_keyterm_is_at_most_six_words() -> None:
+    check({"audio_url": AUDIO, "keyterms_prompt": ["one two three four five six"]})
+    with pytest.raises(BadRequest, match="at most 6 words"):
+        check({"audio_url": AUDIO, "keyterms_prompt": ["one two three four five six seven"]})
