@@ -4,8 +4,10 @@ emulator received is compared with sox's own resampling of the same speech."""
 
 from __future__ import annotations
 
+import http.server
 import itertools
 import shutil
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -502,8 +504,34 @@ def test_phone_width_and_errors_as_sentences(browser: Any, live_service: Proc) -
 
 
 @pytest.fixture(scope="module")
+def host_app() -> Iterator[dict[str, str]]:
+    """A host app's page on another loopback origin (Chromium refuses to let a public page
+    frame a local one, so it cannot be a made-up public host)."""
+    page = {"html": ""}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = page["html"].encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    page["origin"] = f"http://127.0.0.1:{server.server_address[1]}"
+    yield page
+    server.shutdown()
+
+
+@pytest.fixture(scope="module")
 def jwt_service(
-    database_url: str, emulator: Proc, live_service: Proc, user_key: str
+    database_url: str, emulator: Proc, live_service: Proc, user_key: str, host_app: dict[str, str]
 ) -> Iterator[Proc]:
     """A service that accepts JWTs from the host app, acting for `user_key`."""
     me = httpx.get(
@@ -514,24 +542,21 @@ def jwt_service(
         "JWT_ISSUER": JWT_ISSUER,
         "JWT_AUDIENCE": JWT_AUDIENCE,
         "JWT_KEY_ID": me.json()["key_id"],
+        "CORS_ORIGINS": host_app["origin"],
     }
     with run_service(database_url, emulator.url, env=env) as proc:
         yield proc
 
 
+def host_app_jwt(subject: str = "end-user-42") -> str:
+    claims = {"sub": subject, "iss": JWT_ISSUER, "aud": JWT_AUDIENCE, "exp": int(time.time()) + 300}
+    return jwt.encode(claims, JWT_SECRET, algorithm="HS256")
+
+
 def test_embedded_mode_with_a_jwt_from_the_host_app(
     browser: Any, jwt_service: Proc, emulator: Proc
 ) -> None:
-    token = jwt.encode(
-        {
-            "sub": "end-user-42",
-            "iss": JWT_ISSUER,
-            "aud": JWT_AUDIENCE,
-            "exp": int(time.time()) + 300,
-        },
-        JWT_SECRET,
-        algorithm="HS256",
-    )
+    token = host_app_jwt()
     context = browser.new_context(base_url=jwt_service.url)
     page = context.new_page()
     try:
@@ -545,5 +570,45 @@ def test_embedded_mode_with_a_jwt_from_the_host_app(
         new_session(emulator, "streaming", before)
         page.click("#stt-stop")
         wait_for(page, "window.__aaiStats.stt.state === 'Stopped'", 10_000)
+    finally:
+        context.close()
+
+
+def test_embedded_in_an_iframe_with_a_jwt_by_post_message(
+    browser: Any, jwt_service: Proc, emulator: Proc, host_app: dict[str, str]
+) -> None:
+    """The host app (another origin, allowed by CORS_ORIGINS) frames the client and answers
+    its `aai-proxy:ready` with the JWT."""
+    token = host_app_jwt("end-user-7")
+    parent = f"""<!doctype html><iframe id="aai" src="{jwt_service.url}/" allow="microphone"
+      style="width:900px;height:700px"></iframe>
+      <script>
+        addEventListener("message", (e) => {{
+          if (e.data && e.data.type === "aai-proxy:ready") {{
+            e.source.postMessage({{type: "aai-proxy:jwt", token: "{token}"}}, "{jwt_service.url}");
+          }}
+        }});
+      </script>"""
+    host_app["html"] = parent
+    context = browser.new_context()
+    page = context.new_page()
+    try:
+        page.goto(f"{host_app['origin']}/")
+        frame = page.frame_locator("#aai")
+        try:
+            frame.locator("body[data-ready=true]").wait_for(timeout=10_000)
+        except playwright_sync.TimeoutError:
+            inner = page.frames[-1]
+            seen = inner.evaluate(
+                "() => [location.href, JSON.stringify(window.__aaiStats || null),"
+                " document.body.innerText]"
+            )
+            raise AssertionError(f"the framed client never got ready: {seen}") from None
+        assert frame.locator("#signin").is_hidden()
+        before = {s["id"] for s in emulator_sessions(emulator, "streaming")}
+        frame.locator("#stt-start").click()
+        new_session(emulator, "streaming", before)
+        frame.locator("#stt-stop").click()
+        frame.locator("#stt-status", has_text="Stopped").wait_for(timeout=10_000)
     finally:
         context.close()
