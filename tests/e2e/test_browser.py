@@ -10,6 +10,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -503,10 +504,10 @@ def test_phone_width_and_errors_as_sentences(browser: Any, live_service: Proc) -
 # --- Embedded mode -----------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def host_app() -> Iterator[dict[str, str]]:
+@contextmanager
+def html_server() -> Iterator[dict[str, str]]:
     """A host app's page on another loopback origin (Chromium refuses to let a public page
-    frame a local one, so it cannot be a made-up public host)."""
+    frame a local one, so it cannot be a made-up public host). Set `["html"]` to serve it."""
     page = {"html": ""}
 
     class Handler(http.server.BaseHTTPRequestHandler):
@@ -525,8 +526,16 @@ def host_app() -> Iterator[dict[str, str]]:
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     page["origin"] = f"http://127.0.0.1:{server.server_address[1]}"
-    yield page
-    server.shutdown()
+    try:
+        yield page
+    finally:
+        server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def host_app() -> Iterator[dict[str, str]]:
+    with html_server() as page:
+        yield page
 
 
 @pytest.fixture(scope="module")
@@ -574,22 +583,26 @@ def test_embedded_mode_with_a_jwt_from_the_host_app(
         context.close()
 
 
+def parent_page(client_url: str, token: str) -> str:
+    """The host app: frames the client and answers its `aai-proxy:ready` with the JWT."""
+    return f"""<!doctype html><iframe id="aai" src="{client_url}/" allow="microphone"
+      style="width:900px;height:700px"></iframe>
+      <script>
+        addEventListener("message", (e) => {{
+          if (e.data && e.data.type === "aai-proxy:ready") {{
+            e.source.postMessage({{type: "aai-proxy:jwt", token: "{token}"}}, "{client_url}");
+          }}
+        }});
+      </script>"""
+
+
 def test_embedded_in_an_iframe_with_a_jwt_by_post_message(
     browser: Any, jwt_service: Proc, emulator: Proc, host_app: dict[str, str]
 ) -> None:
     """The host app (another origin, allowed by CORS_ORIGINS) frames the client and answers
     its `aai-proxy:ready` with the JWT."""
     token = host_app_jwt("end-user-7")
-    parent = f"""<!doctype html><iframe id="aai" src="{jwt_service.url}/" allow="microphone"
-      style="width:900px;height:700px"></iframe>
-      <script>
-        addEventListener("message", (e) => {{
-          if (e.data && e.data.type === "aai-proxy:ready") {{
-            e.source.postMessage({{type: "aai-proxy:jwt", token: "{token}"}}, "{jwt_service.url}");
-          }}
-        }});
-      </script>"""
-    host_app["html"] = parent
+    host_app["html"] = parent_page(jwt_service.url, token)
     context = browser.new_context()
     page = context.new_page()
     try:
@@ -612,3 +625,20 @@ def test_embedded_in_an_iframe_with_a_jwt_by_post_message(
         frame.locator("#stt-status", has_text="Stopped").wait_for(timeout=10_000)
     finally:
         context.close()
+
+
+def test_a_jwt_posted_from_an_origin_not_allowed_is_ignored(
+    browser: Any, jwt_service: Proc
+) -> None:
+    context = browser.new_context()
+    page = context.new_page()
+    with html_server() as stranger:  # not in CORS_ORIGINS
+        stranger["html"] = parent_page(jwt_service.url, host_app_jwt())
+        try:
+            page.goto(f"{stranger['origin']}/")
+            frame = page.frame_locator("#aai")
+            # No JWT accepted: the client falls back to asking for a key.
+            frame.locator("#signin").wait_for(state="visible", timeout=10_000)
+            assert frame.locator("body[data-ready=true]").count() == 0
+        finally:
+            context.close()
