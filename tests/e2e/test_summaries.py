@@ -238,6 +238,25 @@ def test_submit_with_summaries_chapters_sse_delete_and_retries(
         )
         assert chat.status_code == 200, chat.text
         assert chat.json()["choices"][0]["message"]["content"].startswith("Summary:")
+        # Streamed through as the gateway's SSE chunks, usage included.
+        with httpx.stream(
+            "POST",
+            f"{base}/v1/chat/completions",
+            json={
+                "model": "gemini-2.5-flash",
+                "stream": True,
+                "messages": [{"role": "user", "content": "One two three four."}],
+            },
+            headers=headers,
+            timeout=30,
+        ) as streamed:
+            assert streamed.status_code == 200
+            lines = [line for line in streamed.iter_lines() if line.startswith("data: ")]
+        assert lines[-1] == "data: [DONE]"
+        chunks = [json.loads(line[6:]) for line in lines[:-1]]
+        text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks)
+        assert text.startswith("Summary: One two three four.")
+        assert chunks[-1]["usage"]["completion_tokens"] > 0
         httpx.post(
             f"{llm_emulator.url}/_emulator/faults",
             json={"route": "POST /v1/chat/completions", "status": 400, "count": 2},
@@ -254,7 +273,7 @@ def test_submit_with_summaries_chapters_sse_delete_and_retries(
         # Not retried: one of the two injected 400s is still queued.
         assert [f["count"] for f in faults["POST /v1/chat/completions"]] == [1]
         httpx.delete(f"{llm_emulator.url}/_emulator/faults", timeout=10)
-        assert len(emulator_llm_calls(llm_emulator)) == before + 1
+        assert len(emulator_llm_calls(llm_emulator)) == before + 2
 
         deleted = httpx.delete(f"{base}/api/transcripts/{job_id}", headers=headers, timeout=30)
         assert deleted.status_code == 200
