@@ -109,6 +109,18 @@ def cpu_seconds(root: int) -> float:
     return sum(times.get(pid, 0.0) for pid in tree)
 
 
+def clean_redis(url: str, prefix: str) -> None:
+    """Delete the bench's counters (its own prefix only)."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        for key in client.scan_iter(match=f"*{prefix}*"):
+            client.delete(key)
+    finally:
+        client.close()
+
+
 def load(
     url: str, seconds: float, concurrency: int, auth: str | None, script: Path
 ) -> dict[str, Any]:
@@ -189,6 +201,7 @@ def main() -> None:
                 "TEST_REDIS_URL", "redis://127.0.0.1:6379/0"
             )
             env["RATE_LIMIT_KEY_PREFIX"] = f"aaip-bench-{uuid.uuid4().hex[:8]}"
+            stack.callback(clean_redis, env["REDIS_URL"], env["RATE_LIMIT_KEY_PREFIX"])
         ours = stack.enter_context(run_service(database_url, emulator.url, env))
 
         query = "/v3/token?expires_in_seconds=60"
