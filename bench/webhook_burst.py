@@ -55,6 +55,12 @@ ENV = {
 }
 
 
+def cpu_ms(pid: int) -> float:
+    """User + system CPU time the process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     index = min(len(ordered) - 1, max(0, round(q / 100 * len(ordered) + 0.5) - 1))
@@ -152,10 +158,14 @@ def main() -> int:
                     )
                     for job_id, tid in zip(ids, tids, strict=True)
                 ]
+                pid = service.process.pid
+                cpu0 = cpu_ms(pid)
                 base_lat, base_codes = uvloop.run(burst(baseline_reqs, args.connections))
+                cpu1 = cpu_ms(pid)
                 started = time.perf_counter()
                 lat, codes = uvloop.run(burst(webhook_reqs, args.connections))
                 burst_s = time.perf_counter() - started
+                cpu2 = cpu_ms(pid)
 
                 def all_completed() -> bool:
                     rows = job_rows(database, ids)
@@ -191,6 +201,10 @@ def main() -> int:
     print(f"baseline_p50_ms: {b50:.1f}")
     print(f"baseline_p99_ms: {b99:.1f}")
     print(f"ratio: {p99 / b99:.2f}")
+    # CPU time of the service process per request: robust to a busy machine, unlike
+    # latencies. With the reconciler in process, it includes the reconciler's work.
+    print(f"server_cpu_ms_per_ack: {(cpu2 - cpu1) / n:.2f}")
+    print(f"baseline_server_cpu_ms_per_req: {(cpu1 - cpu0) / n:.2f}")
     print(f"completed: {completed}")
     print(f"fetched_exactly_once: {fetched_once}")
     print(f"fetched_more_than_once: {fetched_twice}")

@@ -79,7 +79,12 @@ async def receive_assemblyai_webhook(job_id: uuid.UUID, request: Request) -> Web
     runtime: WebhooksRuntime | None = getattr(request.app.state, "webhooks", None)
     if runtime is None:
         raise ServiceUnavailable("The webhook receiver is not running.")
-    receipt = await service.receive(runtime.pool, job_id, presented, body)
+    # The local reconciler is woken in process; only an instance without one (a web-only
+    # instance beside `aai-proxy worker`) wakes the others through Postgres.
+    local = runtime.reconciler
+    receipt = await service.receive(runtime.pool, job_id, presented, body, notify=local is None)
+    if receipt.marked_due and local is not None:
+        local.wake.set()
     return WebhookAck(duplicate=receipt.duplicate)
 
 

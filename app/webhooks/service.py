@@ -32,7 +32,8 @@ logger = logging.getLogger(__name__)
 __all__ = ["RECORD_SQL", "WEBHOOK_AUTH_HEADER", "Receipt", "WebhookUnauthorized", "receive"]
 
 # $1 job id, $2 sha256 of the presented secret, $3 transcript id (NULL: unusable body),
-# $4 sha256 of the body, $5 payload status, $6 now, $7 final statuses, $8 wake channel.
+# $4 sha256 of the body, $5 payload status, $6 now, $7 final statuses, $8 wake channel
+# (NULL: no NOTIFY; the caller wakes its own in-process reconciler instead).
 # The delivery is recorded only when the secret's hash and the transcript id match; Python
 # then re-checks the hash in constant time and picks the answer.
 RECORD_SQL = """
@@ -55,7 +56,7 @@ WITH job AS (
 )
 SELECT job.id IS NOT NULL AS found, job.upstream_id, job.webhook_secret_hash, job.status,
        EXISTS (SELECT 1 FROM ins) AS inserted,
-       (SELECT count(pg_notify($8, '')) FROM due) AS woke
+       (SELECT count(pg_notify($8, '')) FROM due WHERE $8::text IS NOT NULL) AS woke
 FROM (SELECT 1) AS one LEFT JOIN job ON true
 """
 
@@ -68,6 +69,7 @@ class WebhookUnauthorized(Unauthorized):
 class Receipt:
     duplicate: bool
     job_final: bool
+    marked_due: bool = False
 
 
 def _parse(body: bytes) -> tuple[str | None, str | None]:
@@ -82,10 +84,15 @@ def _parse(body: bytes) -> tuple[str | None, str | None]:
     return payload["transcript_id"][:100], str(status)[:32] if status is not None else None
 
 
-async def receive(pool: Any, job_id: uuid.UUID, presented: str | None, body: bytes) -> Receipt:
+async def receive(
+    pool: Any, job_id: uuid.UUID, presented: str | None, body: bytes, *, notify: bool = True
+) -> Receipt:
     """Record one delivery for `job_id`; a repeated body answers again and changes nothing.
 
-    `pool` is an asyncpg pool (or connection). Errors, in the order a caller meets them:
+    `pool` is an asyncpg pool (or connection). With `notify`, the reconcilers of every
+    instance are woken through Postgres; without, the caller wakes its own (a NOTIFY
+    serialises committing transactions on a global lock, which a burst of webhooks feels).
+    Errors, in the order a caller meets them:
     401 no secret, 404 unknown job, 401 wrong secret, 400 unusable body or another
     transcript's id.
     """
@@ -101,7 +108,7 @@ async def receive(pool: Any, job_id: uuid.UUID, presented: str | None, body: byt
         status,
         utcnow(),
         list(FINAL_STATUSES),
-        WAKE_CHANNEL,
+        WAKE_CHANNEL if notify else None,
     )
     if not row["found"]:
         raise NotFound("No such job.")
@@ -122,4 +129,4 @@ async def receive(pool: Any, job_id: uuid.UUID, presented: str | None, body: byt
         "webhooks.receive.recorded",
         extra={"job_id": str(job_id), "status": status, "job_final": final},
     )
-    return Receipt(duplicate=False, job_final=final)
+    return Receipt(duplicate=False, job_final=final, marked_due=not final)
