@@ -501,3 +501,44 @@ async def test_bad_submit_bodies(jobs: Any, new_key: MakeKey) -> None:
     )
     assert huge.status_code == 413
     assert (await client.post("/v2/transcript", json={"audio_url": "x"})).status_code == 401
+
+
+async def events_of(committed: Committed, job_id: uuid.UUID) -> list[str]:
+    from app.webhooks.models import JobEvent
+
+    async with committed() as session:
+        rows = await session.scalars(
+            select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.version)
+        )
+        return [row.event for row in rows]
+
+
+async def test_status_changes_are_published_as_job_events(
+    jobs: Any, new_key: MakeKey, emu: httpx.AsyncClient, committed: Committed
+) -> None:
+    _, client = jobs
+    key = await new_key()
+    audio_url = await upload(client, key)
+    tid = (await submit(client, key, audio_url=audio_url)).json()["id"]
+    await wait_completed(client, key, tid)
+    job = await job_of(committed, tid)
+    events = await events_of(committed, job.id)
+    assert events[0] == "queued"
+    assert events[-1] == "completed"
+    assert events.count("completed") == 1  # repeated reads don't announce it again
+    await client.get(f"/v2/transcript/{tid}", headers={"Authorization": key})
+    assert await events_of(committed, job.id) == events
+    await client.delete(f"/v2/transcript/{tid}", headers={"Authorization": key})
+    assert (await events_of(committed, job.id))[-1] == "deleted"
+
+    await emu.post("/_emulator/faults", json={"route": "POST /v2/transcript", "status": 500})
+    failed = await client.post(
+        "/api/transcripts", json={"audio_url": audio_url}, headers={"Authorization": key}
+    )
+    assert failed.status_code == 502
+    async with committed() as session:
+        failed_job = await session.scalar(
+            select(Job).where(Job.audio_url == audio_url, Job.status == "failed")
+        )
+    assert failed_job is not None
+    assert await events_of(committed, failed_job.id) == ["failed"]
