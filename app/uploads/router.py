@@ -37,6 +37,12 @@ UPLOAD_ERRORS: dict[int | str, dict[str, Any]] = {
     429: {"description": "AssemblyAI is rate limiting this service"},
     502: {"description": "AssemblyAI failed or could not be reached"},
 }
+_RAW_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+    }
+}
 _BINARY_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
@@ -105,7 +111,7 @@ async def upload_body(request: Request, principal: Principal, body: BodyStream) 
     "/v2/upload",
     response_model=UpstreamUpload,
     responses=UPLOAD_ERRORS,
-    openapi_extra=_BINARY_BODY,
+    openapi_extra=_RAW_BODY,
 )
 async def upload_v2(request: Request, principal: StreamingPrincipalDep) -> JSONResponse:
     """Upload a local file (raw binary body), as AssemblyAI's /v2/upload."""
