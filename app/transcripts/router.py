@@ -99,6 +99,14 @@ _SUBMIT_BODY: dict[str, Any] = {
 }
 
 
+_JSON_SUBMIT_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": _SUBMIT_BODY["requestBody"]["content"]["application/json"]},
+    }
+}
+
+
 def _sessionmaker(request: Request) -> async_sessionmaker[AsyncSession]:
     sessionmaker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
     return sessionmaker
@@ -161,7 +169,7 @@ async def _submit_json(
 # --- AssemblyAI-compatible surface ----------------------------------------------------------
 
 
-@compat_router.post("/v2/transcript", responses=SUBMIT_ERRORS, openapi_extra=_SUBMIT_BODY)
+@compat_router.post("/v2/transcript", responses=SUBMIT_ERRORS, openapi_extra=_JSON_SUBMIT_BODY)
 async def submit_v2(
     request: Request,
     principal: StreamingPrincipalDep,
