@@ -64,10 +64,13 @@ def test_official_sdk_transcribes_a_local_file_through_the_proxy(
     assert srt.startswith("1\n")
     assert "-->" in srt
 
-    # Through us: the job is ours, owned by the SDK's key, with the completed object cached
+    # Through us: the job is ours, owned by the SDK's key, its SRT cached once complete,
     # and the policy's default speech models applied.
     with httpx.Client(base_url=live_service.url, headers={"Authorization": sdk}) as client:
         listed = client.get("/api/transcripts").json()["items"]
+        cached = client.get(f"/v2/transcript/{transcript.id}/srt")
+    assert cached.headers["x-cache"] == "hit"
+    assert cached.text == srt
     job = next(j for j in listed if j["upstream_id"] == transcript.id)
     assert job["status"] == "completed"
     assert job["audio_duration"] == pytest.approx(transcript.audio_duration)
