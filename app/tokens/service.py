@@ -28,7 +28,7 @@ from app.keys.service import Principal
 from app.sessions.auth import SingleFlight
 from app.tokens.limits import LimiterUnavailable, LimitExceeded, Quota, TokenLimiter
 from app.tokens.models import TokenPolicy
-from app.upstream.client import StreamingTokenClient
+from app.upstream.client import TokenHost
 
 logger = logging.getLogger(__name__)
 
@@ -330,7 +330,7 @@ class TokenRuntime:
         kind: Kind,
         caller: Principal,
         requested: Requested,
-        client: StreamingTokenClient,
+        client: TokenHost,
         ctx: CallContext,
     ) -> Grant:
         policy = await self.policies.get(caller.key_id)

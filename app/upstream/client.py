@@ -2,12 +2,15 @@
 
 Auth per the reference: the raw key for REST, streaming tokens and LLM Gateway;
 `Bearer <key>` for the Voice Agent. Every response goes through `_handle_response`, which
-turns upstream failures into our own errors; retries follow one policy in `_send`.
+turns upstream failures into our own errors; retries follow one policy in `_send` (tenacity)
+and, for the token mints over the plain aiohttp session, `TokenHost._get_json` (the same
+policy as a plain loop: tenacity's per-call set-up costs more than the rest of a mint).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import AsyncIterable, AsyncIterator
 from contextlib import asynccontextmanager
@@ -15,6 +18,7 @@ from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any
 
+import aiohttp
 import httpx
 from tenacity import (
     AsyncRetrying,
@@ -33,7 +37,12 @@ from app.core.errors import (
     UpstreamRejectedKey,
     UpstreamTimeout,
 )
-from app.upstream.transport import is_connect_failure, is_timeout, make_transport
+from app.upstream.transport import (
+    is_connect_failure,
+    is_timeout,
+    make_token_session,
+    make_transport,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -105,7 +114,7 @@ def wait_for_attempt(wait: Any, attempt: int, retry_after: float | None) -> floa
     return float(wait(state))
 
 
-def _map_transport_error(exc: httpx.TransportError) -> UpstreamError:
+def _map_transport_error(exc: BaseException) -> UpstreamError:
     if is_timeout(exc) and not is_connect_failure(exc):
         return UpstreamTimeout()
     if is_timeout(exc):
@@ -270,39 +279,125 @@ class RestClient(UpstreamHost):
         return result
 
 
-class StreamingTokenClient(UpstreamHost):
+class TokenHost(UpstreamHost):
+    """A token host: its mint is the hot path, sent over the plain aiohttp session that
+    `make_token_session` chooses (the httpx client when it returns None)."""
+
+    token_path = "/v3/token"
+
+    def __init__(self, http: httpx.AsyncClient, settings: Settings, base_url: str) -> None:
+        super().__init__(http, settings)
+        self._base_url = base_url.rstrip("/")
+        self._session: aiohttp.ClientSession | None = None
+        self._use_session = True
+
+    def use_httpx(self) -> None:
+        """Send mints through the httpx client too (an injected transport, e.g. tests)."""
+        self._use_session = False
+
+    def _token_session(self) -> aiohttp.ClientSession | None:
+        # Made on first use: aiohttp needs the running loop, `create_upstream` is sync.
+        if self._session is None and self._use_session:
+            self._session = make_token_session(self._settings)
+            if self._session is None:
+                self._use_session = False
+        return self._session
+
+    async def mint(
+        self, expires_in_seconds: int, max_session_duration_seconds: int | None = None
+    ) -> dict[str, Any]:
+        params: dict[str, int] = {"expires_in_seconds": expires_in_seconds}
+        if max_session_duration_seconds is not None:
+            params["max_session_duration_seconds"] = max_session_duration_seconds
+        session = self._token_session()
+        if session is None:
+            response = await self._send("GET", self.token_path, idempotent=True, params=params)
+            result: dict[str, Any] = response.json()
+            return result
+        query = "&".join(f"{name}={int(value)}" for name, value in params.items())
+        answer: dict[str, Any] = await self._get_json(session, f"{self.token_path}?{query}")
+        return answer
+
+    async def _get_json(self, session: aiohttp.ClientSession, path: str) -> Any:
+        """An idempotent GET with `_send`'s policy and `_handle_response`'s mapping: 5xx,
+        429 and transport errors retried with jittered exponential backoff (429 waits
+        `Retry-After` when within UPSTREAM_RETRY_AFTER_MAX_S, else is passed on)."""
+        url = self._base_url + path
+        headers = {**self._auth(), "User-Agent": USER_AGENT}
+        attempts = self._settings.upstream_retry_attempts
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                async with session.get(url, headers=headers, allow_redirects=False) as resp:
+                    body = await resp.read()
+                    status = resp.status
+                    if status < 400:
+                        return json.loads(body)
+                    response_headers = list(resp.headers.items())
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                if attempt < attempts:
+                    await self._retry_wait("GET", path, attempt, type(exc).__name__, None)
+                    continue
+                logger.warning(
+                    "upstream.transport_error",
+                    extra={"host": self.name, "path": path, "error_type": type(exc).__name__},
+                )
+                raise _map_transport_error(exc) from exc
+            # A failure (rare): the same httpx.Response `_send` would have, for the same
+            # mapping and messages.
+            response = httpx.Response(
+                status,
+                headers=response_headers,
+                content=body,
+                request=httpx.Request("GET", url),
+            )
+            if status in RETRYABLE_STATUS and attempt < attempts:
+                retry_after = parse_retry_after(response.headers.get("retry-after"))
+                bound = self._settings.upstream_retry_after_max_s
+                if status != 429 or retry_after is None or retry_after <= bound:
+                    reason = f"upstream answered {status}"
+                    await self._retry_wait("GET", path, attempt, reason, retry_after)
+                    continue
+            return _handle_response(response).json()
+
+    async def _retry_wait(
+        self, method: str, path: str, attempt: int, reason: str, retry_after: float | None
+    ) -> None:
+        logger.info(
+            "upstream.retry",
+            extra={
+                "host": self.name,
+                "method": method,
+                "path": path,
+                "attempt": attempt,
+                "reason": reason,
+            },
+        )
+        await asyncio.sleep(wait_for_attempt(self._wait(), attempt, retry_after))
+
+    async def aclose(self) -> None:
+        await super().aclose()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+class StreamingTokenClient(TokenHost):
     """`streaming.assemblyai.com`: temporary tokens for `/v3/ws`."""
 
     name = "streaming"
-
-    async def mint(
-        self, expires_in_seconds: int, max_session_duration_seconds: int | None = None
-    ) -> dict[str, Any]:
-        params: dict[str, int] = {"expires_in_seconds": expires_in_seconds}
-        if max_session_duration_seconds is not None:
-            params["max_session_duration_seconds"] = max_session_duration_seconds
-        response = await self._send("GET", "/v3/token", idempotent=True, params=params)
-        result: dict[str, Any] = response.json()
-        return result
+    token_path = "/v3/token"
 
 
-class AgentTokenClient(StreamingTokenClient):
+class AgentTokenClient(TokenHost):
     """`agents.assemblyai.com`: temporary tokens for the Voice Agent (Bearer auth)."""
 
     name = "agents"
+    token_path = "/v1/token"
 
     def _auth(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self._settings.upstream_key()}"}
-
-    async def mint(
-        self, expires_in_seconds: int, max_session_duration_seconds: int | None = None
-    ) -> dict[str, Any]:
-        params: dict[str, int] = {"expires_in_seconds": expires_in_seconds}
-        if max_session_duration_seconds is not None:
-            params["max_session_duration_seconds"] = max_session_duration_seconds
-        response = await self._send("GET", "/v1/token", idempotent=True, params=params)
-        result: dict[str, Any] = response.json()
-        return result
 
     async def voices(self) -> Any:
         response = await self._send("GET", "/v1/voices", idempotent=True)
@@ -419,9 +514,16 @@ def create_upstream(
             trust_env=False,
         )
 
+    streaming = StreamingTokenClient(
+        http(settings.streaming_base_url), settings, settings.streaming_base_url
+    )
+    agents = AgentTokenClient(http(settings.agents_base_url), settings, settings.agents_base_url)
+    if transport is not None:  # an injected transport (tests) carries every call
+        streaming.use_httpx()
+        agents.use_httpx()
     return Upstream(
         rest=RestClient(http(settings.rest_base_url), settings),
-        streaming=StreamingTokenClient(http(settings.streaming_base_url), settings),
-        agents=AgentTokenClient(http(settings.agents_base_url), settings),
+        streaming=streaming,
+        agents=agents,
         llm=LlmGatewayClient(http(settings.llm_base_url), settings),
     )
