@@ -10,7 +10,12 @@ captures (TOKEN_STREAMING_SAMPLE_RATE), prints:
                            code does) from the context rate, on the same speech, same run
   frame_ms_{min,mean,max}_<rate>, frames_<rate>
   pacing_ratio_<rate>      audio seconds sent / wall seconds elapsed (1.0 = real time)
-  max_lead_ms_<rate>       how far the audio ever ran ahead of the wall clock
+  max_lead_ms_<rate>       how far the audio ever ran ahead of the wall clock since the
+                           first frame
+  max_burst_ms_<rate>      the most audio any stretch of frames carried beyond the time it
+                           took, on arrival (what a leaky-bucket real-time check sees;
+                           the emulator refuses beyond 2000)
+  send_burst_ms_<rate>     the same at the page's ws.send() calls (its pacer allows 300)
   context_rate             the AudioContext's rate (the resampler's input)
 
 Exits 1 when it could not measure.  .venv/bin/python bench/capture_fidelity.py [--seconds 6]
@@ -82,6 +87,7 @@ def capture(browser: Any, service_url: str, key: str, emulator_url: str, seconds
         page.click("#stt-stop")
         page.wait_for_function("() => window.__aaiStats.stt.state === 'Stopped'", timeout=10_000)
         context_rate = page.evaluate("() => window.__aaiStats.stt.contextRate")
+        send_log = page.evaluate("() => window.__aaiStats.stt.sendLog")
     finally:
         context.close()
     sessions = httpx.get(f"{emulator_url}/_emulator/sessions?frames=false").json()
@@ -91,7 +97,16 @@ def capture(browser: Any, service_url: str, key: str, emulator_url: str, seconds
     sid = fresh[-1]["id"]
     record = httpx.get(f"{emulator_url}/_emulator/sessions/{sid}").json()
     pcm = httpx.get(f"{emulator_url}/_emulator/sessions/{sid}/pcm").content
-    return record, pcm, context_rate
+    return record, pcm, context_rate, send_log
+
+
+def max_burst(times_s: list[float], durations_ms: list[float]) -> float:
+    """Every stretch of frames i..j: the audio in it beyond the wall time it took."""
+    return max(
+        sum(durations_ms[i : j + 1]) / 1000 - (times_s[j] - times_s[i]) - durations_ms[i] / 1000
+        for j in range(len(times_s))
+        for i in range(j + 1)
+    )
 
 
 def measure(
@@ -104,6 +119,7 @@ def measure(
     at = np.array([f["at"] for f in audio])
     sent = np.cumsum(ms) / 1000
     lead = sent - (at - at[0]) - ms / 1000
+    burst = max_burst(list(at), list(ms))
     wall = at[-1] - at[0] + ms[-1] / 1000
     _, reference = read_wav(speech[str(rate)])
     fidelity = snr_against(pcm16_to_float(pcm[: -audio[-1]["size"]]), reference, rate)
@@ -123,6 +139,7 @@ def measure(
         f"interarrival_ms_p99_{rate}": round(float(np.percentile(np.diff(at) * 1000, 99)), 2),
         f"pacing_ratio_{rate}": round(float(sent[-1] / wall), 4),
         f"max_lead_ms_{rate}": round(float(lead.max() * 1000), 2),
+        f"max_burst_ms_{rate}": round(burst * 1000, 2),
     }
 
 
@@ -157,13 +174,18 @@ def main() -> int:
                             )
                             try:
                                 started = time.monotonic()
-                                record, pcm, context_rate = capture(
+                                record, pcm, context_rate, send_log = capture(
                                     browser, service.url, key, emulator.url, args.seconds
                                 )
                             finally:
                                 browser.close()
                         results["context_rate"] = context_rate
                         results.update(measure(record, pcm, speech, rate, int(context_rate)))
+                        sent_at = [t / 1000 for t, _ in send_log]
+                        sent_ms = [b / 2 / rate * 1000 for _, b in send_log]
+                        results[f"send_burst_ms_{rate}"] = round(
+                            max_burst(sent_at, sent_ms) * 1000, 2
+                        )
                         results[f"capture_s_{rate}"] = round(time.monotonic() - started, 2)
         except Exception as exc:  # noqa: BLE001 — the bench reports and exits non-zero
             print(f"error: could not measure: {type(exc).__name__}: {exc}", file=sys.stderr)

@@ -86,9 +86,9 @@ export function mountStt(root, { stats, config = {} }) {
 
   // Frames come at the audio clock's pace. After a stall (a busy main thread, a suspended
   // tab) several arrive at once; sending them as a burst would look faster than real time
-  // to the server (close 3007). A leaky bucket drained at real time, like the server's
-  // check but with half its tolerance, spreads such a burst out.
-  const MAX_AHEAD_MS = 1000;
+  // to the server (close 3007). A leaky bucket drained at real time, like the server's own
+  // check, lets at most 300 ms run ahead and spreads the rest of such a burst out.
+  const MAX_AHEAD_MS = 300;
   let queue = [];
   let bucketMs = 0;
   let bucketAt = 0;
@@ -109,8 +109,8 @@ export function mountStt(root, { stats, config = {} }) {
       const pcm = queue.shift();
       ws.send(pcm);
       bucketMs += (pcm.byteLength / 2 / RATE) * 1000;
-      s.sendTimes.push(now);
-      if (s.sendTimes.length > 2000) s.sendTimes.splice(0, 1000); // a bounded debugging aid
+      s.sendLog.push([now, pcm.byteLength]); // [performance.now() ms, bytes], for tests
+      if (s.sendLog.length > 2000) s.sendLog.splice(0, 1000);
       s.framesSent += 1;
       s.bytesSent += pcm.byteLength;
     }
@@ -150,7 +150,7 @@ export function mountStt(root, { stats, config = {} }) {
     s.terminateSent = false;
     s.terminated = false;
     s.closeCode = null;
-    s.sendTimes = [];
+    s.sendLog = [];
     turns.clear(); // turn_order starts again at 0 in a new session; earlier turns stay shown
     setStatus("Connecting…");
     try {

@@ -157,6 +157,15 @@ def until(predicate: Callable[[], Any], timeout_s: float, what: str) -> Any:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def max_ahead(times_s: list[float], durations_ms: list[float]) -> float:
+    """How far, at worst, a stretch of frames carried more audio than the time it took."""
+    return max(
+        sum(durations_ms[i : j + 1]) / 1000 - (times_s[j] - times_s[i]) - durations_ms[i] / 1000
+        for j in range(len(times_s))
+        for i in range(j + 1)
+    )
+
+
 # --- Streaming STT -----------------------------------------------------------------------
 
 
@@ -179,7 +188,7 @@ def test_streaming_capture_pacing_fidelity_and_turns(
         # Say where the pacing broke: in the browser's sends or on the way to the emulator.
         record = emulator_session(emulator, session_id)
         at = [f["at"] for f in record["frames"] if f["kind"] == "binary"]
-        sends = stats(page, "stt.sendTimes")
+        sends = [t for t, _ in stats(page, "stt.sendLog")]
         arrivals = [round((b - a) * 1000) for a, b in itertools.pairwise(at)]
         sent = [round(b - a) for a, b in itertools.pairwise(sends)]
         raise AssertionError(f"{exc}\narrival gaps ms: {arrivals}\nsend gaps ms: {sent}") from None
@@ -203,15 +212,20 @@ def test_streaming_capture_pacing_fidelity_and_turns(
     # All but the final (padded) frame are exactly the configured 100 ms.
     assert {round(ms, 3) for ms in sizes_ms[:-1]} == {100.0}
 
-    # No faster than real time: the audio sent by each arrival never runs ahead of the wall
-    # clock since the first frame by more than one frame plus scheduling jitter.
-    t0 = audio[0]["at"]
-    sent_s = 0.0
-    worst_lead = -1e9
-    for frame, ms in zip(audio, sizes_ms, strict=True):
-        sent_s += ms / 1000
-        worst_lead = max(worst_lead, sent_s - (frame["at"] - t0) - ms / 1000)
-    assert worst_lead <= 0.25, f"audio ran {worst_lead:.3f} s ahead of real time"
+    # No faster than real time. The page paces its sends (a leaky bucket letting at most
+    # 300 ms run ahead, see stt.js): over every stretch of sends, audio never exceeds the
+    # wall time by more than that plus a frame and timer jitter. On arrival, a loaded
+    # machine adds its own bunching (a stalled process receives late, then at once), so
+    # there the bound is the emulator's own tolerance (EMULATOR_STREAMING_BURST_MS, 2 s).
+    sends = stats(page, "stt.sendLog")
+    assert len(sends) == len(audio)
+    send_ahead = max_ahead([t / 1000 for t, _ in sends], [b / 32 for _, b in sends])
+    assert send_ahead <= 0.5, f"the page sent audio {send_ahead:.3f} s ahead of real time"
+    at = [f["at"] for f in audio]
+    arrival_ahead = max_ahead(at, sizes_ms)
+    assert arrival_ahead <= 2.0, f"audio arrived {arrival_ahead:.3f} s ahead of real time"
+    # Over the whole session, audio and wall clock agree (a stall only puts audio behind).
+    assert sum(sizes_ms) / 1000 <= at[-1] - at[0] + 0.5
 
     # The text frame after the audio is Terminate.
     texts = [f.get("type") for f in record["frames"] if f["kind"] == "text"]
