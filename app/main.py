@@ -21,6 +21,7 @@ from app.keys.router import router as keys_router
 from app.llm.router import router as llm_router
 from app.llm.worker import stop_summaries
 from app.sessions.router import router as sessions_router
+from app.tokens.router import MintShortcut
 from app.tokens.router import router as tokens_router
 from app.tokens.service import TokenRuntime
 from app.transcripts.router import router as transcripts_router
@@ -81,6 +82,8 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     )
     app.state.settings = settings
     app.state.schema_heads = script_heads()
+    # Innermost: the two compatible mint routes skip FastAPI's routing (see MintShortcut).
+    app.add_middleware(MintShortcut)
     # Only configured origins; credentials so the session cookie rides along.
     app.add_middleware(
         CORSMiddleware,

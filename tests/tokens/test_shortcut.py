@@ -1,0 +1,89 @@
+"""`MintShortcut`: the compatible mint routes skip FastAPI's routing but keep everything
+the app's middleware and error handlers give every other route."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from httpx import AsyncClient
+
+from app.tokens.router import MintShortcut
+from tests.tokens.conftest import FakeUpstream, client_for
+
+APP_ORIGIN = "https://app.example.com"
+
+
+async def test_mints_go_through_the_shortcut(
+    client: AsyncClient,
+    committed_key: Callable[..., Any],
+    fake_upstream: FakeUpstream,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    raw, _ = await committed_key("tokens:streaming", "tokens:agents")
+    handled: list[str] = []
+    for path, endpoint in list(MintShortcut.ENDPOINTS.items()):
+
+        async def spy(request: Any, endpoint: Any = endpoint, path: str = path) -> Any:
+            handled.append(path)
+            return await endpoint(request)
+
+        monkeypatch.setitem(MintShortcut.ENDPOINTS, path, spy)
+    for path in ("/v3/token", "/v1/token"):
+        response = await client.get(
+            path, params={"expires_in_seconds": 30}, headers={"Authorization": raw}
+        )
+        assert response.status_code == 200, response.text
+        assert response.json() == {"token": fake_upstream.issued[-1]}
+    assert handled == ["/v3/token", "/v1/token"]
+
+
+async def test_request_id_and_cors_still_apply(
+    make_app: Callable[..., Any], committed_key: Callable[..., Any]
+) -> None:
+    raw, _ = await committed_key("tokens:streaming")
+    async with make_app(cors_origins=[APP_ORIGIN]) as app, client_for(app) as client:
+        response = await client.get(
+            "/v3/token?expires_in_seconds=30",
+            headers={"Authorization": raw, "Origin": APP_ORIGIN, "X-Request-ID": "req-123"},
+        )
+        assert response.status_code == 200, response.text
+        assert response.headers["x-request-id"] == "req-123"
+        assert response.headers["access-control-allow-origin"] == APP_ORIGIN
+        assert "Origin" in response.headers["vary"]
+
+        foreign = await client.get(
+            "/v3/token?expires_in_seconds=30",
+            headers={"Authorization": raw, "Origin": "https://evil.example"},
+        )
+        assert "access-control-allow-origin" not in foreign.headers
+        assert foreign.headers["x-request-id"]
+
+
+async def test_errors_are_answered_by_the_apps_handler(
+    client: AsyncClient, committed_key: Callable[..., Any], fake_upstream: FakeUpstream
+) -> None:
+    raw, _ = await committed_key("tokens:streaming")
+    missing = await client.get("/v3/token?expires_in_seconds=30")
+    assert missing.status_code == 401
+    assert missing.json()["error"] == "Unauthorized"
+    assert missing.headers["x-request-id"]
+
+    fake_upstream.fail_status, fake_upstream.retry_after = 429, "7"
+    limited = await client.get("/v3/token?expires_in_seconds=30", headers={"Authorization": raw})
+    assert limited.status_code == 429
+    assert limited.headers["retry-after"] == "7"
+    assert set(limited.json()) == {"error", "detail"}
+
+
+async def test_other_methods_and_paths_reach_the_router(
+    client: AsyncClient, committed_key: Callable[..., Any], fake_upstream: FakeUpstream
+) -> None:
+    raw, _ = await committed_key("tokens:streaming")
+    post = await client.post("/v3/token?expires_in_seconds=30", headers={"Authorization": raw})
+    assert post.status_code == 405
+    head = await client.head("/v3/token?expires_in_seconds=30", headers={"Authorization": raw})
+    assert head.status_code == 405  # as the router answers it: the route is GET only
+    assert (await client.get("/v3/tokens")).status_code == 404
+    assert fake_upstream.calls == []
