@@ -91,7 +91,8 @@ class EventHub:
         self.connected = asyncio.Event()
         # Set on every wake notification; the reconciler waits on it between ticks.
         self.wake = asyncio.Event()
-        self.wake_listeners: list[Callable[[], None]] = []
+        # Called with the job id a wake notification names ("" when it names none).
+        self.wake_listeners: list[Callable[[str], None]] = []
 
     # --- subscribers -----------------------------------------------------------------------
     def subscribe(self, job_id: uuid.UUID | str) -> Subscriber:
@@ -164,10 +165,12 @@ class EventHub:
                 sub.offer(RESYNC)
 
     # --- notifications ---------------------------------------------------------------------
-    def _on_wake(self, *_: Any) -> None:
+    def _on_wake(
+        self, _conn: Any = None, _pid: int = 0, _channel: str = "", payload: str = ""
+    ) -> None:
         self.wake.set()
         for listener in self.wake_listeners:
-            listener()
+            listener(payload)
 
     def _on_event(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
         try:

@@ -14,6 +14,7 @@ import contextlib
 import logging
 import os
 import socket
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -36,6 +37,8 @@ from app.webhooks.schemas import job_view
 logger = logging.getLogger(__name__)
 
 UPSTREAM_FINAL = {"completed", "error"}
+# How long a webhook's nudge keeps its job claimable regardless of next_check_at.
+NUDGE_TTL_S = 10.0
 UPSTREAM_ACTIVE = {"queued", "processing"}
 
 
@@ -81,6 +84,10 @@ class Reconciler:
         # slow upstream call never holds up the rest (no batch waits for its slowest).
         self._inflight: set[asyncio.Task[Any]] = set()
         self._summaries_task: asyncio.Task[None] | None = None
+        # Jobs a webhook just marked due: claimed at the next look even if the submit
+        # answer, landing in between, pushed their next_check_at back.
+        # (Kept for a few seconds: a claim may skip a row another transaction holds.)
+        self._nudged: dict[uuid.UUID, float] = {}
 
     # --- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
@@ -121,6 +128,16 @@ class Reconciler:
             for waiter in waiters:
                 if waiter not in self._inflight and not waiter.done():
                     waiter.cancel()
+
+    def nudge(self, job_id: uuid.UUID | str) -> None:
+        """Look at this job now (a webhook for it was just recorded)."""
+        if job_id:
+            try:
+                key = job_id if isinstance(job_id, uuid.UUID) else uuid.UUID(job_id)
+            except ValueError:
+                return
+            self._nudged[key] = time.monotonic() + NUDGE_TTL_S
+        self.wake.set()
 
     def _spawn(self, work: Any, name: str) -> None:
         task = asyncio.create_task(self._guarded(work), name=name)
@@ -185,13 +202,16 @@ class Reconciler:
     # --- jobs ------------------------------------------------------------------------------
     async def claim_jobs(self, limit: int) -> list[ClaimedJob]:
         now = utcnow()
+        clock = time.monotonic()
+        self._nudged = {k: t for k, t in self._nudged.items() if t > clock}
+        nudged = list(self._nudged)
         async with self.sessionmaker() as session, session.begin():
             rows = await session.execute(
                 text(
                     """
                     WITH due AS (
                         SELECT id FROM jobs
-                        WHERE next_check_at <= :now
+                        WHERE (next_check_at <= :now OR id = ANY(:nudged))
                           AND status NOT IN :final
                           AND deleted_at IS NULL
                           AND (lease_expires_at IS NULL OR lease_expires_at < :now)
@@ -211,9 +231,13 @@ class Reconciler:
                     "limit": limit,
                     "owner": self.owner,
                     "until": now + timedelta(seconds=self.settings.reconciler_lease_s),
+                    "nudged": nudged,
                 },
             )
-            return [ClaimedJob(*r) for r in rows]
+            claimed = [ClaimedJob(*r) for r in rows]
+        for job in claimed:
+            self._nudged.pop(job.id, None)
+        return claimed
 
     async def _locked_job(self, session: AsyncSession, job_id: uuid.UUID) -> Job | None:
         """The job, row-locked, if our lease on it still holds."""
@@ -387,6 +411,7 @@ async def run_worker(settings: Settings) -> None:
     hub = EventHub(url, sessionmaker)
     await hub.start()
     reconciler = Reconciler(sessionmaker, upstream, settings, wake=hub.wake)
+    hub.wake_listeners.append(reconciler.nudge)
     try:
         await reconciler.run()
     finally:

@@ -84,7 +84,7 @@ async def receive_assemblyai_webhook(job_id: uuid.UUID, request: Request) -> Web
     local = runtime.reconciler
     receipt = await service.receive(runtime.pool, job_id, presented, body, notify=local is None)
     if receipt.marked_due and local is not None:
-        local.wake.set()
+        local.nudge(job_id)
     return WebhookAck(duplicate=receipt.duplicate)
 
 

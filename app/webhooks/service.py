@@ -56,7 +56,7 @@ WITH job AS (
 )
 SELECT job.id IS NOT NULL AS found, job.upstream_id, job.webhook_secret_hash, job.status,
        EXISTS (SELECT 1 FROM ins) AS inserted,
-       (SELECT count(pg_notify($8, '')) FROM due WHERE $8::text IS NOT NULL) AS woke
+       (SELECT count(pg_notify($8, $1::text)) FROM due WHERE $8::text IS NOT NULL) AS woke
 FROM (SELECT 1) AS one LEFT JOIN job ON true
 """
 
