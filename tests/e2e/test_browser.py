@@ -376,6 +376,11 @@ def test_voice_agent_session_playback_tools_interruption_resume(page: Any, emula
 
     record = emulator_session(emulator, session_id)
     assert record["messages"][0] == "session.update"
+    # Microphone audio captured at 24 kHz in 50 ms events.
+    assert record["sample_rate"] == 24000
+    chunks = [f for f in record["frames"] if f.get("type") == "input.audio"]
+    assert chunks
+    assert {round(f["duration_ms"], 3) for f in chunks} == {50.0}
     assert record["output_pcm_bytes"] >= received * 2
     assert "error" not in record["sent"], record["sent"]
 
