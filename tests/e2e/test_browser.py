@@ -195,9 +195,13 @@ def test_streaming_capture_pacing_fidelity_and_turns(
 ) -> None:
     before = {s["id"] for s in emulator_sessions(emulator, "streaming")}
     page.click("#tab-stt")
+    page.click("#view-stt .options summary")
+    page.check("#stt-speakers")
     page.click("#stt-start")
     wait_for(page, "window.__aaiStats.stt.state === 'Listening'")
     session_id = new_session(emulator, "streaming", before)
+    # The level meter moves with the speech.
+    wait_for(page, "parseFloat(document.getElementById('stt-meter').style.width) > 0")
     # Speak until at least one turn is final and 4 s of audio went out.
     try:
         wait_for(
@@ -265,7 +269,10 @@ def test_streaming_capture_pacing_fidelity_and_turns(
     # Turns on the page: final ones firm, text present.
     finals = page.locator("#stt-turns .turn:not(.partial)")
     assert finals.count() >= 1
-    assert finals.first.inner_text().strip() != ""
+    first = finals.first.inner_text().strip()
+    assert first.startswith("Speaker A:"), first  # speaker labels were asked for
+    assert first.removeprefix("Speaker A:").strip() != ""
+    assert record["params"].get("speaker_labels") in ("true", True), record["params"]
     screenshot(page, "stt")
 
 
