@@ -77,7 +77,7 @@ async def session(engine: AsyncEngine) -> AsyncIterator[AsyncSession]:
 def make_settings(database_url: str) -> Callable[..., Settings]:
     def make(**overrides: Any) -> Settings:
         values: dict[str, Any] = {
-            "environment": "test",
+            "APP_ENV": "test",  # the alias: `environment=` would be ignored
             "database_url": SecretStr(database_url),
             "assemblyai_api_base_url": "http://upstream.test",
             "assemblyai_streaming_base_url": "http://streaming.test",

@@ -204,3 +204,8 @@ def test_database_password_not_echoed_in_error(
     monkeypatch.setenv("DATABASE_URL", "mysql://root:hunter2hunter2@localhost/app")
     err = config_error(monkeypatch, capsys)
     assert "hunter2hunter2" not in err
+
+
+def test_test_settings_fixture_is_in_test_environment(settings: Settings) -> None:
+    # `environment` has the alias APP_ENV; passing the field name would be silently ignored.
+    assert settings.environment == "test"
