@@ -33,7 +33,7 @@ function selectTab(tab, focus = false) {
     $(t.getAttribute("aria-controls")).hidden = !on;
   }
   if (focus) tab.focus();
-  history.replaceState(null, "", `#${tab.id.replace("tab-", "")}${location.hash.includes("jwt=") ? "" : ""}`);
+  history.replaceState(null, "", `#${tab.id.replace("tab-", "")}`); // a reload keeps the view
 }
 for (const tab of tabs) {
   tab.addEventListener("click", () => selectTab(tab));
@@ -98,7 +98,7 @@ const views = {};
 window.__aai = views;
 
 async function enter(session) {
-  const label = session?.key_name || session?.name || session?.subject || (authMode() === "jwt" ? "Embedded" : "Signed in");
+  const label = session?.end_user || session?.key_name || (authMode() === "jwt" ? "Embedded" : "Signed in");
   showApp(label);
   const initial = tabs.find((t) => `#${t.id.replace("tab-", "")}` === location.hash) || tabs[0];
   selectTab(initial);
@@ -156,7 +156,7 @@ async function boot() {
         setJwt(event.data.token);
       }
     });
-    await enter(null);
+    await enter(await currentSession().catch(() => null));
     return;
   }
   const session = await currentSession().catch((err) => {

@@ -619,6 +619,7 @@ def test_embedded_mode_with_a_jwt_from_the_host_app(
         page.goto(f"/#jwt={token}")
         page.wait_for_selector("body[data-ready=true]", timeout=10_000)
         assert page.is_hidden("#signin")
+        assert page.inner_text("#who-label") == "end-user-42"
         assert "jwt" not in page.evaluate("location.href"), "the token must leave the address bar"
         before = {s["id"] for s in emulator_sessions(emulator, "streaming")}
         page.click("#stt-start")
