@@ -49,7 +49,7 @@ for (const tab of tabs) {
 // --- Sign-in ----------------------------------------------------------------------------
 function showApp(label) {
   $("signin").hidden = true;
-  for (const tab of tabs) tab.disabled = false;
+  $("tabs").hidden = false;
   $("who").hidden = false;
   $("who-label").textContent = label;
   $("sign-out").hidden = authMode() === "jwt";
@@ -57,6 +57,7 @@ function showApp(label) {
 
 function showSignIn() {
   $("signin").hidden = false;
+  $("tabs").hidden = true;
   $("who").hidden = true;
   for (const t of tabs) $(t.getAttribute("aria-controls")).hidden = true;
   $("signin-key").focus();
