@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from app.transcripts.models import Job
+from app.transcripts.schemas import JobRead
 
 
 def job_view(job: Job) -> dict[str, Any]:
@@ -25,11 +26,12 @@ def job_view(job: Job) -> dict[str, Any]:
 
 
 def relay_body(job: Job, msg_timestamp: datetime) -> dict[str, Any]:
-    """A Standard Webhooks style body: `type`, `timestamp`, `data` (our job + transcript)."""
+    """A Standard Webhooks style body: `type`, `timestamp`, and `data`: our job as
+    `GET /api/transcripts/{id}` shows it, plus the upstream transcript object."""
     return {
         "type": f"transcript.{job.status}",
         "timestamp": msg_timestamp.isoformat(),
-        "data": {**job_view(job), "transcript": job.result},
+        "data": {**JobRead.of(job).model_dump(mode="json"), "transcript": job.result},
     }
 
 

@@ -187,6 +187,7 @@ def test_relay_retries_then_delivers_once_with_one_webhook_id(
     assert body["type"] == "transcript.completed"
     assert body["data"]["id"] == str(job_id)
     assert body["data"]["transcript"]["text"] == f"text of {tid}"
+    assert body["data"]["transcript_url"] == f"/v2/transcript/{tid}"  # our job view
     attempts = db(
         shared_db,
         lambda c: c.fetch(
