@@ -38,6 +38,7 @@ from app.core.errors import (
     UpstreamTimeout,
 )
 from app.upstream.transport import (
+    error_name,
     is_connect_failure,
     is_timeout,
     make_token_session,
@@ -119,7 +120,10 @@ def _map_transport_error(exc: BaseException) -> UpstreamError:
         return UpstreamTimeout()
     if is_timeout(exc):
         return UpstreamTimeout("AssemblyAI could not be reached in time.")
-    return UpstreamError(f"AssemblyAI could not be reached ({type(exc).__name__}).")
+    if is_connect_failure(exc):
+        return UpstreamError(f"AssemblyAI could not be reached ({error_name(exc)}).")
+    # It was reached (the request may have been received) and the connection then failed.
+    return UpstreamError(f"The connection to AssemblyAI failed ({error_name(exc)}).")
 
 
 class UpstreamHost:
@@ -201,7 +205,7 @@ class UpstreamHost:
         except httpx.TransportError as exc:
             logger.warning(
                 "upstream.transport_error",
-                extra={"host": self.name, "path": path, "error_type": type(exc).__name__},
+                extra={"host": self.name, "path": path, "error_type": error_name(exc)},
             )
             raise _map_transport_error(exc) from exc
         return _handle_response(response)

@@ -84,3 +84,9 @@ def is_connect_failure(exc: BaseException) -> bool:
     if isinstance(cause, aiohttp.ClientError | TimeoutError):
         return isinstance(cause, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError)
     return isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
+
+
+def error_name(exc: BaseException) -> str:
+    """The name of what really failed (aiohttp's exception, not httpx-aiohttp's mapping)."""
+    cause = exc.__cause__
+    return type(cause if isinstance(cause, aiohttp.ClientError) else exc).__name__

@@ -79,6 +79,7 @@ async def test_submit_not_repeated_when_server_hung_up(
         finally:
             await upstream.aclose()
     assert info.value.status_code == 502
+    assert "ServerDisconnectedError" in info.value.message  # what failed, not the mapping
     assert received == [b"POST /v2/transcript HTTP/1.1"]
 
 
