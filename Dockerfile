@@ -27,6 +27,8 @@ RUN --mount=type=cache,target=/root/.cache/uv \
     && chmod 0755 docker/entrypoint.sh
 
 # --- runtime: no uv, no build cache, a non-root user -----------------------------------------
+# espeak-ng and sox are left out: only the emulator (no ASSEMBLYAI_API_KEY) uses them, and it
+# falls back without them (a synthetic voice for agent replies, WAV uploads only).
 FROM python:${PYTHON_VERSION}-slim AS runtime
 RUN groupadd --system --gid 10001 app \
     && useradd --system --uid 10001 --gid app --home-dir /app --shell /usr/sbin/nologin app
