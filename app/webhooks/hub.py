@@ -27,6 +27,8 @@ from app.webhooks.events import EVENTS_CHANNEL, WAKE_CHANNEL, events_after
 
 logger = logging.getLogger(__name__)
 
+# The LISTEN connection's application_name (visible in pg_stat_activity).
+LISTENER_NAME = "aai-proxy-listen"
 # Queued per subscriber before it is considered slow and told to re-read from the table.
 SUBSCRIBER_QUEUE_SIZE = 256
 
@@ -135,7 +137,9 @@ class EventHub:
         first = True
         while True:
             try:
-                conn = await asyncpg.connect(self._dsn)
+                conn = await asyncpg.connect(
+                    self._dsn, server_settings={"application_name": LISTENER_NAME}
+                )
                 self._lost.clear()
                 conn.add_termination_listener(lambda _c: self._lost.set())
                 await conn.add_listener(EVENTS_CHANNEL, self._on_event)

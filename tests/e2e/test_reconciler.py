@@ -425,3 +425,49 @@ def test_live_status_sends_heartbeats(
                 return  # a comment line: the heartbeat (SSE_HEARTBEAT_S=1)
             assert time.monotonic() < deadline, "no heartbeat"
     raise AssertionError("the stream ended without a heartbeat")
+
+
+def test_live_status_survives_a_lost_listen_connection(
+    two_services: tuple[Proc, Proc], stand_in: StandIn, shared_db: str, owner: Any
+) -> None:
+    a, b = two_services
+    raw, key_id = owner
+    (tid,) = _tids("relisten", 1)
+    stand_in.transcripts[tid] = transcript(tid)
+    (job_id,) = insert_jobs(shared_db, key_id, [tid], secret=SECRET)
+    events: list[dict[str, str]] = []
+    url = f"{b.url}/api/transcripts/{job_id}/events"
+    reader = threading.Thread(
+        target=_read_events,
+        args=(url, {"Authorization": raw}, events, threading.Event()),
+        daemon=True,
+    )
+    reader.start()
+    wait_until(lambda: len(events) >= 2, 10, "the snapshot event")
+
+    def listeners() -> list[Any]:
+        return db(  # type: ignore[no-any-return]
+            shared_db,
+            lambda c: c.fetch(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = 'aai-proxy-listen' "
+                "AND datname = current_database()"
+            ),
+        )
+
+    before = {r["pid"] for r in listeners()}
+    assert len(before) == 2  # one per instance
+    db(
+        shared_db,
+        lambda c: c.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE application_name = 'aai-proxy-listen' AND datname = current_database()"
+        ),
+    )
+    wait_until(
+        lambda: len({r["pid"] for r in listeners()} - before) == 2, 15, "both hubs to reconnect"
+    )
+    with httpx.Client() as client:
+        assert post_webhook(client, a.url, job_id, tid, SECRET).status_code == 200
+    wait_until(lambda: any(e.get("event") == "completed" for e in events), 15, "completed on B")
+    reader.join(10)  # the stream ends by itself once the job is final and quiet
+    assert not reader.is_alive()
