@@ -16,6 +16,7 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -251,6 +252,30 @@ class Reconciler:
             logger.warning("webhooks.reconciler.lease_lost", extra={"job_id": str(job_id)})
         return job
 
+    @contextlib.asynccontextmanager
+    async def _lease_kept(self, job_id: uuid.UUID) -> AsyncIterator[None]:
+        """Extend our lease while a slow upstream call (timeouts and retries) runs, so no
+        other instance takes the job over from a live one; a dead one stops extending."""
+        lease_s = self.settings.reconciler_lease_s
+
+        async def renew() -> None:
+            while True:
+                await asyncio.sleep(lease_s / 3)
+                async with self.sessionmaker() as session, session.begin():
+                    await session.execute(
+                        update(Job)
+                        .where(Job.id == job_id, Job.lease_owner == self.owner)
+                        .values(lease_expires_at=utcnow() + timedelta(seconds=lease_s))
+                    )
+
+        task = asyncio.create_task(renew(), name="webhooks.lease")
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
     @staticmethod
     def _release(job: Job, next_check_at: datetime | None) -> None:
         job.lease_owner = None
@@ -263,7 +288,8 @@ class Reconciler:
             return
         started = utcnow()
         try:
-            transcript = await self.upstream.rest.get_transcript(claimed.upstream_id)
+            async with self._lease_kept(claimed.id):
+                transcript = await self.upstream.rest.get_transcript(claimed.upstream_id)
         except AppError as exc:
             await self._retry_later(claimed, exc)
             return

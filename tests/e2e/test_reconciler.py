@@ -471,3 +471,16 @@ def test_live_status_survives_a_lost_listen_connection(
     wait_until(lambda: any(e.get("event") == "completed" for e in events), 15, "completed on B")
     reader.join(10)  # the stream ends by itself once the job is final and quiet
     assert not reader.is_alive()
+
+
+def test_a_live_instance_keeps_its_lease_through_a_slow_fetch(
+    two_services: tuple[Proc, Proc], stand_in: StandIn, shared_db: str, owner: Any
+) -> None:
+    (tid,) = _tids("slowget", 1)
+    stand_in.transcripts[tid] = transcript(tid)
+    stand_in.slow[tid] = 7.0  # longer than RECONCILER_LEASE_S=5
+    (job_id,) = insert_jobs(shared_db, owner[1], [tid], secret=SECRET, due=True)
+    wait_until(
+        lambda: job_rows(shared_db, [job_id])[job_id]["status"] == "completed", 20, "completion"
+    )
+    assert stand_in.gets[tid] == 1  # nobody took the job over from a live instance
