@@ -88,7 +88,7 @@ class Reservation:
 
 
 def _utc_day(now: datetime) -> str:
-    return now.strftime("%Y%m%d")
+    return f"{now.year:04d}{now.month:02d}{now.day:02d}"  # strftime costs more, per mint
 
 
 def seconds_to_midnight(now: datetime) -> float:
