@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -35,6 +36,23 @@ from app.webhooks.runtime import start_webhooks, stop_webhooks
 logger = logging.getLogger(__name__)
 
 
+_heap_frozen = False
+
+
+def _freeze_startup_heap() -> None:
+    """Hide what start-up made (modules, routes, models, pools) from the cyclic collector.
+
+    It lives as long as the process, yet every full collection walked it: under load each
+    took 30-80 ms (the mint benchmark's p99) and together a quarter of the CPU. Once per
+    process (tests start many apps in one).
+    """
+    global _heap_frozen
+    if not _heap_frozen:
+        _heap_frozen = True
+        gc.collect()
+        gc.freeze()
+
+
 def create_app(settings: Settings | None = None, *, configure_logs: bool = True) -> FastAPI:
     settings = settings or get_settings()
     if configure_logs:
@@ -64,6 +82,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
                 "emulator": settings.uses_emulator,
             },
         )
+        _freeze_startup_heap()
         try:
             yield
         finally:
