@@ -1,6 +1,7 @@
 """The mint's hot path: `MintShortcut` (the compatible mint routes skip FastAPI's routing
-but keep everything the app's middleware and error handlers give every other route), and
-the start-up heap hidden from the cyclic collector."""
+but keep everything the app's middleware and error handlers give every other route), the
+start-up heap hidden from the cyclic collector, and the app's own plain aiohttp token
+session (the other token tests inject an httpx transport)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,16 @@ import gc
 from collections.abc import Callable
 from typing import Any
 
+import aiohttp
 import pytest
+from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from httpx import AsyncClient
 
+from app.main import create_app
 from app.tokens.router import MintShortcut
 from tests.tokens.conftest import FakeUpstream, client_for
+from tests.upstream.test_token_client import Script, token_server
 
 APP_ORIGIN = "https://app.example.com"
 
@@ -95,3 +100,45 @@ async def test_other_methods_and_paths_reach_the_router(
 async def test_a_started_app_has_frozen_its_startup_heap(token_app: FastAPI) -> None:
     # Full collections then skip start-up's objects (bench/token_mint.py's p99 and CPU).
     assert gc.get_freeze_count() > 10_000
+
+
+async def test_mints_on_the_production_upstream_path(
+    make_settings: Callable[..., Any],
+    committed_key: Callable[..., Any],
+    audit_rows: Callable[..., Any],
+) -> None:
+    # No injected transport: the app's own plain aiohttp token session, a real local server.
+    script = Script(
+        [
+            ("ok",),
+            (401, {"error": "Authentication error"}, {}),
+            (429, {"error": "slow down"}, {"Retry-After": "7"}),
+        ]
+    )
+    raw, key_id = await committed_key("tokens:streaming")
+    async with token_server(script) as url:
+        settings = make_settings(
+            assemblyai_api_key="service-key-0123456789",
+            assemblyai_streaming_base_url=url,
+            upstream_retry_attempts=1,
+        )
+        app = create_app(settings, configure_logs=False)
+        async with LifespanManager(app), client_for(app) as client:
+            ok = await client.get("/v3/token?expires_in_seconds=30", headers={"Authorization": raw})
+            assert ok.status_code == 200, ok.text
+            assert ok.json() == {"token": "tok-1"}
+            assert isinstance(app.state.upstream.streaming._session, aiohttp.ClientSession)
+            rejected = await client.get(
+                "/v3/token?expires_in_seconds=30", headers={"Authorization": raw}
+            )
+            assert rejected.status_code == 502
+            assert rejected.json()["error"] == "UpstreamRejectedKey"
+            limited = await client.get(
+                "/v3/token?expires_in_seconds=30", headers={"Authorization": raw}
+            )
+            assert limited.status_code == 429
+            assert limited.headers["retry-after"] == "7"
+    assert [s.headers["authorization"] for s in script.seen] == ["service-key-0123456789"] * 3
+    assert script.seen[0].target.startswith("/v3/token?expires_in_seconds=30&")
+    rows = await audit_rows(key_id)
+    assert [r.outcome for r in rows] == ["granted", "failed", "failed"]
