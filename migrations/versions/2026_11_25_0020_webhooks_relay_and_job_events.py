@@ -1,7 +1,7 @@
 """webhooks relay and job events
 
 Revision ID: 0020
-Revises: 0002
+Revises: 0010
 Create Date: 2026-11-25 10:26:46.450050
 """
 
@@ -12,7 +12,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "0020"
-down_revision: str | Sequence[str] | None = "0002"
+down_revision: str | Sequence[str] | None = "0010"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,7 +1,7 @@
 """app sessions and per-key token policies
 
 Revision ID: 0030
-Revises: 0002
+Revises: 0020
 Create Date: 2026-11-25 10:45:00.000000
 """
 
@@ -12,7 +12,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "0030"
-down_revision: str | Sequence[str] | None = "0002"
+down_revision: str | Sequence[str] | None = "0020"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,7 +1,7 @@
 """llm usage budget and summaries
 
 Revision ID: 0040
-Revises: 0002
+Revises: 0030
 Create Date: 2026-11-25 10:27:47.811788
 """
 
@@ -12,7 +12,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "0040"
-down_revision: str | Sequence[str] | None = "0002"
+down_revision: str | Sequence[str] | None = "0030"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

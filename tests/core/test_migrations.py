@@ -53,7 +53,7 @@ def test_up_down_up_on_an_empty_database(make_database: Callable[..., str]) -> N
     heads = script_heads()
 
     upgrade(url, "heads")
-    assert applied(url) == heads  # every head, while several coexist
+    assert applied(url) == heads
     created = tables(url)
     assert {"api_keys", "audit_events", "jobs"} <= created
     assert set(Base.metadata.tables) <= created
@@ -66,6 +66,27 @@ def test_up_down_up_on_an_empty_database(make_database: Callable[..., str]) -> N
     upgrade(url, "heads")
     assert applied(url) == heads
     assert tables(url) == created
+
+
+def test_the_chain_is_linear() -> None:
+    """One head: parallel branches are linearized before they land."""
+    assert len(script_heads()) == 1
+
+
+def test_each_revision_steps_down_and_up_again(make_database: Callable[..., str]) -> None:
+    """Every single downgrade runs (not only the full trip to base), and its upgrade again."""
+    url = make_database(migrate=False)
+    upgrade(url, "heads")
+    everything = tables(url)
+    steps = 0
+    while applied(url):
+        downgrade(url, "-1")
+        steps += 1
+    assert steps >= 6
+    assert tables(url) == set()
+    for _ in range(steps):
+        upgrade(url, "+1")
+    assert tables(url) == everything
 
 
 def test_models_match_the_migrations(database_url: str) -> None:
