@@ -166,6 +166,7 @@ def serve(
             workers=workers,
             reload=reload,
             log_config=None,
+            access_log=settings.access_log,
             proxy_headers=True,
         )
     finally:
