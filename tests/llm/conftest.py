@@ -51,7 +51,7 @@ async def fake_llm() -> AsyncIterator[FakeLlm]:
 def llm_settings(llm_database: str, fake_llm: FakeLlm) -> Callable[..., Settings]:
     def make(**overrides: Any) -> Settings:
         values: dict[str, Any] = {
-            "environment": "test",
+            "APP_ENV": "test",  # the alias: `environment=` would be ignored
             "database_url": SecretStr(llm_database),
             "assemblyai_api_key": SecretStr(KEY),
             "assemblyai_api_base_url": fake_llm.url,

@@ -36,9 +36,9 @@ def free_port() -> int:
 async def serve(app: Any, *, lifespan: str = "off") -> AsyncIterator[str]:
     """Serve an ASGI app with uvicorn in this event loop; yields its base URL."""
     port = free_port()
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_level="warning", lifespan=lifespan
-    )
+    # No log_config, no log_level and the access log on: else uvicorn sets the process's
+    # uvicorn loggers (level WARNING, propagate off) for every later test in the session.
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, lifespan=lifespan, log_config=None)
     server = uvicorn.Server(config)
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     task = asyncio.create_task(server.serve())
