@@ -99,6 +99,10 @@ class Settings(BaseSettings):
     upstream_connect_timeout_s: float = Field(5.0, gt=0)
     upstream_timeout_s: float = Field(30.0, gt=0)
     upstream_max_connections: int = Field(200, ge=1)
+    # Idle seconds a pooled upstream connection is kept. Must be below the upstream's own
+    # idle timeout (uvicorn, the emulator: 5 s), or a submit (never retried) can be sent on
+    # a connection the server is closing and fail with 502.
+    upstream_keepalive_s: float = Field(4.0, gt=0)
     upstream_retry_attempts: int = Field(4, ge=1, le=10)
     upstream_retry_wait_initial_s: float = Field(0.2, ge=0)
     upstream_retry_wait_max_s: float = Field(5.0, ge=0)

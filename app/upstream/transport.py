@@ -24,7 +24,7 @@ def make_transport(settings: Settings) -> httpx.AsyncBaseTransport:
     limits = httpx.Limits(
         max_connections=settings.upstream_max_connections,
         max_keepalive_connections=settings.upstream_max_connections,
-        keepalive_expiry=30.0,
+        keepalive_expiry=settings.upstream_keepalive_s,
     )
     if settings.upstream_transport == "aiohttp":
         return AiohttpTransport(limits=limits, trust_env=False)
@@ -39,7 +39,7 @@ def make_token_session(settings: Settings) -> aiohttp.ClientSession | None:
     connector = aiohttp.TCPConnector(
         limit=settings.upstream_max_connections,
         limit_per_host=settings.upstream_max_connections,
-        keepalive_timeout=30.0,
+        keepalive_timeout=settings.upstream_keepalive_s,
     )
     # The same limits as the httpx clients: connect (including waiting for a pooled
     # connection) within the connect timeout, then each read within the timeout.
