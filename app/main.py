@@ -30,6 +30,7 @@ from app.uploads.router import router as uploads_router
 from app.uploads.upstream import create_upload_client
 from app.upstream.client import create_upstream
 from app.web.router import mount_client
+from app.webhooks.router import WebhookShortcut
 from app.webhooks.router import router as webhooks_router
 from app.webhooks.runtime import start_webhooks, stop_webhooks
 
@@ -102,6 +103,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     app.state.settings = settings
     app.state.schema_heads = script_heads()
     # Innermost: the two compatible mint routes skip FastAPI's routing (see MintShortcut).
+    app.add_middleware(WebhookShortcut)  # likewise AssemblyAI's webhook (see there)
     app.add_middleware(MintShortcut)
     # Only configured origins; credentials so the session cookie rides along.
     app.add_middleware(

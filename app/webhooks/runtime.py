@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from dataclasses import dataclass
+import uuid
+from dataclasses import dataclass, field
 
 import asyncpg
 from fastapi import FastAPI
 
 from app.core.config import Settings
-from app.core.db import plain_url
+from app.core.db import plain_url, utcnow
 from app.webhooks.hub import EventHub
 from app.webhooks.reconciler import Reconciler
+from app.webhooks.service import RECORD_SQL
 
 logger = logging.getLogger(__name__)
 
@@ -22,6 +26,53 @@ class WebhooksRuntime:
     reconciler: Reconciler | None
     # The receiver's own small pool (see app/webhooks/service.py for why).
     pool: asyncpg.Pool
+    warm: asyncio.Task[None] | None = field(default=None)
+    # Webhook requests waiting on the database now; `acks_idle` is set when there are none
+    # (the in-process reconciler holds back new claims meanwhile: Reconciler.tick).
+    receiving: int = 0
+    acks_idle: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        self.acks_idle.set()
+
+    def ack_started(self) -> None:
+        self.receiving += 1
+        self.acks_idle.clear()
+
+    def ack_done(self) -> None:
+        self.receiving -= 1
+        if self.receiving == 0:
+            self.acks_idle.set()
+
+
+async def _keep_session(connection: asyncpg.Connection) -> None:
+    """Pool release without asyncpg's default reset query (`UNLISTEN *; RESET ALL; ...`).
+
+    That query is a second round trip per webhook, as costly as the work itself. The
+    receiver's connections run only RECORD_SQL, a single-statement implicit transaction: no
+    session state to undo (an open transaction is still rolled back by asyncpg itself).
+    """
+
+
+async def _warm(pool: asyncpg.Pool, size: int) -> None:
+    """Open the receiver's connections and prepare RECORD_SQL on each, in the background.
+
+    Otherwise the first webhooks of a burst each wait for a connection to be opened and
+    the statement planned (tens of ms: the p99 of bench/webhook_burst.py). The statement
+    runs for a job id that does not exist, so it writes nothing.
+    """
+    nil = uuid.UUID(int=0)
+
+    async def one() -> None:
+        async with pool.acquire() as connection:
+            await connection.fetchrow(RECORD_SQL, nil, "", None, "", None, utcnow(), [], None)
+            await asyncio.sleep(0.05)  # hold it, so the others open connections of their own
+
+    try:
+        await asyncio.gather(*(one() for _ in range(size)))
+    except (OSError, asyncpg.PostgresError) as exc:
+        # The database is down: connections are opened on demand once it is back.
+        logger.info("webhooks.pool.warm_failed", extra={"error": type(exc).__name__})
 
 
 async def start_webhooks(app: FastAPI, settings: Settings, database_url: str) -> WebhooksRuntime:
@@ -30,6 +81,9 @@ async def start_webhooks(app: FastAPI, settings: Settings, database_url: str) ->
         plain_url(database_url),
         min_size=0,  # no connection at start-up: the service starts with the database down
         max_size=settings.webhook_pool_size,
+        # Opened once (warmed below) and kept: a burst after a quiet hour is just as fast.
+        max_inactive_connection_lifetime=0,
+        reset=_keep_session,
         server_settings={
             "synchronous_commit": "off",
             "application_name": "aai-proxy-webhooks",
@@ -44,6 +98,11 @@ async def start_webhooks(app: FastAPI, settings: Settings, database_url: str) ->
         hub.wake_listeners.append(reconciler.nudge)
         reconciler.start()
     runtime = WebhooksRuntime(hub, reconciler, pool)
+    if reconciler is not None:
+        reconciler.acks_idle = runtime.acks_idle
+    runtime.warm = asyncio.create_task(
+        _warm(pool, settings.webhook_pool_size), name="webhooks.pool.warm"
+    )
     app.state.webhooks = runtime
     return runtime
 
@@ -52,6 +111,10 @@ async def stop_webhooks(app: FastAPI) -> None:
     runtime: WebhooksRuntime | None = getattr(app.state, "webhooks", None)
     if runtime is None:
         return
+    if runtime.warm is not None:
+        runtime.warm.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await runtime.warm
     if runtime.reconciler is not None:
         await runtime.reconciler.stop()
     await runtime.hub.stop()
