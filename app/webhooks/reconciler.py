@@ -41,6 +41,8 @@ UPSTREAM_FINAL = {"completed", "error"}
 # How long a webhook's nudge keeps its job claimable regardless of next_check_at.
 NUDGE_TTL_S = 10.0
 UPSTREAM_ACTIVE = {"queued", "processing"}
+# How long new claims wait for this process's pending webhook acks (see tick()).
+YIELD_TO_ACKS_MAX_S = 0.5
 
 
 def instance_owner() -> str:
@@ -89,6 +91,9 @@ class Reconciler:
         # answer, landing in between, pushed their next_check_at back.
         # (Kept for a few seconds: a claim may skip a row another transaction holds.)
         self._nudged: dict[uuid.UUID, float] = {}
+        # Set while no webhook ack of this process waits on the database (the runtime keeps
+        # it); None in `aai-proxy worker`, which answers no webhooks.
+        self.acks_idle: asyncio.Event | None = None
 
     # --- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
@@ -150,6 +155,13 @@ class Reconciler:
 
         Returns True when the claims filled every free slot (more may be due at once).
         """
+        # Acks first: a webhook burst marks jobs due and wakes us at once, and the follow-up
+        # work (claims, fetches, finalising) would share the event loop and the cores with
+        # the acks still pending. New claims wait until those are answered, for a bounded
+        # time, so a steady stream of webhooks cannot starve the reconciler either.
+        if self.acks_idle is not None and not self.acks_idle.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.acks_idle.wait(), YIELD_TO_ACKS_MAX_S)
         limit = self.settings.reconciler_batch_size
         free = self.settings.reconciler_concurrency - len(self._inflight)
         jobs: list[ClaimedJob] = []
