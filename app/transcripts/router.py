@@ -17,10 +17,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.core.config import Settings
 from app.core.deps import SessionDep, SettingsDep, UpstreamDep
 from app.core.errors import BadRequest, NotFound, PayloadTooLarge
-from app.keys.auth import require_scope
 from app.keys.schemas import Scope
 from app.keys.service import Principal
 from app.llm.summaries import list_summaries, summary_views
+from app.sessions.auth import require_caller_scope
 from app.transcripts import service
 from app.transcripts.models import JobStatus
 from app.transcripts.policy import check_submit
@@ -45,7 +45,9 @@ router = APIRouter(tags=["transcripts"])
 # The AssemblyAI-compatible surface answers errors in upstream's shape (app/uploads/compat.py).
 compat_router = APIRouter(tags=["transcripts"], route_class=CompatRoute)
 
-TranscriptsDep = Annotated[Principal, Depends(require_scope(Scope.transcripts))]
+# Keys (raw or Bearer: the SDKs), app session cookies (Origin-checked on state-changing
+# requests) and JWTs; submits and uploads use StreamingPrincipalDep, which accepts the same.
+TranscriptsDep = Annotated[Principal, Depends(require_caller_scope(Scope.transcripts.value))]
 IdempotencyKey = Annotated[
     str | None,
     Header(
@@ -59,8 +61,8 @@ IdempotencyKey = Annotated[
 MAX_SUBMIT_BODY_BYTES = 1024 * 1024
 
 _AUTH: dict[int | str, dict[str, Any]] = {
-    401: {"description": "Missing or invalid key"},
-    403: {"description": "Key lacks the transcripts scope"},
+    401: {"description": "Missing or invalid key, session or JWT"},
+    403: {"description": "Caller lacks the transcripts scope, or a cookie from another Origin"},
 }
 _READ_ERRORS: dict[int | str, dict[str, Any]] = {
     **_AUTH,

@@ -194,7 +194,13 @@ async def _claim_idempotency_key(
             )
         if existing is None:
             continue  # released between our insert and our read: try again
-        if existing.request_hash != body_hash:
+        # Another end user's job under the same app key is not theirs to replay.
+        hidden = (
+            principal.via != "key"
+            and principal.end_user is not None
+            and existing.end_user != principal.end_user
+        )
+        if existing.request_hash != body_hash or hidden:
             raise Conflict(
                 "This Idempotency-Key was used with a different request body; "
                 "use a new key for a new request."
@@ -309,6 +315,15 @@ async def _record_accepted(
 # --- Reads -----------------------------------------------------------------------------------
 
 
+def _owner(principal: Principal) -> list[Any]:
+    """The caller's jobs: its key's; a signed-in end user (session cookie or JWT) sees only
+    their own, as on the live status stream. A key caller sees every job of its key."""
+    conditions: list[Any] = [Job.key_id == principal.key_id]
+    if principal.via != "key" and principal.end_user is not None:
+        conditions.append(Job.end_user == principal.end_user)
+    return conditions
+
+
 async def owned_by_upstream_id(
     session: AsyncSession, principal: Principal, upstream_id: str
 ) -> Job:
@@ -316,7 +331,7 @@ async def owned_by_upstream_id(
     job = await session.scalar(
         select(Job).where(
             Job.upstream_id == upstream_id,
-            Job.key_id == principal.key_id,
+            *_owner(principal),
             Job.deleted_at.is_(None),
         )
     )
@@ -326,7 +341,7 @@ async def owned_by_upstream_id(
 
 
 async def owned(session: AsyncSession, principal: Principal, job_id: uuid.UUID) -> Job:
-    job = await session.scalar(select(Job).where(Job.id == job_id, Job.key_id == principal.key_id))
+    job = await session.scalar(select(Job).where(Job.id == job_id, *_owner(principal)))
     if job is None:
         raise NotFound("Transcript not found.")
     return job
@@ -494,7 +509,7 @@ async def list_upstream_shape(
 ) -> Page:
     """The caller's jobs that upstream knows, newest first, paged like upstream's list."""
     base = [
-        Job.key_id == principal.key_id,
+        *_owner(principal),
         Job.upstream_id.is_not(None),
         Job.deleted_at.is_(None),
     ]
@@ -559,7 +574,7 @@ async def list_jobs(
     cursor: tuple[datetime, uuid.UUID] | None = None,
 ) -> tuple[list[Job], tuple[datetime, uuid.UUID] | None]:
     """The caller's jobs, newest first, after `cursor`; returns the next cursor too."""
-    conditions = [Job.key_id == principal.key_id, Job.deleted_at.is_(None)]
+    conditions = [*_owner(principal), Job.deleted_at.is_(None)]
     if status is not None:
         conditions.append(Job.status == status)
     if cursor is not None:

@@ -31,8 +31,8 @@ compat_router = APIRouter(tags=["uploads"], route_class=CompatRoute)
 
 UPLOAD_ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"description": "Empty body, multipart on the raw path, or a malformed form"},
-    401: {"description": "Missing or invalid key"},
-    403: {"description": "Key lacks the transcripts scope"},
+    401: {"description": "Missing or invalid key, session or JWT"},
+    403: {"description": "Caller lacks the transcripts scope, or a cookie from another Origin"},
     413: {"description": "Larger than MAX_UPLOAD_BYTES"},
     429: {"description": "AssemblyAI is rate limiting this service"},
     502: {"description": "AssemblyAI failed or could not be reached"},
