@@ -442,14 +442,7 @@ def test_voice_agent_session_playback_tools_interruption_resume(page: Any, emula
 # --- Files -------------------------------------------------------------------------------
 
 
-COOKIE_GAP = pytest.mark.xfail(
-    strict=True,
-    reason="the transcripts routes (upload-and-submit, list, paragraphs, delete) authenticate "
-    "with keys only (app.keys.auth.require_scope), not the browser's session cookie",
-)
-
-
-@pytest.fixture(params=["key", pytest.param("cookie", marks=COOKIE_GAP)])
+@pytest.fixture(params=["key", "cookie"])
 def files_page(
     request: pytest.FixtureRequest, browser: Any, live_service: Proc, user_key: str
 ) -> Iterator[Any]:
