@@ -10,6 +10,9 @@ with the real reason instead of the transport error it causes.
 
 `start()` reads up to the first audio byte before anything goes upstream, so an empty
 body, a malformed form or a refused submit configuration never opens an upstream request.
+
+The form parser (streaming-form-data, which pulls in smart_open and aiofiles: ~2 MB
+resident) is imported with the first multipart body, not by every service process.
 """
 
 from __future__ import annotations
@@ -18,14 +21,14 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.types import Receive
-from streaming_form_data import StreamingFormDataParser
-from streaming_form_data.parser import ParseFailedException
-from streaming_form_data.targets import BaseTarget
 
 from app.core.errors import AppError, BadRequest, PayloadTooLarge
+
+if TYPE_CHECKING:
+    from app.uploads.form import FieldTarget, FileTarget
 
 # A form's own bytes (boundaries, part headers, small fields) on top of the file's.
 FORM_OVERHEAD_BYTES = 1024 * 1024
@@ -177,74 +180,6 @@ class RawBody(BodyStream):
         return await self._read()
 
 
-class _FileTarget(BaseTarget):  # type: ignore[misc]  # untyped library
-    """Collects the file part's bytes between two reads of the body (never more)."""
-
-    def __init__(self, stream: MultipartBody) -> None:
-        super().__init__()
-        self._stream = stream
-        self.parts: list[bytes] = []
-        self.size = 0
-        self.total = 0
-        self.started = False
-        self.finished = False
-
-    def on_start(self) -> None:
-        if self.started:
-            raise self._stream._fail(BadRequest("Send one `file` field only."))
-        self.started = True
-
-    def on_data_received(self, chunk: bytes) -> None:
-        self.total += len(chunk)
-        if self.total > self._stream.limit:
-            raise self._stream._fail(too_large(self._stream.limit))
-        self.parts.append(chunk)
-        self.size += len(chunk)
-
-    def on_finish(self) -> None:
-        self.finished = True
-
-    def take(self) -> bytes:
-        data = self.parts[0] if len(self.parts) == 1 else b"".join(self.parts)
-        self.parts = []
-        self.size = 0
-        return data
-
-
-class _FieldTarget(BaseTarget):  # type: ignore[misc]  # untyped library
-    """A small form field; records whether it came after the file."""
-
-    def __init__(self, stream: MultipartBody, name: str) -> None:
-        super().__init__()
-        self._stream = stream
-        self.name = name
-        self._parts: list[bytes] = []
-        self._size = 0
-        self.present = False
-
-    def on_start(self) -> None:
-        if self._stream.file.started:
-            self._stream.late_fields.append(self.name)
-        self.present = True
-
-    def on_data_received(self, chunk: bytes) -> None:
-        self._size += len(chunk)
-        if self._size > MAX_FIELD_BYTES:
-            raise self._stream._fail(
-                BadRequest(f"The form field `{self.name}` is larger than {MAX_FIELD_BYTES} bytes.")
-            )
-        self._parts.append(chunk)
-
-    @property
-    def value(self) -> str:
-        try:
-            return b"".join(self._parts).decode("utf-8")
-        except UnicodeDecodeError:
-            raise self._stream._fail(
-                BadRequest(f"The form field `{self.name}` is not UTF-8 text.")
-            ) from None
-
-
 class MultipartBody(BodyStream):
     """A `multipart/form-data` body whose `file` field is the audio, parsed as it streams.
 
@@ -267,13 +202,18 @@ class MultipartBody(BodyStream):
         super().__init__(
             receive, limit=limit, body_limit=limit + FORM_OVERHEAD_BYTES, chunk_size=chunk_size
         )
+        from app.uploads import form
+
+        self._parse_failed = form.ParseFailedException
         try:
-            self._parser = StreamingFormDataParser(headers={"Content-Type": _ctype(headers)})
-        except ParseFailedException as exc:
+            self._parser = form.StreamingFormDataParser(headers={"Content-Type": _ctype(headers)})
+        except form.ParseFailedException as exc:
             raise BadRequest(f"The multipart body cannot be parsed: {exc}.") from None
-        self.file = _FileTarget(self)
+        self.file: FileTarget = form.FileTarget(self)
         self._parser.register(file_field, self.file)
-        self._fields = {name: _FieldTarget(self, name) for name in fields}
+        self._fields: dict[str, FieldTarget] = {
+            name: form.FieldTarget(self, name) for name in fields
+        }
         for name, target in self._fields.items():
             self._parser.register(name, target)
         self.late_fields: list[str] = []
@@ -308,7 +248,7 @@ class MultipartBody(BodyStream):
     def _feed(self, body: bytes) -> None:
         try:
             self._parser.data_received(body)
-        except ParseFailedException as exc:
+        except self._parse_failed as exc:
             raise self._fail(BadRequest(f"The multipart body cannot be parsed: {exc}.")) from None
 
     async def start(self) -> None:
