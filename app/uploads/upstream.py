@@ -16,6 +16,7 @@ from httpx_aiohttp import AiohttpTransport
 
 from app.core.config import Settings
 from app.upstream.client import USER_AGENT, RestClient
+from app.upstream.transport import verified_ssl_context
 
 
 def _transport(settings: Settings) -> httpx.AsyncBaseTransport:
@@ -27,11 +28,11 @@ def _transport(settings: Settings) -> httpx.AsyncBaseTransport:
             )
             return aiohttp.ClientSession(connector=connector, trust_env=False)
 
-        return AiohttpTransport(client=session, trust_env=False)
+        return AiohttpTransport(client=session, trust_env=False, verify=verified_ssl_context())
     limits = httpx.Limits(
         max_connections=settings.upstream_max_connections, max_keepalive_connections=0
     )
-    return httpx.AsyncHTTPTransport(limits=limits, trust_env=False)
+    return httpx.AsyncHTTPTransport(limits=limits, trust_env=False, verify=verified_ssl_context())
 
 
 def create_upload_client(settings: Settings) -> RestClient:

@@ -13,11 +13,21 @@ API and respx in unit tests.
 
 from __future__ import annotations
 
+import functools
+import ssl
+
 import aiohttp
 import httpx
 from httpx_aiohttp import AiohttpTransport
 
 from app.core.config import Settings
+
+
+@functools.cache
+def verified_ssl_context() -> ssl.SSLContext:
+    """One verifying TLS context (certifi's CAs, as httpx makes it) shared by every upstream
+    client: each context holds its own parsed CA bundle (~0.65 MB resident apiece)."""
+    return httpx.create_ssl_context(trust_env=False)
 
 
 def make_transport(settings: Settings) -> httpx.AsyncBaseTransport:
@@ -27,8 +37,8 @@ def make_transport(settings: Settings) -> httpx.AsyncBaseTransport:
         keepalive_expiry=settings.upstream_keepalive_s,
     )
     if settings.upstream_transport == "aiohttp":
-        return AiohttpTransport(limits=limits, trust_env=False)
-    return httpx.AsyncHTTPTransport(limits=limits, trust_env=False)
+        return AiohttpTransport(limits=limits, trust_env=False, verify=verified_ssl_context())
+    return httpx.AsyncHTTPTransport(limits=limits, trust_env=False, verify=verified_ssl_context())
 
 
 def make_token_session(settings: Settings) -> aiohttp.ClientSession | None:
