@@ -72,7 +72,10 @@ _READ_ERRORS: dict[int | str, dict[str, Any]] = {
 }
 SUBMIT_ERRORS: dict[int | str, dict[str, Any]] = {
     **_READ_ERRORS,
-    400: {"description": "Refused by policy (deprecated or unknown parameter, limits)"},
+    400: {
+        "description": "Refused by policy (deprecated or unknown parameter, limits), or a "
+        "webhook_url the relay may not call (RelayUrlRefused)"
+    },
     409: {"description": "Idempotency-Key reused with another body, or still in progress"},
     413: {"description": "Upload larger than MAX_UPLOAD_BYTES"},
     429: {"description": "AssemblyAI is rate limiting this service"},
@@ -326,10 +329,11 @@ async def submit_api(
     assert isinstance(body, MultipartBody)
     await body.start()  # reads `config` (it comes before the file), nothing goes upstream
     config, options = _app_options(body.json_field("config") or {})
-    # Policy first: a refused configuration costs no upload.
-    check_submit(
+    # Policy first: a refused configuration (or webhook_url) costs no upload.
+    early = check_submit(
         config, default_speech_models=settings.default_speech_models, audio_url_required=False
     )
+    await service.check_caller_webhook(early, settings)
     uploaded = await upload_body(request, principal, body)
     plan = check_submit(
         {**config, "audio_url": uploaded.upload_url},

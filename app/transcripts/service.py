@@ -35,6 +35,7 @@ from app.transcripts.policy import SubmitPlan
 from app.transcripts.schemas import AppSubmitOptions
 from app.upstream.client import RestClient
 from app.webhooks.events import publish_job_event
+from app.webhooks.ssrf import validate_relay_url
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +73,14 @@ def request_hash(body: object) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+async def check_caller_webhook(plan: SubmitPlan, settings: Settings) -> None:
+    """Refuse (400 RelayUrlRefused) a caller webhook_url the relay would never call (not
+    http(s), metadata, link-local, private unless allowed): at submit, before any upstream
+    call, rather than as a relay that fails hours later."""
+    if plan.caller_webhook is not None:
+        await validate_relay_url(plan.caller_webhook.url, settings)
+
+
 @dataclass(frozen=True)
 class Submitted:
     job: Job
@@ -98,6 +107,7 @@ async def submit_job(
     """
     requested = options.summaries if options is not None else []
     check_summary_requests(requested, settings, principal)  # before any row or upstream call
+    await check_caller_webhook(plan, settings)
     secret = new_secret() if settings.public_base_url else None
     job_id = uuid.uuid4()
     if idempotency_key is not None:

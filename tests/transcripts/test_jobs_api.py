@@ -22,6 +22,7 @@ from tests.transcripts.harness import MakeKey, wait_until, wav_bytes
 pytestmark = pytest.mark.e2e
 
 Committed = async_sessionmaker[AsyncSession]
+CALLER_HOOK = "http://127.0.0.1:9/caller-hook"
 
 
 async def upload(client: httpx.AsyncClient, key: str, seconds: float = 1.0) -> str:
@@ -72,14 +73,20 @@ async def test_submit_applies_policy_defaults_and_sets_our_webhook(
     committed: Committed,
 ) -> None:
     key = await new_key()
-    settings = jobs_settings(public_base_url="http://proxy.example:9999", poll_initial_delay_s=3000)
+    # The caller's webhook is checked at submit (it must resolve to an address the relay
+    # may call): a local one, allowed here.
+    settings = jobs_settings(
+        public_base_url="http://proxy.example:9999",
+        poll_initial_delay_s=3000,
+        relay_allow_private_networks=True,
+    )
     async with start_app(settings) as (_, client):
         audio_url = await upload(client, key)
         response = await submit(
             client,
             key,
             audio_url=audio_url,
-            webhook_url="https://caller.example/hook",
+            webhook_url=CALLER_HOOK,
             webhook_auth_header_name="X-Caller",
             webhook_auth_header_value="caller-secret",
         )
@@ -87,7 +94,7 @@ async def test_submit_applies_policy_defaults_and_sets_our_webhook(
     answer = response.json()
     assert answer["status"] == "queued"
     # The caller sees their own webhook, never ours.
-    assert answer["webhook_url"] == "https://caller.example/hook"
+    assert answer["webhook_url"] == CALLER_HOOK
     assert "proxy.example" not in response.text
     job = await job_of(committed, answer["id"])
     upstream = await upstream_transcript(emu, answer["id"])
@@ -97,7 +104,7 @@ async def test_submit_applies_policy_defaults_and_sets_our_webhook(
     assert job.status in ("queued", "processing", "completed")
     assert job.webhook_secret_hash is not None
     assert len(job.webhook_secret_hash) == 64
-    assert job.caller_webhook_url == "https://caller.example/hook"
+    assert job.caller_webhook_url == CALLER_HOOK
     assert job.caller_webhook_auth_header_value == "caller-secret"
     assert "webhook_url" not in job.request
     assert job.request["speech_models"] == ["universal-3-pro", "universal-2"]
