@@ -306,7 +306,11 @@ async def _record_accepted(
         if job.status == JobStatus.submitting.value:
             status = answer.get("status")
             job.status = status if status in UPSTREAM_STATUSES else JobStatus.queued.value
-            job.next_check_at = now + timedelta(seconds=settings.poll_initial_delay_s)
+            # A webhook recorded before this answer means upstream moved on: look now.
+            early = job.webhook_received_at is not None
+            job.next_check_at = (
+                now if early else now + timedelta(seconds=settings.poll_initial_delay_s)
+            )
             await announce(session, job, job.status)
         await record_audit(
             session,

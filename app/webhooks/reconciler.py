@@ -14,7 +14,6 @@ import contextlib
 import logging
 import os
 import socket
-import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -38,8 +37,6 @@ from app.webhooks.schemas import job_view
 logger = logging.getLogger(__name__)
 
 UPSTREAM_FINAL = {"completed", "error"}
-# How long a webhook's nudge keeps its job claimable regardless of next_check_at.
-NUDGE_TTL_S = 10.0
 UPSTREAM_ACTIVE = {"queued", "processing"}
 # How long new claims wait for this process's pending webhook acks (see tick()).
 YIELD_TO_ACKS_MAX_S = 0.5
@@ -87,10 +84,6 @@ class Reconciler:
         # slow upstream call never holds up the rest (no batch waits for its slowest).
         self._inflight: set[asyncio.Task[Any]] = set()
         self._summaries_task: asyncio.Task[None] | None = None
-        # Jobs a webhook just marked due: claimed at the next look even if the submit
-        # answer, landing in between, pushed their next_check_at back.
-        # (Kept for a few seconds: a claim may skip a row another transaction holds.)
-        self._nudged: dict[uuid.UUID, float] = {}
         # Set while no webhook ack of this process waits on the database (the runtime keeps
         # it); None in `aai-proxy worker`, which answers no webhooks.
         self.acks_idle: asyncio.Event | None = None
@@ -135,14 +128,14 @@ class Reconciler:
                 if waiter not in self._inflight and not waiter.done():
                     waiter.cancel()
 
-    def nudge(self, job_id: uuid.UUID | str) -> None:
-        """Look at this job now (a webhook for it was just recorded)."""
-        if job_id:
-            try:
-                key = job_id if isinstance(job_id, uuid.UUID) else uuid.UUID(job_id)
-            except ValueError:
-                return
-            self._nudged[key] = time.monotonic() + NUDGE_TTL_S
+    def nudge(self, job_id: uuid.UUID | str = "") -> None:
+        """Look for due jobs now (a webhook just marked `job_id` due).
+
+        The job's `next_check_at` is all the state there is: the receiver sets it to now,
+        and a submit answer landing after the webhook keeps it so
+        (app/transcripts/service.py), so waking the loop is enough.
+        """
+        del job_id
         self.wake.set()
 
     def _spawn(self, work: Any, name: str) -> None:
@@ -215,16 +208,13 @@ class Reconciler:
     # --- jobs ------------------------------------------------------------------------------
     async def claim_jobs(self, limit: int) -> list[ClaimedJob]:
         now = utcnow()
-        clock = time.monotonic()
-        self._nudged = {k: t for k, t in self._nudged.items() if t > clock}
-        nudged = list(self._nudged)
         async with self.sessionmaker() as session, session.begin():
             rows = await session.execute(
                 text(
                     """
                     WITH due AS (
                         SELECT id FROM jobs
-                        WHERE (next_check_at <= :now OR id = ANY(:nudged))
+                        WHERE next_check_at <= :now
                           AND status NOT IN :final
                           AND deleted_at IS NULL
                           AND (lease_expires_at IS NULL OR lease_expires_at < :now)
@@ -244,13 +234,9 @@ class Reconciler:
                     "limit": limit,
                     "owner": self.owner,
                     "until": now + timedelta(seconds=self.settings.reconciler_lease_s),
-                    "nudged": nudged,
                 },
             )
-            claimed = [ClaimedJob(*r) for r in rows]
-        for job in claimed:
-            self._nudged.pop(job.id, None)
-        return claimed
+            return [ClaimedJob(*r) for r in rows]
 
     async def _locked_job(self, session: AsyncSession, job_id: uuid.UUID) -> Job | None:
         """The job, row-locked, if our lease on it still holds."""

@@ -149,28 +149,3 @@ async def test_an_expired_lease_is_claimable_and_a_live_one_is_not(
         await upstream.aclose()
     assert [c.id for c in claimed] == [expired]
     assert live not in [c.id for c in claimed]
-
-
-async def test_a_nudged_job_is_claimed_though_its_next_check_was_pushed_back(
-    own_db: tuple[str, async_sessionmaker[AsyncSession]],
-    make_settings: Callable[..., Settings],
-) -> None:
-    """A webhook lands, then the submit answer sets next_check_at = now + delay: the
-    webhook's nudge still gets the job looked at now."""
-    url, sm = own_db
-    settings = make_settings(database_url=SecretStr(url))
-    later = utcnow() + timedelta(minutes=5)
-    job_id = await _job(sm, status="queued", upstream_id="tr_nudged", next_check_at=later)
-    other = await _job(sm, status="queued", upstream_id="tr_other", next_check_at=later)
-    upstream = create_upstream(settings)
-    reconciler = Reconciler(sm, upstream, settings)
-    try:
-        assert await reconciler.claim_jobs(10) == []
-        reconciler.nudge(str(job_id))
-        assert reconciler.wake.is_set()
-        assert [c.id for c in await reconciler.claim_jobs(10)] == [job_id]
-        assert await reconciler.claim_jobs(10) == []  # a nudge is used once
-    finally:
-        await reconciler.stop()
-        await upstream.aclose()
-    assert other != job_id
