@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from dataclasses import dataclass, field
 
@@ -19,6 +20,11 @@ from app.webhooks.service import RECORD_SQL
 
 logger = logging.getLogger(__name__)
 
+# The in-process reconciler claims once the acks have been quiet this long (a burst's
+# deliveries are milliseconds apart), waiting at most ACKS_YIELD_MAX_S.
+ACKS_QUIET_S = 0.02
+ACKS_YIELD_MAX_S = 0.5
+
 
 @dataclass
 class WebhooksRuntime:
@@ -27,10 +33,11 @@ class WebhooksRuntime:
     # The receiver's own small pool (see app/webhooks/service.py for why).
     pool: asyncpg.Pool
     warm: asyncio.Task[None] | None = field(default=None)
-    # Webhook requests waiting on the database now; `acks_idle` is set when there are none
-    # (the in-process reconciler holds back new claims meanwhile: Reconciler.tick).
+    # Webhook requests waiting on the database now; `acks_idle` is set when there are none.
+    # The in-process reconciler waits for the acks to settle before it claims (Reconciler.tick).
     receiving: int = 0
     acks_idle: asyncio.Event = field(default_factory=asyncio.Event)
+    last_ack_at: float = 0.0
 
     def __post_init__(self) -> None:
         self.acks_idle.set()
@@ -41,8 +48,27 @@ class WebhooksRuntime:
 
     def ack_done(self) -> None:
         self.receiving -= 1
+        self.last_ack_at = time.monotonic()
         if self.receiving == 0:
             self.acks_idle.set()
+
+    async def acks_settled(self) -> None:
+        """Return once no webhook ack has been pending for ACKS_QUIET_S, or after
+        ACKS_YIELD_MAX_S at most (so a steady stream of webhooks starves nothing).
+
+        A burst's acks come first: its follow-up work (claims, fetches, finalising) would
+        otherwise share the event loop and the cores with the acks still to answer.
+        """
+        deadline = time.monotonic() + ACKS_YIELD_MAX_S
+        while (left := deadline - time.monotonic()) > 0:
+            if not self.acks_idle.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.acks_idle.wait(), left)
+                continue
+            quiet = time.monotonic() - self.last_ack_at
+            if quiet >= ACKS_QUIET_S:
+                return
+            await asyncio.sleep(min(ACKS_QUIET_S - quiet, left))
 
 
 async def _keep_session(connection: asyncpg.Connection) -> None:
@@ -86,6 +112,9 @@ async def start_webhooks(app: FastAPI, settings: Settings, database_url: str) ->
         reset=_keep_session,
         server_settings={
             "synchronous_commit": "off",
+            # RECORD_SQL's plan does not depend on its parameters (lookups by primary key);
+            # otherwise each connection plans it afresh for its first five executions.
+            "plan_cache_mode": "force_generic_plan",
             "application_name": "aai-proxy-webhooks",
         },
     )
@@ -99,7 +128,7 @@ async def start_webhooks(app: FastAPI, settings: Settings, database_url: str) ->
         reconciler.start()
     runtime = WebhooksRuntime(hub, reconciler, pool)
     if reconciler is not None:
-        reconciler.acks_idle = runtime.acks_idle
+        reconciler.before_claim = runtime.acks_settled
     runtime.warm = asyncio.create_task(
         _warm(pool, settings.webhook_pool_size), name="webhooks.pool.warm"
     )
