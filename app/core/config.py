@@ -226,6 +226,10 @@ class Settings(BaseSettings):
     reconciler_batch_size: int = Field(20, ge=1, le=500)
     reconciler_concurrency: int = Field(8, ge=1, le=200)
     reconciler_lease_s: float = Field(60.0, gt=0)
+    # A job still "submitting" this long after its row was committed, with no upstream id
+    # and no webhook, lost its submitting process: it is failed (a later webhook adopts
+    # it). Never sooner than the submit itself could still be running.
+    submit_orphan_after_s: float = Field(600.0, gt=0)
     # Seconds between polls of a job whose webhook has not come, by attempt (last repeats).
     reconciler_poll_schedule_s: str = "5,10,20,30,60"
     # Seconds before retrying a job whose upstream fetch failed, by consecutive failure.

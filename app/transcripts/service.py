@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.config import Settings
 from app.core.db import utcnow
-from app.core.errors import AppError, Conflict, NotFound, UpstreamError
+from app.core.errors import AppError, Conflict, NotFound, UpstreamError, UpstreamTimeout
 from app.core.security import hash_key, new_secret
 from app.keys.service import Principal, record_audit
 from app.llm.summaries import check_requests as check_summary_requests
@@ -258,12 +258,26 @@ async def _submit_upstream(
             if isinstance(exc, AppError)
             else UpstreamError(f"The submit to AssemblyAI failed ({type(exc).__name__}).")
         )
+        # A read timeout (not a connect one): the submit was sent and no answer came, so
+        # upstream may well have taken the job. Still failed, but say so.
+        if isinstance(exc, UpstreamTimeout) and "could not be reached" not in exc.message:
+            error = UpstreamTimeout(_unanswered_submit_message(webhook=secret is not None))
         await _record_failure(sessionmaker, job_id, error.message)
-        if isinstance(exc, AppError) or not isinstance(exc, Exception):
+        if error is exc or not isinstance(exc, Exception):
             raise
         raise error from exc
     job = await _record_accepted(sessionmaker, settings, job_id, upstream_id, answer)
     return job, answer
+
+
+def _unanswered_submit_message(*, webhook: bool) -> str:
+    then = (
+        "if it did, its webhook will still be recorded and this job picked up."
+        if webhook
+        else "if it did, the transcript exists there, but without a webhook "
+        "(PUBLIC_BASE_URL) this job cannot learn of it."
+    )
+    return f"AssemblyAI did not answer the submit in time; it may have accepted it anyway: {then}"
 
 
 async def _record_failure(
@@ -300,10 +314,13 @@ async def _record_accepted(
         job = await session.scalar(select(Job).where(Job.id == job_id).with_for_update())
         if job is None:  # pragma: no cover - the row was committed before the submit
             raise NotFound("The job disappeared during its submit.")
+        # Failed with no upstream id: the reconciler gave this submit up for orphaned.
+        revived = job.status == JobStatus.failed.value and job.upstream_id is None
         job.upstream_id = upstream_id
         job.submitted_at = now
         # A webhook may have advanced the job already: never move it backwards.
-        if job.status == JobStatus.submitting.value:
+        if job.status == JobStatus.submitting.value or revived:
+            job.error = None
             status = answer.get("status")
             job.status = status if status in UPSTREAM_STATUSES else JobStatus.queued.value
             # A webhook recorded before this answer means upstream moved on: look now.

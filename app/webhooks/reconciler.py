@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.core.config import Settings
 from app.core.db import utcnow
 from app.core.errors import AppError, RateLimited
+from app.keys.service import record_audit
 from app.transcripts.models import FINAL_STATUSES, Job, JobStatus
 from app.upstream.client import Upstream
 from app.webhooks import relay
@@ -51,6 +52,14 @@ def _step(schedule: list[float], attempt: int) -> float:
     return schedule[min(max(attempt, 0), len(schedule) - 1)]
 
 
+# How often this instance looks for orphaned submits (rare: a process died mid-submit).
+ORPHAN_SWEEP_S = 30.0
+ORPHANED_SUBMIT_ERROR = (
+    "The service stopped before AssemblyAI answered the submit; if AssemblyAI accepted it, "
+    "its webhook will still be recorded."
+)
+
+
 @dataclass
 class ClaimedJob:
     id: uuid.UUID
@@ -61,6 +70,8 @@ class ClaimedJob:
 
 
 class Reconciler:
+    _next_orphan_sweep: float = 0.0  # loop time of the next orphaned-submit sweep
+
     def __init__(
         self,
         sessionmaker: async_sessionmaker[AsyncSession],
@@ -215,7 +226,8 @@ class Reconciler:
                     WITH due AS (
                         SELECT id FROM jobs
                         WHERE next_check_at <= :now
-                          AND status NOT IN :final
+                          -- a failed submit that a verified webhook proved upstream took
+                          AND (status NOT IN :final OR (status = 'failed' AND upstream_id IS NULL))
                           AND deleted_at IS NULL
                           AND (lease_expires_at IS NULL OR lease_expires_at < :now)
                         ORDER BY next_check_at
@@ -236,7 +248,61 @@ class Reconciler:
                     "until": now + timedelta(seconds=self.settings.reconciler_lease_s),
                 },
             )
-            return [ClaimedJob(*r) for r in rows]
+            claimed = [ClaimedJob(*r) for r in rows]
+        if len(claimed) < limit:
+            claimed += await self._claim_orphans(limit - len(claimed))
+        return claimed
+
+    def _submit_window_s(self) -> float:
+        """How long a submit may still be running: its timeout per attempt, and a lease."""
+        s = self.settings
+        return s.upstream_timeout_s * s.upstream_retry_attempts + s.reconciler_lease_s
+
+    def _orphan_after_s(self) -> float:
+        return max(self.settings.submit_orphan_after_s, self._submit_window_s())
+
+    async def _claim_orphans(self, limit: int) -> list[ClaimedJob]:
+        """Jobs still "submitting", with no webhook, long after their process should have
+        recorded upstream's answer: that process died. A separate, occasional claim (by
+        status and age) keeps the hot claim above on its next_check_at index."""
+        clock = asyncio.get_running_loop().time()
+        if clock < self._next_orphan_sweep:
+            return []
+        now = utcnow()
+        async with self.sessionmaker() as session, session.begin():
+            rows = await session.execute(
+                text(
+                    """
+                    WITH orphans AS (
+                        SELECT id FROM jobs
+                        WHERE status = :submitting
+                          AND upstream_id IS NULL
+                          AND created_at < :before
+                          AND deleted_at IS NULL
+                          AND (lease_expires_at IS NULL OR lease_expires_at < :now)
+                        ORDER BY created_at
+                        LIMIT :limit
+                        FOR UPDATE SKIP LOCKED
+                    )
+                    UPDATE jobs j
+                    SET lease_owner = :owner, lease_expires_at = :until
+                    FROM orphans WHERE j.id = orphans.id
+                    RETURNING j.id, j.upstream_id, j.status, j.check_attempts, j.created_at
+                    """
+                ),
+                {
+                    "submitting": JobStatus.submitting.value,
+                    "before": now - timedelta(seconds=self._orphan_after_s()),
+                    "now": now,
+                    "limit": limit,
+                    "owner": self.owner,
+                    "until": now + timedelta(seconds=self.settings.reconciler_lease_s),
+                },
+            )
+            orphans = [ClaimedJob(*r) for r in rows]
+        # A full batch: more may be waiting, look again at the next claim.
+        self._next_orphan_sweep = clock + (0.0 if len(orphans) == limit else ORPHAN_SWEEP_S)
+        return orphans
 
     async def _locked_job(self, session: AsyncSession, job_id: uuid.UUID) -> Job | None:
         """The job, row-locked, if our lease on it still holds."""
@@ -354,42 +420,45 @@ class Reconciler:
             self._release(job, utcnow() + timedelta(seconds=delay))
 
     async def _process_submitting(self, claimed: ClaimedJob) -> None:
-        """A webhook came before the submit answer: wait for it, or adopt the webhook's id.
+        """A job with no upstream id: its webhook came before the submit answer (wait for
+        the answer, or adopt the webhook's id), or its submitting process died.
 
         The submit answer normally lands within the upstream timeout; if it never does (the
-        submitting instance died), the transcript id from the verified webhook is adopted.
+        submitting instance died), the transcript id from the verified webhook is adopted;
+        with no webhook after SUBMIT_ORPHAN_AFTER_S, the job is failed. A failed job whose
+        verified webhook comes later (upstream took it after all) is adopted the same way.
         """
-        # The submit answer usually lands moments after such an early webhook: wait for it
-        # (holding the lease) rather than hand the job back to the poll schedule.
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + min(self.settings.reconciler_lease_s / 2, 10.0)
-        while loop.time() < deadline:
-            async with self.sessionmaker() as session:
-                row = (
-                    await session.execute(
-                        select(Job.upstream_id, Job.lease_owner).where(Job.id == claimed.id)
-                    )
-                ).one_or_none()
-            if row is None or row.lease_owner != self.owner:
-                return
-            if row.upstream_id is not None:
-                claimed.upstream_id = row.upstream_id
-                await self.process_job(claimed)
-                return
-            await asyncio.sleep(min(0.1, self.settings.reconciler_tick_s))
+        orphan_at = claimed.created_at + timedelta(seconds=self._orphan_after_s())
+        if claimed.status == JobStatus.submitting and utcnow() < orphan_at:
+            # The submit answer usually lands moments after such an early webhook: wait for
+            # it (holding the lease) rather than hand the job back to the poll schedule.
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + min(self.settings.reconciler_lease_s / 2, 10.0)
+            while loop.time() < deadline:
+                async with self.sessionmaker() as session:
+                    row = (
+                        await session.execute(
+                            select(Job.upstream_id, Job.lease_owner).where(Job.id == claimed.id)
+                        )
+                    ).one_or_none()
+                if row is None or row.lease_owner != self.owner:
+                    return
+                if row.upstream_id is not None:
+                    claimed.upstream_id = row.upstream_id
+                    await self.process_job(claimed)
+                    return
+                await asyncio.sleep(min(0.1, self.settings.reconciler_tick_s))
         async with self.sessionmaker() as session, session.begin():
             job = await self._locked_job(session, claimed.id)
             if job is None:
                 return
             now = utcnow()
-            if job.upstream_id is not None or job.status != JobStatus.submitting:
+            submitting = job.status == JobStatus.submitting
+            if job.upstream_id is not None or not (submitting or job.status == JobStatus.failed):
                 self._release(job, now)  # the submit answer landed meanwhile
                 return
-            give_up_at = job.created_at + timedelta(
-                seconds=self.settings.upstream_timeout_s * self.settings.upstream_retry_attempts
-                + self.settings.reconciler_lease_s
-            )
-            if now < give_up_at:
+            give_up_at = job.created_at + timedelta(seconds=self._submit_window_s())
+            if submitting and now < give_up_at:
                 self._release(job, now + timedelta(seconds=self.settings.reconciler_tick_s))
                 return
             transcript_id = await session.scalar(
@@ -398,17 +467,33 @@ class Reconciler:
                 .order_by(WebhookDelivery.received_at)
                 .limit(1)
             )
-            if transcript_id is None:
-                self._release(job, None)
+            if transcript_id is not None:
+                logger.warning(
+                    "webhooks.reconciler.adopted_transcript_id",
+                    extra={"job_id": str(job.id), "upstream_id": transcript_id},
+                )
+                job.upstream_id = transcript_id
+                job.status = JobStatus.queued.value
+                job.error = None
+                await publish_job_event(session, job, job.status, job_view(job))
+                self._release(job, now)
                 return
-            logger.warning(
-                "webhooks.reconciler.adopted_transcript_id",
-                extra={"job_id": str(job.id), "upstream_id": transcript_id},
-            )
-            job.upstream_id = transcript_id
-            job.status = JobStatus.queued.value
-            await publish_job_event(session, job, job.status, job_view(job))
-            self._release(job, now)
+            if submitting and now >= orphan_at:
+                logger.warning("webhooks.reconciler.orphaned_submit", extra={"job_id": str(job.id)})
+                job.status = JobStatus.failed.value
+                job.error = ORPHANED_SUBMIT_ERROR
+                self._release(job, None)
+                await publish_job_event(session, job, job.status, job_view(job))
+                await record_audit(
+                    session,
+                    action="transcript.submit",
+                    outcome="failed",
+                    key_id=job.key_id,
+                    subject=str(job.id),
+                    error=ORPHANED_SUBMIT_ERROR,
+                )
+                return
+            self._release(job, None)
 
 
 async def mark_due(session: AsyncSession, job_id: uuid.UUID) -> None:

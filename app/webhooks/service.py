@@ -35,7 +35,9 @@ __all__ = ["RECORD_SQL", "WEBHOOK_AUTH_HEADER", "Receipt", "WebhookUnauthorized"
 # $4 sha256 of the body, $5 payload status, $6 now, $7 final statuses, $8 wake channel
 # (NULL: no NOTIFY; the caller wakes its own in-process reconciler instead).
 # The delivery is recorded only when the secret's hash and the transcript id match; Python
-# then re-checks the hash in constant time and picks the answer.
+# then re-checks the hash in constant time and picks the answer. A job whose submit failed
+# with no upstream id (timeout, or its process died) is marked due too: the verified
+# webhook proves upstream took it, and the reconciler adopts its transcript id.
 RECORD_SQL = """
 WITH job AS (
     SELECT id, upstream_id, webhook_secret_hash, status
@@ -51,11 +53,12 @@ WITH job AS (
     RETURNING id
 ), due AS (
     UPDATE jobs SET next_check_at = $6, webhook_received_at = $6
-    WHERE id = $1 AND status <> ALL($7::text[]) AND EXISTS (SELECT 1 FROM ins)
+    WHERE id = $1 AND EXISTS (SELECT 1 FROM ins)
+      AND (status <> ALL($7::text[]) OR (status = 'failed' AND upstream_id IS NULL))
     RETURNING id
 )
 SELECT job.id IS NOT NULL AS found, job.upstream_id, job.webhook_secret_hash, job.status,
-       EXISTS (SELECT 1 FROM ins) AS inserted,
+       EXISTS (SELECT 1 FROM ins) AS inserted, EXISTS (SELECT 1 FROM due) AS marked,
        (SELECT count(pg_notify($8, $1::text)) FROM due WHERE $8::text IS NOT NULL) AS woke
 FROM (SELECT 1) AS one LEFT JOIN job ON true
 """
@@ -129,4 +132,4 @@ async def receive(
         "webhooks.receive.recorded",
         extra={"job_id": str(job_id), "status": status, "job_final": final},
     )
-    return Receipt(duplicate=False, job_final=final, marked_due=not final)
+    return Receipt(duplicate=False, job_final=final, marked_due=bool(row["marked"]))
