@@ -15,7 +15,7 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -39,8 +39,6 @@ logger = logging.getLogger(__name__)
 
 UPSTREAM_FINAL = {"completed", "error"}
 UPSTREAM_ACTIVE = {"queued", "processing"}
-# How long new claims wait for this process's pending webhook acks (see tick()).
-YIELD_TO_ACKS_MAX_S = 0.5
 
 
 def instance_owner() -> str:
@@ -95,9 +93,9 @@ class Reconciler:
         # slow upstream call never holds up the rest (no batch waits for its slowest).
         self._inflight: set[asyncio.Task[Any]] = set()
         self._summaries_task: asyncio.Task[None] | None = None
-        # Set while no webhook ack of this process waits on the database (the runtime keeps
-        # it); None in `aai-proxy worker`, which answers no webhooks.
-        self.acks_idle: asyncio.Event | None = None
+        # Awaited before each claim: the web process's runtime lets its pending webhook acks
+        # go first (WebhooksRuntime.acks_settled); None in `aai-proxy worker`.
+        self.before_claim: Callable[[], Awaitable[None]] | None = None
 
     # --- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
@@ -128,16 +126,17 @@ class Reconciler:
             if busy:
                 continue  # a full claim: more may be due right now
             # Sleep until a webhook wakes us, a slot frees up, or the tick passes.
-            waiters: set[asyncio.Future[Any]] = {asyncio.ensure_future(self.wake.wait())}
-            waiters |= set(self._inflight)
-            await asyncio.wait(
-                waiters,
-                timeout=self.settings.reconciler_tick_s,
-                return_when=asyncio.FIRST_COMPLETED,
-            )
-            for waiter in waiters:
-                if waiter not in self._inflight and not waiter.done():
-                    waiter.cancel()
+            woken = asyncio.ensure_future(self.wake.wait())
+            try:
+                await asyncio.wait(
+                    {woken, *self._inflight},
+                    timeout=self.settings.reconciler_tick_s,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+            finally:
+                # Also when the loop itself is cancelled: a waiter left pending is destroyed
+                # pending by the garbage collector later, logging from inside whatever runs then.
+                woken.cancel()
 
     def nudge(self, job_id: uuid.UUID | str = "") -> None:
         """Look for due jobs now (a webhook just marked `job_id` due).
@@ -159,13 +158,8 @@ class Reconciler:
 
         Returns True when the claims filled every free slot (more may be due at once).
         """
-        # Acks first: a webhook burst marks jobs due and wakes us at once, and the follow-up
-        # work (claims, fetches, finalising) would share the event loop and the cores with
-        # the acks still pending. New claims wait until those are answered, for a bounded
-        # time, so a steady stream of webhooks cannot starve the reconciler either.
-        if self.acks_idle is not None and not self.acks_idle.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.acks_idle.wait(), YIELD_TO_ACKS_MAX_S)
+        if self.before_claim is not None:
+            await self.before_claim()  # a webhook burst's acks first (bounded)
         limit = self.settings.reconciler_batch_size
         free = self.settings.reconciler_concurrency - len(self._inflight)
         jobs: list[ClaimedJob] = []
