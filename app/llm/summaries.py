@@ -11,11 +11,13 @@ storing it, the lease expires and the summary runs once more: at most one repeat
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
 import re
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -332,6 +334,36 @@ class Runner:
         if renewed is None:
             raise LeaseLost()
 
+    @contextlib.asynccontextmanager
+    async def lease_kept(self) -> AsyncIterator[None]:
+        """Extend our lease while the calls run: one completion may outlast the lease, and
+        an expired lease lets any instance (this one too) run the summary again and pay
+        twice. A dead instance stops extending, so after a crash the lease still expires."""
+        interval = self.settings.llm_summary_lease_s / 3
+
+        async def renew() -> None:
+            while True:
+                await asyncio.sleep(interval)
+                try:
+                    await self.renew_lease()
+                except LeaseLost:
+                    return
+                except Exception:
+                    # A failed renewal is tried again next interval; the lease has 3 of them.
+                    logger.warning(
+                        "llm.summary.lease_renew_failed",
+                        extra={"summary_id": str(self.summary.id)},
+                        exc_info=True,
+                    )
+
+        task = asyncio.create_task(renew(), name="llm.summary.lease")
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
     async def condensed(self, text: str, instruction: str) -> str:
         """Run `instruction` on the text, map-reducing when it exceeds the chunk budget."""
         limit = self.settings.llm_summary_chunk_chars
@@ -532,7 +564,8 @@ async def run_claimed_summary(
     runner = Runner(sessionmaker, upstream, settings, summary, job.key_id, owner)
     log_extra = {"summary_id": str(summary_id), "job_id": str(job.id), "preset": summary.preset}
     try:
-        text, data = await _produce(runner, job, upstream)
+        async with runner.lease_kept():
+            text, data = await _produce(runner, job, upstream)
     except asyncio.CancelledError:
         # Shutting down: hand the claim back so another instance runs it now. A call that
         # was in flight may be repeated — the same cost as a crash, at most once.

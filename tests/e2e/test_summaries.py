@@ -316,6 +316,13 @@ def test_kill_9_mid_call_costs_at_most_one_repeat(
             30,
             "the first instance's claim",
         )
+        # The emulator takes the latency fault when the call arrives: once the queue is
+        # empty the call is held there for 4 s, so the kill lands mid-call, not before it.
+        wait_until(
+            lambda: httpx.get(f"{llm_emulator.url}/_emulator/faults", timeout=10).json() == {},
+            30,
+            "the first instance's call to reach the gateway",
+        )
         first.kill()
     with run_service(database_url, llm_emulator.url, env):
         wait_until(

@@ -436,3 +436,58 @@ async def test_shutdown_hands_running_summaries_back(
         summary = await session.get(Summary, summary_id)
     assert summary is not None
     assert (summary.status, summary.lease_owner, summary.attempts) == ("pending", None, 0)
+
+
+async def test_a_call_longer_than_the_lease_is_not_taken_over_nor_paid_twice(
+    llm_settings: Callable[..., Any],
+    new_key: Callable[..., Any],
+    new_job: Callable[..., Any],
+    fake_llm: FakeLlm,
+    db: DB,
+) -> None:
+    """A live instance keeps its lease through a completion slower than the lease: no tick
+    of its own or of another instance runs the summary again (a second paid call)."""
+    key_id, _ = await new_key("transcripts", "llm")
+    summary_id = await add_summary(db, await new_job(key_id))
+    async with db() as session, session.begin():
+        # Summaries other tests left due in this shared database wait: the claims below
+        # count this test's summary only.
+        await session.execute(
+            update(Summary)
+            .where(Summary.id != summary_id, Summary.status.in_(("pending", "running")))
+            .values(next_attempt_at=utcnow() + timedelta(days=1))
+        )
+    fake_llm.gate = asyncio.Event()
+    lease_s = 1.0
+    settings = llm_settings(llm_summary_lease_s=lease_s)
+    upstream = create_upstream(settings)
+    loop = asyncio.get_running_loop()
+    try:
+        assert await process_due_summaries(db, upstream, settings, owner="a") == 1
+        deadline = loop.time() + 10
+        while not fake_llm.calls:
+            assert loop.time() < deadline, "the call never reached the LLM"
+            await asyncio.sleep(0.02)
+        # Both instances tick for well over two leases while the call is held upstream.
+        until = loop.time() + 2.5 * lease_s
+        while loop.time() < until:
+            assert await process_due_summaries(db, upstream, settings, owner="a") == 0
+            assert await process_due_summaries(db, upstream, settings, owner="b") == 0
+            await asyncio.sleep(0.1)
+        fake_llm.gate.set()
+        deadline = loop.time() + 10
+        while in_flight():
+            assert loop.time() < deadline, "the summary never finished"
+            await asyncio.sleep(0.02)
+    finally:
+        fake_llm.gate.set()
+        await upstream.aclose()
+    async with db() as session:
+        summary = await session.get(Summary, summary_id)
+        usage_rows = await session.scalar(
+            select(func.count()).select_from(LlmUsage).where(LlmUsage.summary_id == summary_id)
+        )
+    assert summary is not None
+    assert (summary.status, summary.attempts, summary.llm_calls) == ("completed", 1, 1)
+    assert len(fake_llm.calls) == 1
+    assert usage_rows == 1
