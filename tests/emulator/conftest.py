@@ -95,6 +95,15 @@ class Emu:
         result: list[dict[str, Any]] = response.json()
         return result
 
+    def wait_attempts(self, transcript_id: str, count: int, timeout: float = 10) -> list[Any]:
+        """Poll until `count` webhook attempts are recorded: the emulator records one after
+        the receiver's answer, so a receiver that has the request may be ahead of it."""
+        deadline = time.monotonic() + timeout
+        while len(attempts := self.attempts(transcript_id)) < count:
+            assert time.monotonic() < deadline, f"{len(attempts)} of {count} attempts: {attempts}"
+            time.sleep(0.02)
+        return attempts
+
 
 @pytest.fixture
 def emu(fast_emulator: Proc) -> Iterator[Emu]:

@@ -38,7 +38,7 @@ def test_delivered_once_with_payload_and_header(
     assert first["headers"]["content-type"] == "application/json"
     # The job was complete when the webhook fired.
     assert emu.http.get(f"/v2/transcript/{tid}", headers=emu.auth()).json()["status"] == "completed"
-    attempts = emu.attempts(tid)
+    attempts = emu.wait_attempts(tid, 1)
     assert [(a["attempt"], a["status"]) for a in attempts] == [(1, 200)]
     assert attempts[0]["header_name"] == "X-Hook-Secret"
     assert "s3cret-value" not in str(attempts)
@@ -61,7 +61,7 @@ def test_5xx_is_retried_at_the_interval_until_2xx(
     gaps = [b["at"] - a["at"] for a, b in zip(received, received[1:], strict=False)]
     assert all(INTERVAL * 0.9 <= gap < INTERVAL + 1.0 for gap in gaps), gaps
     assert all(r["json"]["transcript_id"] == tid for r in received)
-    attempts = emu.attempts(tid)
+    attempts = emu.wait_attempts(tid, 4)
     assert [(a["attempt"], a["status"]) for a in attempts] == [
         (1, 500),
         (2, 503),
@@ -76,6 +76,7 @@ def test_4xx_is_not_retried(emu: Emu, receiver: Receiver, speech_wav: Callable[.
     receiver.statuses = [410]
     tid = submit_with_hook(emu, receiver, speech_wav("hello"))
     receiver.wait_for(1)
+    emu.wait_attempts(tid, 1)
     time.sleep(INTERVAL * 3)  # an absence: a retry would have come by now
     assert len(receiver.received) == 1
     assert [(a["attempt"], a["status"]) for a in emu.attempts(tid)] == [(1, 410)]
@@ -88,11 +89,7 @@ def test_no_answer_in_time_is_retried(
     receiver.delay_s = [1.0]  # longer than webhook_timeout_s (0.5 s)
     tid = submit_with_hook(emu, receiver, speech_wav("hello"))
     receiver.wait_for(2)
-    deadline = time.monotonic() + 5
-    while len(emu.attempts(tid)) < 2:
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
-    attempts = emu.attempts(tid)
+    attempts = emu.wait_attempts(tid, 2)
     assert attempts[0]["status"] is None
     assert attempts[0]["error"] == "timeout"
     assert 400 <= attempts[0]["duration_ms"] < 900
@@ -104,6 +101,7 @@ def test_gives_up_after_max_retries(emu: Emu, receiver: Receiver) -> None:
     receiver.default = 500
     tid = submit_with_hook(emu, receiver, b"junk")
     receiver.wait_for(4)
+    emu.wait_attempts(tid, 4)
     time.sleep(0.3)  # an absence: a fifth attempt would have come by now
     assert [a["attempt"] for a in emu.attempts(tid)] == [1, 2, 3, 4]
 
@@ -111,10 +109,7 @@ def test_gives_up_after_max_retries(emu: Emu, receiver: Receiver) -> None:
 def test_unreachable_receiver_is_retried(emu: Emu) -> None:
     emu.knobs(webhook_max_retries=2, webhook_retry_interval_s=0.05)
     tid = emu.submit(audio_url=emu.upload(b"junk"), webhook_url="http://127.0.0.1:9/hook")["id"]
-    deadline = time.monotonic() + 5
-    while len(emu.attempts(tid)) < 3:
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+    emu.wait_attempts(tid, 3)
     assert all(a["status"] is None and a["error"] for a in emu.attempts(tid))
 
 
@@ -124,7 +119,7 @@ def test_injected_webhook_failures(
     emu.fault(route="WEBHOOK", status=503, count=2)
     tid = submit_with_hook(emu, receiver, speech_wav("hello"))
     receiver.wait_for(1)  # the third attempt reaches the receiver
-    attempts = emu.attempts(tid)
+    attempts = emu.wait_attempts(tid, 3)
     assert [(a["attempt"], a["status"]) for a in attempts] == [(1, 503), (2, 503), (3, 200)]
 
 
