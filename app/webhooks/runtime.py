@@ -24,6 +24,9 @@ logger = logging.getLogger(__name__)
 # deliveries are milliseconds apart), waiting at most ACKS_YIELD_MAX_S.
 ACKS_QUIET_S = 0.02
 ACKS_YIELD_MAX_S = 0.5
+# Receiver connections opened at start-up; more open on demand, up to WEBHOOK_POOL_SIZE, and
+# stay open. Few: test suites start many service processes on one Postgres.
+WARM_CONNECTIONS = 2
 
 
 @dataclass
@@ -130,7 +133,7 @@ async def start_webhooks(app: FastAPI, settings: Settings, database_url: str) ->
     if reconciler is not None:
         reconciler.before_claim = runtime.acks_settled
     runtime.warm = asyncio.create_task(
-        _warm(pool, settings.webhook_pool_size), name="webhooks.pool.warm"
+        _warm(pool, min(WARM_CONNECTIONS, settings.webhook_pool_size)), name="webhooks.pool.warm"
     )
     app.state.webhooks = runtime
     return runtime
