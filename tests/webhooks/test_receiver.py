@@ -156,3 +156,25 @@ async def test_webhook_for_final_job_is_recorded_but_changes_nothing(
     assert r.status_code == 200
     job = await reload(committed, job)
     assert job.next_check_at is None
+
+
+async def test_shortcut_keeps_the_route_and_middleware_behaviour(
+    client: AsyncClient, make_job: Callable[..., Any]
+) -> None:
+    """The receiver skips FastAPI's routing (WebhookShortcut); what it does not handle still
+    reaches the route, and the app's middleware still wraps its answers."""
+    job = await make_job()
+    headers = {WEBHOOK_AUTH_HEADER: SECRET, "X-Request-ID": "burst-1"}
+    r = await client.post(url(job), content=body(job), headers=headers)
+    assert r.status_code == 200
+    assert r.headers["content-type"] == "application/json"
+    assert r.headers["x-request-id"] == "burst-1"
+    refused = await client.post(url(job), content=body(job), headers={"X-Request-ID": "burst-2"})
+    assert refused.status_code == 401
+    assert refused.json()["error"]
+    assert refused.headers["x-request-id"] == "burst-2"
+    malformed = await client.post(
+        "/webhooks/assemblyai/not-a-uuid", content=body(job), headers=headers
+    )
+    assert malformed.status_code == 422
+    assert (await client.get(url(job))).status_code == 405
