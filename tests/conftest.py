@@ -18,8 +18,13 @@ from app.core.db import create_engine, get_session
 from app.keys import service as keys_service
 from app.keys.schemas import ALL_SCOPES
 from app.main import create_app
-from tests.live import Proc, create_key_in, run_emulator, run_service
+from tests.live import EXTRA_SERVICE_ENV, Proc, create_key_in, run_emulator, run_service
 from tests.pg import create_database, drop_database, postgres_server
+
+# Many service processes share one test server: small pools per process.
+EXTRA_SERVICE_ENV.update(
+    {"DATABASE_POOL_SIZE": "4", "DATABASE_MAX_OVERFLOW": "6", "WEBHOOK_POOL_SIZE": "4"}
+)
 
 
 @pytest.fixture(scope="session")

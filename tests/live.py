@@ -24,6 +24,10 @@ from app.keys import service as keys_service
 ROOT = Path(__file__).resolve().parents[1]
 OUTPUT = ROOT / "test-output"
 EMULATOR_KEY = "emulator-test-key"
+# Added to every service process's environment; tests/conftest.py shrinks the database pools
+# here, since many service processes share one test server (max_connections is often 100).
+# Benchmarks import this module without it and keep the production defaults.
+EXTRA_SERVICE_ENV: dict[str, str] = {}
 
 
 def free_port() -> int:
@@ -125,6 +129,7 @@ def service_env(database_url: str, emulator_url: str, port: int) -> dict[str, st
         "ASSEMBLYAI_LLM_BASE_URL": emulator_url,
         "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
         "MIGRATE_ON_START": "false",
+        **EXTRA_SERVICE_ENV,
         "LOG_LEVEL": "INFO",
         "LOG_JSON": "true",
     }

@@ -81,6 +81,11 @@ class Settings(BaseSettings):
     database_url: SecretStr | None = None
     embedded_postgres_dir: Path = Path(".data/postgres")
     migrate_on_start: bool = True
+    # Connections of the request/reconciler engine per process: pool plus overflow. Keep the
+    # sum over every instance (plus WEBHOOK_POOL_SIZE and two listeners each) under Postgres's
+    # max_connections.
+    database_pool_size: int = Field(10, ge=1, le=200)
+    database_max_overflow: int = Field(20, ge=0, le=200)
     public_base_url: str | None = None
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
