@@ -133,6 +133,8 @@ async def test_deprecated_parameters_are_refused_before_upstream(
 ) -> None:
     _, client = jobs
     key = await new_key()
+    # Unique: other features' tests commit jobs with example audio URLs to this database.
+    audio_url = f"https://example.com/deprecated-{uuid.uuid4().hex}.wav"
     before = len((await emu.get("/_emulator/transcripts")).json())
     cases = {
         "auto_chapters": (True, "LLM Gateway"),
@@ -142,18 +144,14 @@ async def test_deprecated_parameters_are_refused_before_upstream(
         "transcript_ids": (["x"], "LLM Gateway"),
     }
     for name, (value, hint) in cases.items():
-        response = await submit(client, key, audio_url="https://example.com/a.wav", **{name: value})
+        response = await submit(client, key, audio_url=audio_url, **{name: value})
         assert response.status_code == 400, name
         assert hint in response.json()["detail"]
-    response = await submit(
-        client, key, audio_url="https://example.com/a.wav", speech_models=["nano"]
-    )
+    response = await submit(client, key, audio_url=audio_url, speech_models=["nano"])
     assert response.status_code == 400
     assert len((await emu.get("/_emulator/transcripts")).json()) == before
     async with committed() as session:
-        key_id = await session.scalar(
-            select(Job.key_id).where(Job.audio_url == "https://example.com/a.wav").limit(1)
-        )
+        key_id = await session.scalar(select(Job.key_id).where(Job.audio_url == audio_url).limit(1))
     assert key_id is None  # no job row either
 
 
