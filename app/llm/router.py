@@ -24,6 +24,7 @@ from app.llm.schemas import SummaryRead, SummaryRequest
 from app.llm.worker import claim_summaries
 from app.sessions.auth import require_caller_scope
 from app.transcripts.models import Job, JobStatus
+from app.transcripts.service import owner_conditions
 from app.upstream.client import Upstream
 
 logger = logging.getLogger(__name__)
@@ -102,8 +103,9 @@ async def chat_completions(
 
 
 async def owned_job(session: AsyncSession, principal: Principal, transcript_id: str) -> Job:
-    """The caller's job by our id or AssemblyAI's transcript id; another key's → 404."""
-    query = select(Job).where(Job.key_id == principal.key_id, Job.deleted_at.is_(None))
+    """The caller's job by our id or AssemblyAI's transcript id; another key's, or another
+    signed-in end user's, → 404 (the transcripts routes' ownership rule)."""
+    query = select(Job).where(*owner_conditions(principal), Job.deleted_at.is_(None))
     try:
         query = query.where(Job.id == uuid.UUID(transcript_id))
     except ValueError:

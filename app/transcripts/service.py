@@ -346,7 +346,7 @@ async def _record_accepted(
 # --- Reads -----------------------------------------------------------------------------------
 
 
-def _owner(principal: Principal) -> list[Any]:
+def owner_conditions(principal: Principal) -> list[Any]:
     """The caller's jobs: its key's; a signed-in end user (session cookie or JWT) sees only
     their own, as on the live status stream. A key caller sees every job of its key."""
     conditions: list[Any] = [Job.key_id == principal.key_id]
@@ -362,7 +362,7 @@ async def owned_by_upstream_id(
     job = await session.scalar(
         select(Job).where(
             Job.upstream_id == upstream_id,
-            *_owner(principal),
+            *owner_conditions(principal),
             Job.deleted_at.is_(None),
         )
     )
@@ -372,7 +372,7 @@ async def owned_by_upstream_id(
 
 
 async def owned(session: AsyncSession, principal: Principal, job_id: uuid.UUID) -> Job:
-    job = await session.scalar(select(Job).where(Job.id == job_id, *_owner(principal)))
+    job = await session.scalar(select(Job).where(Job.id == job_id, *owner_conditions(principal)))
     if job is None:
         raise NotFound("Transcript not found.")
     return job
@@ -540,7 +540,7 @@ async def list_upstream_shape(
 ) -> Page:
     """The caller's jobs that upstream knows, newest first, paged like upstream's list."""
     base = [
-        *_owner(principal),
+        *owner_conditions(principal),
         Job.upstream_id.is_not(None),
         Job.deleted_at.is_(None),
     ]
@@ -605,7 +605,7 @@ async def list_jobs(
     cursor: tuple[datetime, uuid.UUID] | None = None,
 ) -> tuple[list[Job], tuple[datetime, uuid.UUID] | None]:
     """The caller's jobs, newest first, after `cursor`; returns the next cursor too."""
-    conditions = [*_owner(principal), Job.deleted_at.is_(None)]
+    conditions = [*owner_conditions(principal), Job.deleted_at.is_(None)]
     if status is not None:
         conditions.append(Job.status == status)
     if cursor is not None:

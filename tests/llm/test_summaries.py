@@ -9,6 +9,7 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -491,3 +492,28 @@ async def test_a_call_longer_than_the_lease_is_not_taken_over_nor_paid_twice(
     assert (summary.status, summary.attempts, summary.llm_calls) == ("completed", 1, 1)
     assert len(fake_llm.calls) == 1
     assert usage_rows == 1
+
+
+async def test_summaries_follow_the_transcripts_ownership_rule(
+    db: async_sessionmaker[AsyncSession],
+    new_key: Callable[..., Any],
+    new_job: Callable[..., Any],
+) -> None:
+    """A signed-in end user reaches only their own transcripts' summaries; the key reaches all."""
+    from app.core.errors import NotFound
+    from app.keys.service import Principal
+    from app.llm.router import owned_job
+
+    key_id, _ = await new_key("llm", "transcripts")
+    alices = await new_job(key_id, end_user="alice")
+    scopes = frozenset({"llm", "transcripts"})
+    alice = Principal(key_id=key_id, key_name="k", scopes=scopes, end_user="alice", via="jwt")
+    bob = Principal(key_id=key_id, key_name="k", scopes=scopes, end_user="bob", via="session")
+    key = Principal(key_id=key_id, key_name="k", scopes=scopes)
+    async with db() as session:
+        assert (await owned_job(session, alice, str(alices.id))).id == alices.id
+        assert (await owned_job(session, key, alices.upstream_id)).id == alices.id
+        with pytest.raises(NotFound):
+            await owned_job(session, bob, str(alices.id))
+        with pytest.raises(NotFound):
+            await owned_job(session, bob, alices.upstream_id)
