@@ -1,9 +1,10 @@
 """Request bodies as async byte streams for the upstream upload, read straight off ASGI.
 
 The route reads `receive()` itself (no `request.stream()`, no form parsing by the
-framework), so nothing is spooled: a body passes through in chunks of about
-`chunk_size` bytes (few, large writes upstream are what makes the proxy fast), and memory
-stays at one chunk per upload whatever the file's size. Limits are enforced while the
+framework), so nothing is spooled: a body passes through in chunks of at least
+`chunk_size` bytes (small client reads are coalesced so that upstream gets few, large
+writes; a read already that large passes as it is, uncopied), and memory stays at a few
+chunks per upload whatever the file's size. Limits are enforced while the
 bytes pass; a breach or a disconnect raises from inside the iterator, which makes the
 HTTP client abort the upstream request, and is kept in `failure` so the route can answer
 with the real reason instead of the transport error it causes.
@@ -32,8 +33,9 @@ if TYPE_CHECKING:
 
 # A form's own bytes (boundaries, part headers, small fields) on top of the file's.
 FORM_OVERHEAD_BYTES = 1024 * 1024
-# Chunks read from the client ahead of the upstream write (memory: this many chunks).
-READ_AHEAD_CHUNKS = 3
+# Chunks read from the client ahead of the upstream write (memory: this many chunks). With
+# 128 KiB chunks, 2 measured the least CPU and page faults per GiB (3, 4, 8 alike or worse).
+READ_AHEAD_CHUNKS = 2
 # Form fields other than the file are small JSON or text values.
 MAX_FIELD_BYTES = 64 * 1024
 
