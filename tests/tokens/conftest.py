@@ -5,6 +5,7 @@ own committed keys, which keeps tests apart without a rolled-back transaction.""
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -104,6 +105,24 @@ def committed_key(engine: AsyncEngine) -> Callable[..., Any]:
             return raw, key.id
 
     return make
+
+
+# A test that counts on a per-minute limit runs within this many seconds.
+MINUTE_HEADROOM_S = 10.0
+
+
+@pytest.fixture
+def steady_minute() -> None:
+    """Start the test at least MINUTE_HEADROOM_S before the wall clock's next minute.
+
+    Without Redis the per-minute limits count in windows aligned to the clock's minutes,
+    and the sliding-window counter (the `limits` library) floors the previous window's
+    weighted count, so right after a minute begins one mint more than the limit fits (a
+    limit of 1 lets a second mint through 10 ms after the first). A test expecting the
+    refusal must not straddle that instant; this waits once, only when near it."""
+    left = 60.0 - time.time() % 60.0
+    if left < MINUTE_HEADROOM_S:
+        time.sleep(left + 0.05)
 
 
 @pytest.fixture

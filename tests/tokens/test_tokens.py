@@ -281,6 +281,7 @@ async def test_upstream_401_is_502_and_429_is_passed_on_and_budget_is_refunded(
     assert outcomes == [("failed", 502), ("failed", 429), ("granted", 200)]
 
 
+@pytest.mark.usefixtures("steady_minute")
 async def test_mints_per_minute_per_key_and_per_end_user(
     make_app: Callable[..., Any],
     committed_key: Callable[..., Any],
@@ -461,6 +462,7 @@ async def test_usage_summary_per_key_and_end_user(
     assert {str(key_id), str(other_id)} <= ids
 
 
+@pytest.mark.usefixtures("steady_minute")
 async def test_key_callers_name_the_end_user_with_a_header_on_compat_routes(
     make_app: Callable[..., Any],
     committed_key: Callable[..., Any],
