@@ -13,8 +13,9 @@ Best of --runs each, interleaved so that noise hits all three alike. Then a 2 Gi
 through the proxy while /proc/<pid>/status is sampled: the proxy's memory must stay flat.
 
 Prints: direct_mb_s, peer_mb_s, ours_mb_s, ratio (ours/direct, target >= 0.85),
-peer_ratio (ours/peer, target >= 1.0); ours/peer/sink_cpu_s_per_gib (CPU seconds each
-process spends per GiB relayed: steadier than rates on a shared machine); rss_mb (peak
+peer_ratio (ours/peer, target >= 1.0); ours/peer/sink/client_cpu_s_per_gib (CPU seconds
+each process spends per GiB relayed: steadier than rates on a shared machine);
+ours_page_faults_per_gib (fresh memory the proxy touches: allocator churn); rss_mb (peak
 VmRSS while 2 GiB pass, target <= 100), rss_start_mb (the idle process), rss_growth_mb
 (peak - idle), hwm_mb, rss_anon_mb (private memory only) and rss_drift_second_half_mb
 (flat: ~0). Exits 1 when it could not measure.
@@ -28,6 +29,7 @@ import argparse
 import contextlib
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -65,8 +67,12 @@ def make_file(directory: Path, size: int) -> Path:
     return path
 
 
+CLIENT_CPU = [0.0]  # CPU seconds spent by curl so far
+
+
 def curl_upload(url: str, path: Path, key: str) -> float:
     """Seconds to POST the file (curl -T streams it with a Content-Length)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     result = subprocess.run(
         [
             "curl",
@@ -92,6 +98,8 @@ def curl_upload(url: str, path: Path, key: str) -> float:
         text=True,
         timeout=600,
     )
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)  # curl is the only child reaped
+    CLIENT_CPU[0] += after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
     lines = result.stdout.strip().splitlines()
     if result.returncode != 0 or not lines:
         raise RuntimeError(f"curl to {url} failed: {result.stderr or result.stdout}")
@@ -115,6 +123,12 @@ def cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as stat:
         fields = stat.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def page_faults(pid: int) -> int:
+    """Minor page faults of a process so far (fresh memory being touched)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        return int(stat.read().rsplit(")", 1)[1].split()[7])
 
 
 class RssSampler:
@@ -200,11 +214,16 @@ def main() -> int:
             curl_upload(url, make_file(tmp, 8 * MIB), auth)
         relays = {"peer": peer, "ours": service}
         cpu: dict[str, float] = {"sink": 0.0, "peer": 0.0, "ours": 0.0}
+        faults = 0
+        client_start = CLIENT_CPU[0]
         for _ in range(args.runs):
             for name, (url, auth) in targets.items():
                 before = {n: cpu_seconds(p.process.pid) for n, p in relays.items()}
                 sink_before = cpu_seconds(emulator.process.pid)
+                faults_before = page_faults(service.process.pid)
                 seconds = curl_upload(url, body, auth)
+                if name == "ours":
+                    faults += page_faults(service.process.pid) - faults_before
                 best[name] = max(best.get(name, 0.0), size / seconds / MIB)
                 cpu["sink"] += cpu_seconds(emulator.process.pid) - sink_before
                 if name in relays:
@@ -225,6 +244,9 @@ def main() -> int:
         print(f"ours_cpu_s_per_gib: {cpu['ours'] / gib_relayed:.2f}")
         print(f"peer_cpu_s_per_gib: {cpu['peer'] / gib_relayed:.2f}")
         print(f"sink_cpu_s_per_gib: {cpu['sink'] / (3 * gib_relayed):.2f}")
+        # The client, to show it is not the limit (curl, alike for the three paths).
+        print(f"client_cpu_s_per_gib: {(CLIENT_CPU[0] - client_start) / (3 * gib_relayed):.2f}")
+        print(f"ours_page_faults_per_gib: {faults / gib_relayed:.0f}")
         print(f"peer_ratio: {best['ours'] / best['peer']:.3f}")
         print(f"rss_body_mib: {rss_size // MIB}")
         print(f"rss_mb: {peak / MIB:.1f}")
