@@ -1,8 +1,10 @@
 """Webhook burst: how fast do we acknowledge AssemblyAI's webhooks, and is any lost or doubled?
 
 A real service process (uvicorn, its reconciler running) on a fresh Postgres database;
-AssemblyAI is a counting stand-in. 500 jobs wait for their webhook; 500 deliveries are
-sent over 64 connections and each acknowledgement is timed. The baseline is the same
+AssemblyAI is a counting stand-in. A first burst of 128 deliveries (other jobs, reported
+as `first_burst_p99_ms`) brings the service to where one that has recorded webhooks
+before is; then 500 jobs wait for their webhook, 500 deliveries are sent over 64
+connections and each acknowledgement is timed. The baseline is the same
 server's bare `GET /healthz` (no database), measured the same way in the same run.
 
 Then every job must reach `completed` with exactly one upstream GET (nothing lost, nothing
@@ -24,7 +26,6 @@ import statistics
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -148,10 +149,12 @@ def main() -> int:
         try:
             raw = create_key_in(database, ["transcripts"], name="bench")
             tids = [f"burst-{i}" for i in range(n)]
+            warm_tids = [f"warm-{i}" for i in range(args.connections * 2)]
             httpx.post(
-                f"{stand_in_url}/_load", json=[transcript(t) for t in tids]
+                f"{stand_in_url}/_load", json=[transcript(t) for t in tids + warm_tids]
             ).raise_for_status()
             ids = insert_jobs(database, key_id_of(database, raw), tids, secret=SECRET)
+            warm_ids = insert_jobs(database, key_id_of(database, raw), warm_tids, secret=SECRET)
             env = dict(ENV)
             if args.reconciler == "worker":
                 env["RECONCILER_ENABLED"] = "false"
@@ -170,22 +173,30 @@ def main() -> int:
                     )
                     for job_id, tid in zip(ids, tids, strict=True)
                 ]
-                # The receiver opens 2 database connections at start-up and more on demand
-                # (kept open): one round of deliveries for unknown jobs (404s, nothing
-                # written) brings it to where an instance that has seen webhooks is.
+                # A first burst, on other jobs, measured apart: the receiver opens 2 database
+                # connections at start-up and the rest on demand (kept open), and each one's
+                # first recorded delivery costs more (the p99 of a service's very first
+                # burst). The measured burst is then that of an instance that has recorded
+                # webhooks before; its reconciler has finished the first burst's jobs.
                 warm_reqs = [
                     (
                         "POST",
-                        f"{base}/webhooks/assemblyai/{uuid.uuid4()}",
+                        f"{base}/webhooks/assemblyai/{job_id}",
                         {"X-AAI-Proxy-Webhook-Secret": SECRET},
-                        b'{"transcript_id":"none","status":"completed"}',
+                        f'{{"transcript_id":"{tid}","status":"completed"}}'.encode(),
                     )
-                    for _ in range(args.connections * 2)
+                    for job_id, tid in zip(warm_ids, warm_tids, strict=True)
                 ]
-                _, warm_codes = uvloop.run(burst(warm_reqs, args.connections))
-                if set(warm_codes) != {404}:
-                    print(f"error: warm-up answered {sorted(set(warm_codes))}", file=sys.stderr)
+                first_lat, warm_codes = uvloop.run(burst(warm_reqs, args.connections))
+                if set(warm_codes) != {200}:
+                    print(f"error: first burst answered {sorted(set(warm_codes))}", file=sys.stderr)
                     return 1
+
+                def first_completed() -> bool:
+                    rows = job_rows(database, warm_ids)
+                    return sum(r["status"] == "completed" for r in rows.values()) == len(warm_ids)
+
+                wait_until(first_completed, 120, "the first burst's jobs completed", every=0.1)
                 pid = service.process.pid
                 cpu0 = cpu_ms(pid)
                 base_lat, base_codes = uvloop.run(burst(baseline_reqs, args.connections))
@@ -213,7 +224,8 @@ def main() -> int:
 
     completed = sum(r["status"] == "completed" for r in rows.values())
     fetched_once = sum(gets.get(tid, 0) == 1 for tid in tids)
-    fetched_twice = sum(gets.get(tid, 0) > 1 for tid in tids)
+    fetched_twice = sum(gets.get(tid, 0) > 1 for tid in tids + warm_tids)
+    first_ok = all(gets.get(tid, 0) == 1 for tid in warm_tids)
     acked = sum(200 <= c < 300 for c in codes)
     if not lat or not base_lat or any(c != 200 for c in base_codes):
         print("error: could not measure", file=sys.stderr)
@@ -225,6 +237,8 @@ def main() -> int:
     print(f"reconciler: {args.reconciler}")
     print(f"acked: {acked}")
     print(f"ack_rate_per_s: {n / burst_s:.0f}")
+    print(f"first_burst_deliveries: {len(warm_tids)}")
+    print(f"first_burst_p99_ms: {percentile(first_lat, 99):.1f}")
     print(f"p50_ms: {p50:.1f}")
     print(f"p99_ms: {p99:.1f}")
     print(f"mean_ms: {statistics.fmean(lat):.1f}")
@@ -243,7 +257,7 @@ def main() -> int:
     print(f"fetched_more_than_once: {fetched_twice}")
     print(f"lost: {n - completed}")
     print(f"target_p99_ms: 25 ({'met' if p99 <= 25 else 'missed'})")
-    ok = acked == n and completed == n and fetched_once == n
+    ok = acked == n and completed == n and fetched_once == n and first_ok
     return 0 if ok else 1
 
 
