@@ -4,6 +4,7 @@ Nothing secret reaches the service's log."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Iterator
@@ -43,8 +44,12 @@ async def first_message(url: str, send: dict[str, Any] | None = None) -> dict[st
         if send is not None:
             await ws.send(json.dumps(send))
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            message = json.loads(await ws.recv(decode=True))
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                raw = await asyncio.wait_for(ws.recv(decode=True), left)
+            except TimeoutError:
+                break
+            message = json.loads(raw)
             if message.get("type") in {"Begin", "session.ready"}:
                 if message["type"] == "Begin":
                     await ws.send(json.dumps({"type": "Terminate"}))
@@ -53,14 +58,19 @@ async def first_message(url: str, send: dict[str, Any] | None = None) -> dict[st
 
 
 async def refused_code(url: str, send: dict[str, Any] | None = None) -> int | None:
+    """The close code; a socket left open (not refused) fails after 10 s, not at the
+    server's inactivity timeout."""
     try:
         async with websockets.connect(url, open_timeout=10) as ws:
             if send is not None:
                 await ws.send(json.dumps(send))
-            while True:
-                await ws.recv()
+            async with asyncio.timeout(10):
+                while True:
+                    await ws.recv()
     except ConnectionClosed as closed:
         return closed.rcvd.code if closed.rcvd else None
+    except TimeoutError:
+        raise AssertionError("the socket stayed open for 10 s: not refused") from None
     return None
 
 
@@ -99,13 +109,13 @@ async def test_app_streaming_url_is_ready_to_open(token_service: Proc, token_key
     assert "speech_model=u3-rt-pro" in url
     assert "sample_rate=16000" in url
     async with websockets.connect(url, open_timeout=10) as ws:
-        begin = json.loads(await ws.recv(decode=True))
+        begin = json.loads(await asyncio.wait_for(ws.recv(decode=True), 10))
         assert begin["type"] == "Begin"
         assert abs(begin["expires_at"] - (time.time() + 300)) < 30
         await ws.send(b"\x00\x00" * 1600)  # 100 ms of 16 kHz silence
         await ws.send(json.dumps({"type": "Terminate"}))
         while True:
-            message = json.loads(await ws.recv(decode=True))
+            message = json.loads(await asyncio.wait_for(ws.recv(decode=True), 10))
             if message["type"] == "Termination":
                 break
     assert await refused_code(url) == 1008

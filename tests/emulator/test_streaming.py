@@ -491,7 +491,7 @@ async def test_too_many_concurrent_sessions_closes_3009(capped_emu: Proc) -> Non
     while True:
         async with connect(url, additional_headers=key_header()) as again:
             try:
-                if json.loads(await again.recv()).get("type") == "Begin":
+                if json.loads(await asyncio.wait_for(again.recv(), 5)).get("type") == "Begin":
                     break
             except ConnectionClosed:
                 pass
