@@ -133,7 +133,7 @@ def serve(
     import uvicorn
 
     from app.core.logging import configure_logging
-    from app.core.migrate import upgrade
+    from app.core.migrate import upgrade_in_child
 
     settings = load_settings()
     configure_logging(settings.log_level, settings.json_logs, settings.secrets())
@@ -146,7 +146,11 @@ def serve(
         settings = load_settings()
         assert settings.database_url is not None
         if settings.migrate_on_start:
-            upgrade(settings.database_url.get_secret_value())
+            # In a child process: this one becomes the server, and Alembic stays out of it.
+            upgrade_in_child(
+                settings.database_url.get_secret_value(),
+                (settings.log_level, settings.json_logs, settings.secrets()),
+            )
         if settings.environment == "development":
             raw = asyncio.run(_ensure_dev_key(settings))
             if raw is not None:

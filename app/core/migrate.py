@@ -8,6 +8,8 @@ SQLAlchemy it pulls in) would keep ~10 MB resident in every service process for 
 from __future__ import annotations
 
 import ast
+import multiprocessing
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -35,6 +37,27 @@ def upgrade(database_url: str, revision: str = "heads") -> None:
     from alembic import command
 
     command.upgrade(alembic_config(database_url), revision)
+
+
+def upgrade_in_child(database_url: str, log: tuple[str, bool, Sequence[str]] | None = None) -> None:
+    """`upgrade` to the heads in a short-lived child process, for `serve`: the serving
+    process then never imports Alembic (~9 MB it would keep resident for nothing). `log`
+    is `configure_logging`'s arguments, so the child's lines look like the parent's."""
+    child = multiprocessing.get_context("spawn").Process(
+        target=_upgrade_child, args=(database_url, log), name="aai-proxy-migrate"
+    )
+    child.start()
+    child.join()
+    if child.exitcode != 0:
+        raise RuntimeError(f"the migration failed (exit code {child.exitcode}); see its log above")
+
+
+def _upgrade_child(database_url: str, log: tuple[str, bool, Sequence[str]] | None) -> None:
+    if log is not None:
+        from app.core.logging import configure_logging
+
+        configure_logging(*log)
+    upgrade(database_url)
 
 
 def downgrade(database_url: str, revision: str = "base") -> None:

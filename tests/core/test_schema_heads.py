@@ -11,7 +11,13 @@ from pathlib import Path
 import pytest
 from alembic.script import ScriptDirectory
 
-from app.core.migrate import ROOT, _declared_heads, alembic_heads, script_heads
+from app.core.migrate import (
+    ROOT,
+    _declared_heads,
+    alembic_heads,
+    script_heads,
+    upgrade_in_child,
+)
 
 
 def _revision(
@@ -75,3 +81,10 @@ def test_the_serving_process_does_not_import_alembic() -> None:
         [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == "False"
+
+
+def test_serve_migrates_in_a_child_and_reports_its_failure() -> None:
+    # `serve` migrates in a child process (the server never imports Alembic); a failed
+    # migration must still stop it. Success is covered by tests/e2e/test_serve.py.
+    with pytest.raises(RuntimeError, match="migration failed"):
+        upgrade_in_child("postgresql://nobody@127.0.0.1:1/none")
