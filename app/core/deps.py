@@ -17,6 +17,11 @@ def _settings(request: Request) -> Settings:
     return settings
 
 
+def client_ip(request: Request) -> str | None:
+    """The peer address as the ASGI server saw it (None when the transport has none)."""
+    return request.client.host if request.client else None
+
+
 def _upstream(request: Request) -> Upstream:
     upstream: Upstream = request.app.state.upstream
     return upstream

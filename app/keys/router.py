@@ -4,7 +4,7 @@ import uuid
 
 from fastapi import APIRouter, Request, status
 
-from app.core.deps import SessionDep
+from app.core.deps import SessionDep, client_ip
 from app.keys import service
 from app.keys.auth import AdminDep
 from app.keys.schemas import KeyCreate, KeyCreated, KeyRead
@@ -32,7 +32,7 @@ async def create_key(
         outcome="ok",
         principal=admin,
         subject=str(key.id),
-        client_ip=request.client.host if request.client else None,
+        client_ip=client_ip(request),
         scopes=key.scopes,
     )
     signing_secret = await create_signing_secret(session, key.id)
@@ -65,6 +65,6 @@ async def revoke_key(
         outcome="ok",
         principal=admin,
         subject=str(key.id),
-        client_ip=request.client.host if request.client else None,
+        client_ip=client_ip(request),
     )
     return KeyRead.model_validate(key)

@@ -9,7 +9,7 @@ from sqlalchemy import delete, update
 
 from app.core.config import Settings
 from app.core.db import utcnow
-from app.core.deps import SessionDep, SettingsDep
+from app.core.deps import SessionDep, SettingsDep, client_ip
 from app.core.errors import Unauthorized
 from app.core.security import hash_key, new_secret
 from app.keys import service as keys_service
@@ -69,7 +69,7 @@ async def create_session(
         key_id=key.id,
         end_user=body.end_user,
         expires_at=session_expiry(settings),
-        client_ip=request.client.host if request.client else None,
+        client_ip=client_ip(request),
         user_agent=(request.headers.get("user-agent") or "")[:500] or None,
     )
     session.add(row)
@@ -137,7 +137,7 @@ async def end_session(
         outcome="ok",
         principal=caller,
         subject=session_id,
-        client_ip=request.client.host if request.client else None,
+        client_ip=client_ip(request),
     )
     response = Response(status_code=status.HTTP_204_NO_CONTENT)
     response.delete_cookie(

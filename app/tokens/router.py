@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.core.deps import SessionDep
+from app.core.deps import SessionDep, client_ip
 from app.core.errors import AppError, Forbidden
 from app.keys import service as keys_service
 from app.keys.auth import AdminDep
@@ -72,7 +72,7 @@ FastUpstreamDep = Annotated[Upstream, Depends(_upstream)]
 
 def _context(request: Request) -> CallContext:
     return CallContext(
-        client_ip=request.client.host if request.client else None,
+        client_ip=client_ip(request),
         user_agent=request.headers.get("user-agent"),
         endpoint=f"{request.method} {request.scope['path']}",
     )
@@ -351,7 +351,7 @@ async def put_policy(
         outcome="ok",
         principal=admin,
         subject=str(key_id),
-        client_ip=request.client.host if request.client else None,
+        client_ip=client_ip(request),
         **body.model_dump(),
     )
     result: TokenPolicyRead = _policy_read(key_id, runtime, row)
