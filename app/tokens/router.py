@@ -10,11 +10,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
-from starlette.responses import Response
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Scope
 
 from app.core.deps import SessionDep, client_ip
 from app.core.errors import AppError, Forbidden
+from app.core.middleware import Endpoint, ShortcutMiddleware
 from app.keys import service as keys_service
 from app.keys.auth import AdminDep
 from app.keys.service import Principal
@@ -169,40 +169,20 @@ async def agents_token(request: Request) -> JSONResponse:
     return await _compat("agents", request, caller, runtime, request.app.state.upstream.agents)
 
 
-class MintShortcut:
-    """ASGI middleware, innermost: `GET /v3/token` and `GET /v1/token` go straight to their
-    endpoints above, past FastAPI's routing and exception layers.
+class MintShortcut(ShortcutMiddleware):
+    """`GET /v3/token` and `GET /v1/token` go straight to their endpoints above (see
+    ShortcutMiddleware).
 
     Why: a mint suspends several times (upstream, audit), and every resumption walks the
     whole coroutine chain of the request; the framework layers below the app's middleware
-    cost as much CPU as the mint's own work (`bench/token_mint.py`). The routes stay
-    registered (OpenAPI, HEAD, any other method) and the endpoints take only the `Request`,
-    so nothing is skipped: RequestIdMiddleware and CORS still wrap the call, and an
-    AppError is answered by the app's own registered handler.
+    cost as much CPU as the mint's own work (`bench/token_mint.py`). The endpoints take
+    only the `Request`, so nothing is skipped.
     """
 
     ENDPOINTS: dict[str, Callable[[Request], Awaitable[JSONResponse]]] = {}
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        endpoint = None
-        # Behind a root_path, routing is left to the router (which strips it).
-        if scope["type"] == "http" and scope["method"] == "GET" and not scope.get("root_path"):
-            endpoint = self.ENDPOINTS.get(scope["path"])
-        if endpoint is None:
-            await self.app(scope, receive, send)
-            return
-        request = Request(scope, receive, send)
-        response: Response
-        try:
-            response = await endpoint(request)
-        except AppError as exc:
-            handlers = request.app.exception_handlers
-            handler = next(h for c in type(exc).__mro__ if (h := handlers.get(c)) is not None)
-            response = await handler(request, exc)
-        await response(scope, receive, send)
+    def match(self, scope: Scope) -> Endpoint | None:
+        return self.ENDPOINTS.get(scope["path"]) if scope["method"] == "GET" else None
 
 
 MintShortcut.ENDPOINTS.update({"/v3/token": streaming_token, "/v1/token": agents_token})

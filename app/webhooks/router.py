@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 import uuid
@@ -15,20 +16,19 @@ from fastapi.responses import Response
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sse_starlette import EventSourceResponse
-from starlette.types import ASGIApp, Receive, Send
 from starlette.types import Scope as AsgiScope
 
 from app.core.config import Settings
 from app.core.db import utcnow
 from app.core.deps import SessionDep, SettingsDep
 from app.core.errors import (
-    AppError,
     BadRequest,
     Forbidden,
     NotFound,
     PayloadTooLarge,
     ServiceUnavailable,
 )
+from app.core.middleware import Endpoint, ShortcutMiddleware
 from app.keys.auth import get_principal
 from app.keys.models import ApiKey
 from app.keys.schemas import Scope
@@ -114,42 +114,21 @@ async def receive_assemblyai_webhook(job_id: uuid.UUID, request: Request) -> Res
     return await _receive(job_id, request)
 
 
-class WebhookShortcut:
-    """ASGI middleware, innermost: `POST /webhooks/assemblyai/{job_id}` goes straight to
-    the receiver, past FastAPI's routing, dependency solving, response-model validation
-    and exception layers (measured with bench/webhook_burst.py; the same reasoning as the
-    tokens feature's MintShortcut). RequestIdMiddleware and CORS still wrap the call, an
-    AppError is answered by the app's own handler, and anything else (another method, a
-    malformed job id: FastAPI's 422) goes through the registered route as before.
+class WebhookShortcut(ShortcutMiddleware):
+    """`POST /webhooks/assemblyai/{job_id}` goes straight to the receiver, past FastAPI's
+    routing, dependency solving, response-model validation and exception layers (see
+    ShortcutMiddleware; measured with bench/webhook_burst.py). Anything else (another
+    method, a malformed job id: FastAPI's 422) goes through the registered route as before.
     """
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: AsgiScope, receive: Receive, send: Send) -> None:
-        job_id = None
-        if (
-            scope["type"] == "http"
-            and scope["method"] == "POST"
-            and scope["path"].startswith(WEBHOOK_PREFIX)
-            and not scope.get("root_path")  # behind a root_path, the router strips it
-        ):
-            try:
-                job_id = uuid.UUID(scope["path"][len(WEBHOOK_PREFIX) :])
-            except ValueError:
-                job_id = None
-        if job_id is None:
-            await self.app(scope, receive, send)
-            return
-        request = Request(scope, receive, send)
-        response: Response
+    def match(self, scope: AsgiScope) -> Endpoint | None:
+        if scope["method"] != "POST" or not scope["path"].startswith(WEBHOOK_PREFIX):
+            return None
         try:
-            response = await _receive(job_id, request)
-        except AppError as exc:
-            handlers = request.app.exception_handlers
-            handler = next(h for c in type(exc).__mro__ if (h := handlers.get(c)) is not None)
-            response = await handler(request, exc)
-        await response(scope, receive, send)
+            job_id = uuid.UUID(scope["path"][len(WEBHOOK_PREFIX) :])
+        except ValueError:
+            return None
+        return functools.partial(_receive, job_id)
 
 
 # --- Live status -------------------------------------------------------------------------
