@@ -60,6 +60,17 @@ UPSTREAM_MAX_UPLOAD_BYTES = 2_200_000_000  # /v2/upload: 2.2 GB
 PLACEHOLDER_SECRETS = {"changeme", "change-me", "secret", "your_api_key", "YOUR_API_KEY"}
 
 
+def _env_list(value: object, *, empty: list[str] | None) -> object:
+    """A list setting from the environment: a JSON list, or comma-separated names (`empty`
+    when none are named); anything else is left to pydantic."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            return json.loads(text)
+        return [m.strip() for m in text.split(",") if m.strip()] or empty
+    return value
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True
@@ -134,12 +145,7 @@ class Settings(BaseSettings):
     @field_validator("default_speech_models", mode="before")
     @classmethod
     def _speech_model_list(cls, value: object) -> object:
-        if isinstance(value, str):
-            text = value.strip()
-            if text.startswith("["):
-                return json.loads(text)
-            return [m.strip() for m in text.split(",") if m.strip()]
-        return value
+        return _env_list(value, empty=[])
 
     @field_validator("default_speech_models")
     @classmethod
@@ -167,12 +173,7 @@ class Settings(BaseSettings):
     @field_validator("llm_models", mode="before")
     @classmethod
     def _model_list(cls, value: object) -> object:
-        if isinstance(value, str):
-            text = value.strip()
-            if text.startswith("["):
-                return json.loads(text)
-            return [m.strip() for m in text.split(",") if m.strip()] or None
-        return value
+        return _env_list(value, empty=None)
 
     @model_validator(mode="after")
     def _llm_coherent(self) -> Settings:
