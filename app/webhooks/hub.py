@@ -13,7 +13,6 @@ import contextlib
 import json
 import logging
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -93,8 +92,6 @@ class EventHub:
         self.connected = asyncio.Event()
         # Set on every wake notification; the reconciler waits on it between ticks.
         self.wake = asyncio.Event()
-        # Called with the job id a wake notification names ("" when it names none).
-        self.wake_listeners: list[Callable[[str], None]] = []
 
     # --- subscribers -----------------------------------------------------------------------
     def subscribe(self, job_id: uuid.UUID | str) -> Subscriber:
@@ -173,8 +170,6 @@ class EventHub:
         self, _conn: Any = None, _pid: int = 0, _channel: str = "", payload: str = ""
     ) -> None:
         self.wake.set()
-        for listener in self.wake_listeners:
-            listener(payload)
 
     def _on_event(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
         try:

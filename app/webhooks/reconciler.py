@@ -514,7 +514,6 @@ async def run_worker(settings: Settings) -> None:
     hub = EventHub(url, sessionmaker)
     await hub.start()
     reconciler = Reconciler(sessionmaker, upstream, settings, wake=hub.wake)
-    hub.wake_listeners.append(reconciler.nudge)
     try:
         await reconciler.run()
     finally:

@@ -127,7 +127,6 @@ async def start_webhooks(app: FastAPI, settings: Settings, database_url: str) ->
     reconciler = None
     if settings.reconciler_enabled:
         reconciler = Reconciler(app.state.sessionmaker, app.state.upstream, settings, wake=hub.wake)
-        hub.wake_listeners.append(reconciler.nudge)
         reconciler.start()
     runtime = WebhooksRuntime(hub, reconciler, pool)
     if reconciler is not None:
