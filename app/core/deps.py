@@ -1,4 +1,4 @@
-"""Annotated dependency aliases shared by every feature's routes."""
+"""Annotated dependency aliases and request helpers shared by every feature's routes."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.config import Settings
 from app.core.db import get_session
+from app.core.errors import PayloadTooLarge
 from app.upstream.client import Upstream
 
 
@@ -20,6 +21,22 @@ def _settings(request: Request) -> Settings:
 def client_ip(request: Request) -> str | None:
     """The peer address as the ASGI server saw it (None when the transport has none)."""
     return request.client.host if request.client else None
+
+
+async def read_limited(request: Request, limit: int, too_large: str) -> bytes:
+    """The raw body, refused with 413 (`too_large`) as soon as it passes `limit` bytes: a
+    declared Content-Length over it is refused unread, and nothing beyond it is buffered."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(too_large)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(too_large)
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _upstream(request: Request) -> Upstream:

@@ -15,8 +15,8 @@ from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.config import Settings
-from app.core.deps import SessionDep, SettingsDep, UpstreamDep
-from app.core.errors import BadRequest, NotFound, PayloadTooLarge
+from app.core.deps import SessionDep, SettingsDep, UpstreamDep, read_limited
+from app.core.errors import BadRequest, NotFound
 from app.keys.schemas import Scope
 from app.keys.service import Principal
 from app.llm.summaries import list_summaries, summary_views
@@ -119,18 +119,13 @@ def _sessionmaker(request: Request) -> async_sessionmaker[AsyncSession]:
 
 async def _json_body(request: Request) -> Any:
     """The JSON body, refused with 413 past MAX_SUBMIT_BODY_BYTES (never buffered beyond)."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > MAX_SUBMIT_BODY_BYTES:
-        raise PayloadTooLarge(f"A submit body is limited to {MAX_SUBMIT_BODY_BYTES} bytes.")
-    parts: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_SUBMIT_BODY_BYTES:
-            raise PayloadTooLarge(f"A submit body is limited to {MAX_SUBMIT_BODY_BYTES} bytes.")
-        parts.append(chunk)
+    body = await read_limited(
+        request,
+        MAX_SUBMIT_BODY_BYTES,
+        f"A submit body is limited to {MAX_SUBMIT_BODY_BYTES} bytes.",
+    )
     try:
-        return json.loads(b"".join(parts))
+        return json.loads(body)
     except (ValueError, UnicodeDecodeError):
         raise BadRequest("The request body is not valid JSON.") from None
 

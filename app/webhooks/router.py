@@ -20,12 +20,11 @@ from starlette.types import Scope as AsgiScope
 
 from app.core.config import Settings
 from app.core.db import utcnow
-from app.core.deps import SessionDep, SettingsDep
+from app.core.deps import SessionDep, SettingsDep, read_limited
 from app.core.errors import (
     BadRequest,
     Forbidden,
     NotFound,
-    PayloadTooLarge,
     ServiceUnavailable,
 )
 from app.core.middleware import Endpoint, ShortcutMiddleware
@@ -50,21 +49,6 @@ router = APIRouter(tags=["webhooks"])
 CallerTranscriptsDep = Annotated[Principal, Depends(require_caller_scope(Scope.transcripts.value))]
 
 
-async def _read_limited(request: Request, limit: int) -> bytes:
-    """The raw body, refused with 413 as soon as it passes `limit` bytes."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"The webhook body is over {limit} bytes.")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"The webhook body is over {limit} bytes.")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 WEBHOOK_PREFIX = "/webhooks/assemblyai/"
 # The two answers, encoded once (what WebhookAck serialises to).
 _ACK = {
@@ -80,7 +64,8 @@ async def _receive(job_id: uuid.UUID, request: Request) -> Response:
     # No SessionDep or SettingsDep on this hot path: see app/webhooks/service.py (and a
     # sync dependency would run in the thread pool, about a millisecond under load).
     settings: Settings = request.app.state.settings
-    body = await _read_limited(request, settings.webhook_max_body_bytes)
+    limit = settings.webhook_max_body_bytes
+    body = await read_limited(request, limit, f"The webhook body is over {limit} bytes.")
     runtime: WebhooksRuntime | None = getattr(request.app.state, "webhooks", None)
     if runtime is None:
         raise ServiceUnavailable("The webhook receiver is not running.")
