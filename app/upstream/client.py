@@ -213,18 +213,24 @@ class UpstreamHost:
     def _log_retry(self, method: str, path: str) -> Any:
         def log(state: RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome else None
-            logger.info(
-                "upstream.retry",
-                extra={
-                    "host": self.name,
-                    "method": method,
-                    "path": path,
-                    "attempt": state.attempt_number,
-                    "reason": str(exc) if isinstance(exc, _RetryableStatus) else type(exc).__name__,
-                },
-            )
+            reason = str(exc) if isinstance(exc, _RetryableStatus) else type(exc).__name__
+            self._retry_logged(method, path, state.attempt_number, reason)
 
         return log
+
+    def _retry_logged(self, method: str, path: str, attempt: int, reason: str) -> None:
+        """One `upstream.retry` line, whichever retry loop (tenacity's or a hand-written
+        one) is about to wait."""
+        logger.info(
+            "upstream.retry",
+            extra={
+                "host": self.name,
+                "method": method,
+                "path": path,
+                "attempt": attempt,
+                "reason": reason,
+            },
+        )
 
     async def aclose(self) -> None:
         await self.http.aclose()
@@ -368,16 +374,7 @@ class TokenHost(UpstreamHost):
     async def _retry_wait(
         self, method: str, path: str, attempt: int, reason: str, retry_after: float | None
     ) -> None:
-        logger.info(
-            "upstream.retry",
-            extra={
-                "host": self.name,
-                "method": method,
-                "path": path,
-                "attempt": attempt,
-                "reason": reason,
-            },
-        )
+        self._retry_logged(method, path, attempt, reason)
         await asyncio.sleep(wait_for_attempt(self._wait(), attempt, retry_after))
 
     async def aclose(self) -> None:
@@ -467,16 +464,8 @@ class LlmGatewayClient(UpstreamHost):
                     retry_after is None or retry_after <= self._settings.upstream_retry_after_max_s
                 ):
                     delay = wait_for_attempt(wait, attempt, retry_after)
-                    logger.info(
-                        "upstream.retry",
-                        extra={
-                            "host": self.name,
-                            "method": "POST",
-                            "path": "/v1/chat/completions",
-                            "attempt": attempt,
-                            "reason": f"upstream answered {response.status_code}",
-                        },
-                    )
+                    reason = f"upstream answered {response.status_code}"
+                    self._retry_logged("POST", "/v1/chat/completions", attempt, reason)
                     await asyncio.sleep(delay)
                     continue
             break
