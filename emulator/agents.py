@@ -53,9 +53,10 @@ from emulator.streaming import (
     UNAUTHORIZED,
     active_sessions,
     close_ws,
-    deny,
     in_recognizer,
+    injected_close,
     new_record,
+    take_ws_fault,
 )
 from emulator.tts import DEFAULT_VOICE, OUTPUT_RATE, RETIRED_VOICES, VOICES, synthesize
 
@@ -676,11 +677,8 @@ async def agent_ws(ws: WebSocket) -> None:
     """Voice Agent WebSocket."""
     state = get_state(ws)
     settings = state.settings
-    fault = state.faults.take(ROUTE)
-    if fault is not None and fault.delay_s > 0:
-        await asyncio.sleep(fault.delay_s)
-    if fault is not None and fault.status is not None and fault.close_code is None:
-        await deny(ws, fault.status, f"Injected failure ({fault.status}).", fault.retry_after)
+    fault, refused = await take_ws_fault(ws, state, ROUTE)
+    if refused:
         return
     authorised, token_cap = _authenticate(ws, state)
     record = new_record(state, ws, "agent", 24_000, "audio/pcm")
@@ -688,9 +686,7 @@ async def agent_ws(ws: WebSocket) -> None:
     if not authorised:
         await close_ws(ws, record, UNAUTHORIZED, "Unauthorized: Bearer key or token required")
         return
-    if fault is not None and (fault.close_code is not None or fault.drop):
-        code = fault.close_code if fault.close_code is not None else 1011
-        await close_ws(ws, record, code, f"Injected close ({code})")
+    if await injected_close(ws, record, fault):
         return
     active = active_sessions(ws)
     if active["agent"] >= settings.max_concurrent_sessions:

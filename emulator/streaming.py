@@ -38,7 +38,7 @@ from emulator import tokens
 from emulator.audio import BYTES_PER_SAMPLE, TurnDetector, chunk_duration_ms, to_pcm16
 from emulator.auth import check_raw_key
 from emulator.recognition import Word, recognize
-from emulator.state import EmulatorState, WsFrame, WsSessionRecord, get_state
+from emulator.state import EmulatorState, Fault, WsFrame, WsSessionRecord, get_state
 
 logger = logging.getLogger(__name__)
 
@@ -329,6 +329,29 @@ async def deny(ws: WebSocket, status: int, message: str, retry_after: int | None
     """Refuse the upgrade with a plain HTTP status (the WebSocket denial response)."""
     headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
     await ws.send_denial_response(JSONResponse({"error": message}, status, headers=headers))
+
+
+async def take_ws_fault(
+    ws: WebSocket, state: EmulatorState, route: str
+) -> tuple[Fault | None, bool]:
+    """Consume one injected fault for a WebSocket route: sleep its latency, and refuse the
+    upgrade when it names an HTTP status without a close code. (fault, refused)."""
+    fault = state.faults.take(route)
+    if fault is not None and fault.delay_s > 0:
+        await asyncio.sleep(fault.delay_s)
+    if fault is not None and fault.status is not None and fault.close_code is None:
+        await deny(ws, fault.status, f"Injected failure ({fault.status}).", fault.retry_after)
+        return fault, True
+    return fault, False
+
+
+async def injected_close(ws: WebSocket, record: WsSessionRecord, fault: Fault | None) -> bool:
+    """Close an accepted socket as the fault says (its close code, or 1011 for a drop)."""
+    if fault is None or (fault.close_code is None and not fault.drop):
+        return False
+    code = fault.close_code if fault.close_code is not None else 1011
+    await close_ws(ws, record, code, f"Injected close ({code})")
+    return True
 
 
 # ---------------------------------------------------------------- the session
@@ -728,11 +751,8 @@ async def stream_ws(ws: WebSocket) -> None:
     """Streaming STT WebSocket (Universal-Streaming / U3 Pro)."""
     state = get_state(ws)
     settings = state.settings
-    fault = state.faults.take(ROUTE)
-    if fault is not None and fault.delay_s > 0:
-        await asyncio.sleep(fault.delay_s)
-    if fault is not None and fault.status is not None and fault.close_code is None:
-        await deny(ws, fault.status, f"Injected failure ({fault.status}).", fault.retry_after)
+    fault, refused = await take_ws_fault(ws, state, ROUTE)
+    if refused:
         return
     authorised, token_cap = _authenticate(ws, state)
     try:
@@ -765,9 +785,7 @@ async def stream_ws(ws: WebSocket) -> None:
         await session.send(
             {"type": "Begin", "id": record.id, "expires_at": math.floor(time.time() + limit)}
         )
-        if fault is not None and (fault.close_code is not None or fault.drop):
-            code = fault.close_code if fault.close_code is not None else 1011
-            await close_ws(ws, record, code, f"Injected close ({code})")
+        if await injected_close(ws, record, fault):
             return
         code, reason = await session.run()
         record.extra["turns"] = session.turn_order
