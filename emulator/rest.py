@@ -11,6 +11,7 @@ import hashlib
 import json
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
@@ -383,8 +384,10 @@ def _chars_per_caption(request: Request) -> int | Response:
     return value
 
 
-async def get_sentences(request: Request) -> Response:
-    """The transcript split into sentences."""
+async def _split(
+    request: Request, name: str, split: Callable[[dict[str, Any]], list[dict[str, Any]]]
+) -> Response:
+    """The transcript's header fields and its text split by `split`, under `name`."""
     transcript, refused = await _completed(request)
     if transcript is None:
         assert refused is not None
@@ -395,26 +398,19 @@ async def get_sentences(request: Request) -> Response:
             "confidence": transcript["confidence"],
             "audio_duration": transcript["audio_duration"],
             "speech_model_used": transcript["speech_model_used"],
-            "sentences": tx.sentences_of(transcript),
+            name: split(transcript),
         }
     )
+
+
+async def get_sentences(request: Request) -> Response:
+    """The transcript split into sentences."""
+    return await _split(request, "sentences", tx.sentences_of)
 
 
 async def get_paragraphs(request: Request) -> Response:
     """The transcript split into paragraphs."""
-    transcript, refused = await _completed(request)
-    if transcript is None:
-        assert refused is not None
-        return refused
-    return JSONResponse(
-        {
-            "id": transcript["id"],
-            "confidence": transcript["confidence"],
-            "audio_duration": transcript["audio_duration"],
-            "speech_model_used": transcript["speech_model_used"],
-            "paragraphs": tx.paragraphs_of(transcript),
-        }
-    )
+    return await _split(request, "paragraphs", tx.paragraphs_of)
 
 
 async def get_srt(request: Request) -> Response:
