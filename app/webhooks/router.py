@@ -34,6 +34,7 @@ from app.keys.schemas import Scope
 from app.keys.service import Principal
 from app.sessions.auth import require_caller_scope
 from app.transcripts.models import FINAL_STATUSES, Job
+from app.transcripts.service import owner_conditions
 from app.webhooks import service
 from app.webhooks.events import events_after
 from app.webhooks.hub import EventHub, JobEventMessage, Resync
@@ -205,13 +206,12 @@ async def job_events(
     principal: CallerTranscriptsDep,
 ) -> EventSourceResponse:
     """Live status of one job as Server-Sent Events (resume with Last-Event-ID)."""
-    query = select(Job.id).where(
-        Job.id == job_id, Job.key_id == principal.key_id, Job.deleted_at.is_(None)
+    # The transcripts' ownership rule: a signed-in end user sees only their own jobs.
+    owned = await session.scalar(
+        select(Job.id).where(
+            Job.id == job_id, *owner_conditions(principal), Job.deleted_at.is_(None)
+        )
     )
-    if principal.via != "key" and principal.end_user is not None:
-        # A signed-in end user (session cookie or JWT) sees only their own jobs.
-        query = query.where(Job.end_user == principal.end_user)
-    owned = await session.scalar(query)
     if owned is None:
         raise NotFound("No such transcript.")
     last_event_id: int | None = None
