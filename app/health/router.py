@@ -7,6 +7,8 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.core.errors import error_response
+
 router = APIRouter(tags=["health"])
 
 
@@ -46,4 +48,4 @@ async def readyz(request: Request) -> JSONResponse:
 
 
 def _not_ready(reason: str) -> JSONResponse:
-    return JSONResponse({"error": "NotReady", "detail": reason}, status_code=503)
+    return error_response(503, "NotReady", reason)
