@@ -102,10 +102,11 @@ async def receive(
     if not presented:
         raise WebhookUnauthorized()
     transcript_id, status = _parse(body)
+    presented_hash = hash_key(presented)
     row = await pool.fetchrow(
         RECORD_SQL,
         job_id,
-        hash_key(presented),
+        presented_hash,
         transcript_id,
         hashlib.sha256(body).hexdigest(),
         status,
@@ -115,7 +116,7 @@ async def receive(
     )
     if not row["found"]:
         raise NotFound("No such job.")
-    if not secrets_equal(hash_key(presented), row["webhook_secret_hash"]):
+    if not secrets_equal(presented_hash, row["webhook_secret_hash"]):
         logger.warning("webhooks.receive.bad_secret", extra={"job_id": str(job_id)})
         raise WebhookUnauthorized()
     if transcript_id is None:
