@@ -110,8 +110,15 @@ def _app(state: StandIn) -> Starlette:
 @contextmanager
 def run_stand_in() -> Iterator[StandIn]:
     state = StandIn(port=free_port())
+    # A short graceful shutdown: a hanging GET whose caller is gone (the worker test's 20 s
+    # fetch) would otherwise outlive the join below, 5 s of every module teardown.
     config = uvicorn.Config(
-        _app(state), host="127.0.0.1", port=state.port, log_level="warning", lifespan="off"
+        _app(state),
+        host="127.0.0.1",
+        port=state.port,
+        log_level="warning",
+        lifespan="off",
+        timeout_graceful_shutdown=1,
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
