@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.core.config import Settings
 from app.core.db import utcnow
 from app.core.errors import BadRequest, Forbidden, UpstreamClientError
+from app.core.tasks import running_alongside
 from app.keys.service import Principal
 from app.llm import policy, service
 from app.llm.models import Summary, SummaryStatus
@@ -356,13 +357,8 @@ class Runner:
                         exc_info=True,
                     )
 
-        task = asyncio.create_task(renew(), name="llm.summary.lease")
-        try:
+        async with running_alongside(renew(), "llm.summary.lease"):
             yield
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
 
     async def condensed(self, text: str, instruction: str) -> str:
         """Run `instruction` on the text, map-reducing when it exceeds the chunk budget."""

@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.core.config import Settings
 from app.core.db import utcnow
 from app.core.errors import AppError, RateLimited
+from app.core.tasks import running_alongside
 from app.keys.service import record_audit
 from app.transcripts.models import FINAL_STATUSES, Job, JobStatus
 from app.upstream.client import Upstream
@@ -326,13 +327,8 @@ class Reconciler:
                         .values(lease_expires_at=utcnow() + timedelta(seconds=lease_s))
                     )
 
-        task = asyncio.create_task(renew(), name="webhooks.lease")
-        try:
+        async with running_alongside(renew(), "webhooks.lease"):
             yield
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
 
     @staticmethod
     def _release(job: Job, next_check_at: datetime | None) -> None:
