@@ -27,7 +27,7 @@ from starlette.routing import BaseRoute, Route
 
 from emulator import transcripts as tx
 from emulator.recognition import recognition_mode
-from emulator.state import ROUTES, EmulatorState, Fault, Knobs, get_state
+from emulator.state import ROUTES, EmulatorState, Fault, Knobs, WsSessionRecord, get_state
 
 
 def _state(request: Request) -> EmulatorState | None:
@@ -162,12 +162,17 @@ async def sessions(request: Request) -> Response:
     )
 
 
-async def session(request: Request) -> Response:
-    """One WebSocket session with its frames."""
+def _session_record(request: Request) -> WsSessionRecord | None:
+    """The path's WebSocket session (None outside test mode, or when there is none)."""
     state = _state(request)
     if state is None:
-        return _not_found()
-    record = state.records.ws_sessions.get(request.path_params["session_id"])
+        return None
+    return state.records.ws_sessions.get(request.path_params["session_id"])
+
+
+async def session(request: Request) -> Response:
+    """One WebSocket session with its frames."""
+    record = _session_record(request)
     if record is None:
         return _not_found()
     return JSONResponse(_session_public(record, True))
@@ -175,10 +180,7 @@ async def session(request: Request) -> Response:
 
 async def session_pcm(request: Request) -> Response:
     """The session's input audio as received (raw bytes)."""
-    state = _state(request)
-    if state is None:
-        return _not_found()
-    record = state.records.ws_sessions.get(request.path_params["session_id"])
+    record = _session_record(request)
     if record is None:
         return _not_found()
     headers = {
