@@ -413,8 +413,10 @@ async def get_paragraphs(request: Request) -> Response:
     return await _split(request, "paragraphs", tx.paragraphs_of)
 
 
-async def get_srt(request: Request) -> Response:
-    """SubRip captions."""
+async def _captions(
+    request: Request, render: Callable[[dict[str, Any], int], str], media_type: str | None
+) -> Response:
+    """Captions rendered by `render` (`chars_per_caption` checked first)."""
     transcript, refused = await _completed(request)
     if transcript is None:
         assert refused is not None
@@ -422,19 +424,17 @@ async def get_srt(request: Request) -> Response:
     chars = _chars_per_caption(request)
     if isinstance(chars, Response):
         return chars
-    return PlainTextResponse(tx.srt(transcript, chars))
+    return PlainTextResponse(render(transcript, chars), media_type=media_type)
+
+
+async def get_srt(request: Request) -> Response:
+    """SubRip captions."""
+    return await _captions(request, tx.srt, None)
 
 
 async def get_vtt(request: Request) -> Response:
     """WebVTT captions."""
-    transcript, refused = await _completed(request)
-    if transcript is None:
-        assert refused is not None
-        return refused
-    chars = _chars_per_caption(request)
-    if isinstance(chars, Response):
-        return chars
-    return PlainTextResponse(tx.vtt(transcript, chars), media_type="text/vtt")
+    return await _captions(request, tx.vtt, "text/vtt")
 
 
 async def get_word_search(request: Request) -> Response:
