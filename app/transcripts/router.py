@@ -34,6 +34,7 @@ from app.transcripts.schemas import (
     TranscriptListItem,
     decode_cursor,
     encode_cursor,
+    present,
 )
 from app.uploads.auth import StreamingPrincipalDep
 from app.uploads.compat import CompatRoute
@@ -182,12 +183,12 @@ async def submit_v2(
         request, settings, upstream, principal, idempotency_key, app_surface=False
     )
     if submitted.upstream is not None:
-        return JSONResponse(service.present(submitted.job, submitted.upstream))
+        return JSONResponse(present(submitted.job, submitted.upstream))
     # A replay: the job as it is now, not a second submit.
     async with _sessionmaker(request)() as session, session.begin():
         job = await service.owned(session, principal, submitted.job.id)
         obj = await service.transcript(session, upstream.rest, job)
-    return JSONResponse(service.present(job, obj))
+    return JSONResponse(present(job, obj))
 
 
 @compat_router.get("/v2/transcript", response_model=TranscriptList, responses=_AUTH)
@@ -253,7 +254,7 @@ async def get_v2(
     """Get a transcript: served from Postgres once final, else fetched from AssemblyAI."""
     job = await service.owned_by_upstream_id(session, principal, transcript_id)
     obj = await service.transcript(session, upstream.rest, job)
-    return JSONResponse(service.present(job, obj))
+    return JSONResponse(present(job, obj))
 
 
 @compat_router.get("/v2/transcript/{transcript_id}/{resource}", responses=_READ_ERRORS)
@@ -286,7 +287,7 @@ async def delete_v2(
     """Delete a transcript upstream and purge our copy of its text."""
     job = await service.owned_by_upstream_id(session, principal, transcript_id)
     answer = await service.delete_job(session, upstream.rest, principal, job)
-    return JSONResponse(service.present(job, answer or {"id": transcript_id}))
+    return JSONResponse(present(job, answer or {"id": transcript_id}))
 
 
 # --- App surface -----------------------------------------------------------------------------

@@ -4,6 +4,7 @@ import base64
 import binascii
 import json
 import uuid
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -117,3 +118,16 @@ class TranscriptList(BaseModel):
 
     page_details: PageDetails
     transcripts: list[TranscriptListItem]
+
+
+def present(job: Job, obj: Mapping[str, Any]) -> dict[str, Any]:
+    """Upstream's object as the caller should see it: their webhook, not ours."""
+    out = dict(obj)
+    if "webhook_url" in out or job.caller_webhook_url is not None:
+        out["webhook_url"] = job.caller_webhook_url
+    if "webhook_auth_header_name" in out or job.caller_webhook_auth_header_name is not None:
+        out["webhook_auth_header_name"] = job.caller_webhook_auth_header_name
+    if "webhook_auth" in out:
+        out["webhook_auth"] = job.caller_webhook_auth_header_name is not None
+    out.pop("webhook_auth_header_value", None)
+    return out

@@ -378,19 +378,6 @@ async def owned(session: AsyncSession, principal: Principal, job_id: uuid.UUID) 
     return job
 
 
-def present(job: Job, obj: Mapping[str, Any]) -> dict[str, Any]:
-    """Upstream's object as the caller should see it: their webhook, not ours."""
-    out = dict(obj)
-    if "webhook_url" in out or job.caller_webhook_url is not None:
-        out["webhook_url"] = job.caller_webhook_url
-    if "webhook_auth_header_name" in out or job.caller_webhook_auth_header_name is not None:
-        out["webhook_auth_header_name"] = job.caller_webhook_auth_header_name
-    if "webhook_auth" in out:
-        out["webhook_auth"] = job.caller_webhook_auth_header_name is not None
-    out.pop("webhook_auth_header_value", None)
-    return out
-
-
 async def transcript(session: AsyncSession, rest: RestClient, job: Job) -> dict[str, Any]:
     """The upstream transcript object: from our cache once final, else fetched and applied."""
     if job.result is not None and job.is_final:

@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from app.transcripts.models import Job
-from app.transcripts.schemas import JobRead
+from app.transcripts.schemas import JobRead, present
 
 
 def job_view(job: Job) -> dict[str, Any]:
@@ -31,7 +31,11 @@ def relay_body(job: Job, msg_timestamp: datetime) -> dict[str, Any]:
     return {
         "type": f"transcript.{job.status}",
         "timestamp": msg_timestamp.isoformat(),
-        "data": {**JobRead.of(job).model_dump(mode="json"), "transcript": job.result},
+        "data": {
+            **JobRead.of(job).model_dump(mode="json"),
+            # As the caller reads it: their webhook fields, not our receiver's.
+            "transcript": present(job, job.result) if job.result is not None else None,
+        },
     }
 
 

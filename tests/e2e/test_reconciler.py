@@ -164,7 +164,13 @@ def test_relay_retries_then_delivers_once_with_one_webhook_id(
     ).json()
     signing_secret = created["webhook_signing_secret"]
     (tid,) = _tids("flaky", 1)
-    stand_in.transcripts[tid] = transcript(tid)
+    # Upstream echoes the webhook fields we submitted: our receiver, not the caller's.
+    stand_in.transcripts[tid] = transcript(
+        tid,
+        webhook_url=f"{a.url}/webhooks/assemblyai/ours",
+        webhook_auth_header_name="X-AAI-Proxy-Webhook-Secret",
+        webhook_auth=True,
+    )
     stand_in.relay_script["flaky"] = [500, 503, 500]
     (job_id,) = insert_jobs(
         shared_db,
@@ -187,6 +193,10 @@ def test_relay_retries_then_delivers_once_with_one_webhook_id(
     assert body["type"] == "transcript.completed"
     assert body["data"]["id"] == str(job_id)
     assert body["data"]["transcript"]["text"] == f"text of {tid}"
+    # The caller sees its own webhook in the transcript, never our receiver's URL or header.
+    assert body["data"]["transcript"]["webhook_url"] == f"{stand_in.url}/hook/flaky"
+    assert body["data"]["transcript"]["webhook_auth_header_name"] == "X-Caller-Token"
+    assert "/webhooks/assemblyai/" not in hits[-1].body.decode()
     assert body["data"]["transcript_url"] == f"/v2/transcript/{tid}"  # our job view
     attempts = db(
         shared_db,
