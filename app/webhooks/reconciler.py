@@ -320,11 +320,18 @@ class Reconciler:
         async def renew() -> None:
             while True:
                 await asyncio.sleep(lease_s / 3)
-                async with self.sessionmaker() as session, session.begin():
-                    await session.execute(
-                        update(Job)
-                        .where(Job.id == job_id, Job.lease_owner == self.owner)
-                        .values(lease_expires_at=utcnow() + timedelta(seconds=lease_s))
+                try:
+                    async with self.sessionmaker() as session, session.begin():
+                        await session.execute(
+                            update(Job)
+                            .where(Job.id == job_id, Job.lease_owner == self.owner)
+                            .values(lease_expires_at=utcnow() + timedelta(seconds=lease_s))
+                        )
+                except Exception:
+                    # Tried again next interval (the lease has 3): one failed renewal must
+                    # not end the extension for the rest of a slow call.
+                    logger.warning(
+                        "webhooks.lease_renew_failed", extra={"job_id": str(job_id)}, exc_info=True
                     )
 
         async with running_alongside(renew(), "webhooks.lease"):
