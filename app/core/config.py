@@ -159,6 +159,8 @@ class Settings(BaseSettings):
     # JSON list or comma-separated in the environment.
     llm_models: Annotated[list[str] | None, NoDecode] = None
     llm_max_tokens: int = Field(4000, ge=1)  # cap on a request's max_tokens
+    # A chat request body larger than this is refused (413) before it is read whole.
+    llm_max_request_bytes: int = Field(8 * 1024 * 1024, ge=1024)
     llm_daily_token_budget: int = Field(1_000_000, ge=0)  # per key per UTC day; 0 = unlimited
     llm_reservation_ttl_s: float = Field(900.0, gt=0)  # a crashed call's hold expires
     llm_timeout_s: float = Field(120.0, gt=0)  # one completion, read timeout

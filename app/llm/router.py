@@ -15,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.config import Settings
-from app.core.deps import SessionDep, SettingsDep, UpstreamDep
+from app.core.deps import SessionDep, SettingsDep, UpstreamDep, read_limited
 from app.core.errors import BadRequest, Conflict, NotFound
 from app.keys.schemas import Scope
 from app.keys.service import Principal
@@ -47,6 +47,7 @@ _CHAT_ERRORS: dict[int | str, dict[str, str]] = {
     **_AUTH_ERRORS,
     400: {"description": "Model not exact or not served in this region; bad body"},
     404: {"description": "transcript_id is not a transcript of this key"},
+    413: {"description": "Body over LLM_MAX_REQUEST_BYTES"},
     429: {"description": "Daily token budget used up (Retry-After until the day rolls)"},
     502: {"description": "LLM Gateway failed (5xx retried first)"},
     504: {"description": "LLM Gateway did not answer in time"},
@@ -70,7 +71,14 @@ async def chat_completions(
 ) -> Response:
     """Create a chat completion through LLM Gateway (governed; `stream: true` passed through)."""
     try:
-        body = json.loads(await request.body())
+        body = json.loads(
+            await read_limited(
+                request,
+                settings.llm_max_request_bytes,
+                f"The request body is over LLM_MAX_REQUEST_BYTES "
+                f"({settings.llm_max_request_bytes} bytes).",
+            )
+        )
     except ValueError as exc:
         raise BadRequest("The body must be JSON.") from exc
     payload, model, reserve_tokens = service.prepare(body, settings)

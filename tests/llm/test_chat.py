@@ -74,6 +74,31 @@ async def test_needs_the_llm_scope(
     assert fake_llm.calls == []
 
 
+async def test_an_oversized_body_is_refused_before_it_is_read_whole(
+    service: Callable[..., Any], new_key: Callable[..., Any], fake_llm: FakeLlm
+) -> None:
+    _, raw = await new_key("llm")
+    big = body()
+    big["messages"][-1]["content"] = "x" * 4096
+    async with service(llm_max_request_bytes=2048) as client:
+        declared = await client.post(CHAT, json=big, headers={"Authorization": raw})
+
+        async def chunked() -> Any:  # no Content-Length: the cap applies while streaming
+            yield json.dumps(big).encode()
+
+        streamed = await client.post(
+            CHAT,
+            content=chunked(),
+            headers={"Authorization": raw, "Content-Type": "application/json"},
+        )
+        fits = await client.post(CHAT, json=body(), headers={"Authorization": raw})
+    for refused in (declared, streamed):
+        assert refused.status_code == 413, refused.text
+        assert "LLM_MAX_REQUEST_BYTES" in refused.json()["detail"]
+    assert fits.status_code == 200
+    assert len(fake_llm.calls) == 1
+
+
 async def test_shorthand_model_is_refused_with_the_valid_ids(
     service: Callable[..., Any], new_key: Callable[..., Any], fake_llm: FakeLlm
 ) -> None:
