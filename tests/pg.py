@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import tempfile
 import uuid
@@ -14,6 +15,10 @@ from sqlalchemy.engine import make_url
 
 from app.core.db import plain_url
 from app.core.migrate import upgrade
+
+# pgserver logs from an atexit hook at INFO, after pytest has closed the streams its handlers
+# write to ("--- Logging error ---" at the end of every run); only its problems matter here.
+logging.getLogger("pgserver").setLevel(logging.WARNING)
 
 
 @contextmanager
