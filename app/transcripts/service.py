@@ -35,6 +35,7 @@ from app.transcripts.policy import SubmitPlan
 from app.transcripts.schemas import AppSubmitOptions
 from app.upstream.client import RestClient
 from app.webhooks.events import publish_job_event
+from app.webhooks.schemas import job_view
 from app.webhooks.ssrf import validate_relay_url
 
 logger = logging.getLogger(__name__)
@@ -59,9 +60,28 @@ SUBRESOURCES: dict[str, tuple[str, ...]] = {
 async def announce(
     session: AsyncSession, job: Job, event: str, data: dict[str, Any] | None = None
 ) -> None:
-    """Every status change of a job goes through here (SSE, relay and friends listen)."""
-    payload = {"status": job.status, "upstream_id": job.upstream_id, **(data or {})}
-    await publish_job_event(session, job, event, payload)
+    """Every status change of a job goes through here (SSE, relay and friends listen).
+
+    The payload is the reconciler's job summary (`job_view`), so an event carries the same
+    fields whichever code path changed the job."""
+    await publish_job_event(session, job, event, {**job_view(job), **(data or {})})
+
+
+async def mark_submit_failed(session: AsyncSession, job: Job, reason: str) -> None:
+    """The submit never produced an upstream job (refused, failed, or its process died):
+    final `failed`, announced and audited. The caller holds the row (locked or leased)."""
+    job.status = JobStatus.failed.value
+    job.error = reason
+    job.next_check_at = None
+    await announce(session, job, JobStatus.failed.value)
+    await record_audit(
+        session,
+        action="transcript.submit",
+        outcome="failed",
+        key_id=job.key_id,
+        subject=str(job.id),
+        error=reason,
+    )
 
 
 # --- Submit ----------------------------------------------------------------------------------
@@ -287,18 +307,7 @@ async def _record_failure(
         job = await session.scalar(select(Job).where(Job.id == job_id).with_for_update())
         if job is None:
             return
-        job.status = JobStatus.failed.value
-        job.error = reason
-        job.next_check_at = None
-        await announce(session, job, JobStatus.failed.value, {"error": reason})
-        await record_audit(
-            session,
-            action="transcript.submit",
-            outcome="failed",
-            key_id=job.key_id,
-            subject=str(job.id),
-            error=reason,
-        )
+        await mark_submit_failed(session, job, reason)
     logger.warning("transcripts.submit.failed", extra={"job_id": str(job_id), "reason": reason})
 
 

@@ -28,8 +28,8 @@ from app.core.config import Settings
 from app.core.db import utcnow
 from app.core.errors import AppError, RateLimited
 from app.core.tasks import running_alongside
-from app.keys.service import record_audit
 from app.transcripts.models import FINAL_STATUSES, Job, JobStatus
+from app.transcripts.service import mark_submit_failed
 from app.upstream.client import Upstream
 from app.webhooks import relay
 from app.webhooks.events import publish_job_event
@@ -477,18 +477,8 @@ class Reconciler:
                 return
             if submitting and now >= orphan_at:
                 logger.warning("webhooks.reconciler.orphaned_submit", extra={"job_id": str(job.id)})
-                job.status = JobStatus.failed.value
-                job.error = ORPHANED_SUBMIT_ERROR
                 self._release(job, None)
-                await publish_job_event(session, job, job.status, job_view(job))
-                await record_audit(
-                    session,
-                    action="transcript.submit",
-                    outcome="failed",
-                    key_id=job.key_id,
-                    subject=str(job.id),
-                    error=ORPHANED_SUBMIT_ERROR,
-                )
+                await mark_submit_failed(session, job, ORPHANED_SUBMIT_ERROR)
                 return
             self._release(job, None)
 
