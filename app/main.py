@@ -15,7 +15,7 @@ from app.core.config import Settings, get_settings
 from app.core.db import create_engine, create_sessionmaker
 from app.core.errors import register_error_handlers
 from app.core.logging import configure_logging
-from app.core.middleware import RequestIdMiddleware
+from app.core.middleware import ProxyApp, RequestIdMiddleware
 from app.core.migrate import script_heads
 from app.health.router import router as health_router
 from app.keys.router import router as keys_router
@@ -98,7 +98,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
             await app.state.upload_rest.aclose()
             await engine.dispose()
 
-    app = FastAPI(
+    app = ProxyApp(
         title="aai-proxy",
         version="0.1.0",
         summary="A governed backend between your apps and AssemblyAI.",
@@ -106,9 +106,8 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     )
     app.state.settings = settings
     app.state.schema_heads = script_heads()
-    # Innermost: the two compatible mint routes skip FastAPI's routing (see MintShortcut).
-    app.add_middleware(WebhookShortcut)  # likewise AssemblyAI's webhook (see there)
-    app.add_middleware(MintShortcut)
+    # The compatible mint routes and AssemblyAI's webhook skip the stack below (ProxyApp).
+    app.shortcuts = (MintShortcut(), WebhookShortcut())
     # Only configured origins; credentials so the session cookie rides along.
     app.add_middleware(
         CORSMiddleware,

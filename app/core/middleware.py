@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import re
 from collections.abc import Awaitable, Callable
 
+from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -30,9 +32,7 @@ class RequestIdMiddleware:
             if name == b"x-request-id":
                 incoming = value.decode("latin-1")
                 break
-        # 128 random bits as 32 hex digits (uuid4().hex's shape, without building a UUID:
-        # this runs on every request).
-        request_id = incoming if incoming and _VALID.match(incoming) else os.urandom(16).hex()
+        request_id = _request_id(incoming)
         token = request_id_var.set(request_id)
         started = False
 
@@ -61,35 +61,84 @@ class RequestIdMiddleware:
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
-class ShortcutMiddleware:
-    """ASGI middleware, innermost: a request that `match` claims goes straight to its
-    endpoint, past FastAPI's routing, dependency solving and exception layers (the hot
-    paths measured by bench/token_mint.py and bench/webhook_burst.py). The routes stay
-    registered for everything else; RequestIdMiddleware and CORS still wrap the call, and
-    an AppError is answered by the app's own registered handler.
-    """
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
+class Shortcut:
+    """A hot path: a request that `match` claims goes straight to its endpoint (see
+    `ProxyApp`). The route stays registered for everything else (and for the OpenAPI
+    document); the endpoint takes only the `Request`, so nothing it needs is skipped."""
 
     def match(self, scope: Scope) -> Endpoint | None:
         """The endpoint for this HTTP request, or None to leave it to the router."""
         raise NotImplementedError
 
+
+class ProxyApp(FastAPI):
+    """The FastAPI app, with its shortcuts served before the middleware stack.
+
+    Why: a hot request (a mint, AssemblyAI's webhook) suspends several times, and every
+    resumption walks the whole coroutine chain of the request: uvicorn's proxy headers,
+    FastAPI's telemetry check and body limit, CORS, the request id, Starlette's error and
+    exception layers, routing and dependency solving cost as much CPU as the mint's own
+    work (`bench/token_mint.py`, `bench/webhook_burst.py`). A shortcut does here what those
+    layers would do for it, once: the request id (as RequestIdMiddleware), the app's own
+    error handlers (an AppError) and the redacted 500 (anything else).
+
+    A request with an `Origin` header (a browser's) is left to the full stack, so CORS is
+    decided in one place (CORSMiddleware); so is one behind a `root_path`, which the
+    router strips. Shortcuts bypass FastAPI's native OpenTelemetry middleware, which this
+    service does not configure.
+    """
+
+    shortcuts: tuple[Shortcut, ...] = ()
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        endpoint = None
-        # Behind a root_path, routing is left to the router (which strips it).
-        if scope["type"] == "http" and not scope.get("root_path"):
-            endpoint = self.match(scope)
-        if endpoint is None:
-            await self.app(scope, receive, send)
-            return
-        request = Request(scope, receive, send)
-        response: Response
+        if scope["type"] == "http" and self.shortcuts and not self.root_path:
+            endpoint = None
+            for shortcut in self.shortcuts:
+                if (endpoint := shortcut.match(scope)) is not None:
+                    break
+            if endpoint is not None and not scope.get("root_path"):
+                request_id = _request_id_or_none_for_browsers(scope)
+                if request_id is not None:
+                    await self._shortcut(endpoint, request_id, scope, receive, send)
+                    return
+        await super().__call__(scope, receive, send)
+
+    async def _shortcut(
+        self, endpoint: Endpoint, request_id: str, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        scope["app"] = self
+        token = request_id_var.set(request_id)
         try:
-            response = await endpoint(request)
-        except AppError as exc:
-            handlers = request.app.exception_handlers
-            handler = next(h for c in type(exc).__mro__ if (h := handlers.get(c)) is not None)
-            response = await handler(request, exc)
-        await response(scope, receive, send)
+            request = Request(scope, receive, send)
+            response: Response
+            try:
+                response = await endpoint(request)
+            except AppError as exc:
+                handlers = self.exception_handlers
+                handler = next(h for c in type(exc).__mro__ if (h := handlers.get(c)) is not None)
+                answer = handler(request, exc)
+                response = await answer if inspect.isawaitable(answer) else answer
+            except Exception as exc:
+                response = unhandled_error_response(exc)
+            response.raw_headers.append((b"x-request-id", request_id.encode()))
+            await response(scope, receive, send)
+        finally:
+            request_id_var.reset(token)
+
+
+def _request_id_or_none_for_browsers(scope: Scope) -> str | None:
+    """The request id RequestIdMiddleware would give this request, or None when it has an
+    `Origin` header (CORS applies: the full stack answers it)."""
+    incoming = None
+    for name, value in scope["headers"]:
+        if name == b"origin":
+            return None
+        if name == b"x-request-id" and incoming is None:
+            incoming = value.decode("latin-1")
+    return _request_id(incoming)
+
+
+def _request_id(incoming: str | None) -> str:
+    """The caller's `X-Request-ID` when sane, otherwise 128 random bits as 32 hex digits
+    (uuid4().hex's shape, without building a UUID: this runs on every request)."""
+    return incoming if incoming and _VALID.match(incoming) else os.urandom(16).hex()

@@ -14,7 +14,7 @@ from starlette.types import Scope
 
 from app.core.deps import SessionDep, client_ip
 from app.core.errors import AppError, Forbidden
-from app.core.middleware import Endpoint, ShortcutMiddleware
+from app.core.middleware import Endpoint, Shortcut
 from app.keys import service as keys_service
 from app.keys.auth import AdminDep
 from app.keys.service import Principal
@@ -169,15 +169,10 @@ async def agents_token(request: Request) -> JSONResponse:
     return await _compat("agents", request, caller, runtime, request.app.state.upstream.agents)
 
 
-class MintShortcut(ShortcutMiddleware):
+class MintShortcut(Shortcut):
     """`GET /v3/token` and `GET /v1/token` go straight to their endpoints above (see
-    ShortcutMiddleware).
-
-    Why: a mint suspends several times (upstream, audit), and every resumption walks the
-    whole coroutine chain of the request; the framework layers below the app's middleware
-    cost as much CPU as the mint's own work (`bench/token_mint.py`). The endpoints take
-    only the `Request`, so nothing is skipped.
-    """
+    ProxyApp): a mint suspends several times (upstream, audit), and every resumption walks
+    the whole coroutine chain of the request."""
 
     ENDPOINTS: dict[str, Callable[[Request], Awaitable[JSONResponse]]] = {}
 

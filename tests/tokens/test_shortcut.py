@@ -142,3 +142,56 @@ async def test_mints_on_the_production_upstream_path(
     assert script.seen[0].target.startswith("/v3/token?expires_in_seconds=30&")
     rows = await audit_rows(key_id)
     assert [r.outcome for r in rows] == ["granted", "failed", "failed"]
+
+
+async def test_a_browser_request_is_left_to_the_full_stack(
+    make_app: Callable[..., Any],
+    committed_key: Callable[..., Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # With an Origin header CORS must decide, in CORSMiddleware alone: the shortcut steps
+    # aside and the registered route answers.
+    raw, _ = await committed_key("tokens:streaming")
+    handled: list[str] = []
+    endpoint = MintShortcut.ENDPOINTS["/v3/token"]
+
+    async def spy(request: Any) -> Any:
+        handled.append("shortcut")
+        return await endpoint(request)
+
+    monkeypatch.setitem(MintShortcut.ENDPOINTS, "/v3/token", spy)
+    async with make_app(cors_origins=[APP_ORIGIN]) as app, client_for(app) as client:
+        browser = await client.get(
+            "/v3/token?expires_in_seconds=30", headers={"Authorization": raw, "Origin": APP_ORIGIN}
+        )
+        assert browser.status_code == 200, browser.text
+        assert browser.headers["access-control-allow-origin"] == APP_ORIGIN
+        assert handled == []
+        server = await client.get(
+            "/v3/token?expires_in_seconds=30",
+            headers={"Authorization": raw, "X-Request-ID": "server-1"},
+        )
+        assert server.status_code == 200, server.text
+        assert server.headers["x-request-id"] == "server-1"
+        assert "access-control-allow-origin" not in server.headers
+        assert handled == ["shortcut"]
+
+
+async def test_an_unexpected_error_on_the_shortcut_is_a_redacted_500(
+    client: AsyncClient,
+    committed_key: Callable[..., Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    raw, _ = await committed_key("tokens:streaming")
+
+    async def broken(request: Any) -> Any:
+        raise RuntimeError(f"boom with {request.headers['authorization']}")
+
+    monkeypatch.setitem(MintShortcut.ENDPOINTS, "/v3/token", broken)
+    response = await client.get(
+        "/v3/token?expires_in_seconds=30", headers={"Authorization": raw, "X-Request-ID": "r-500"}
+    )
+    assert response.status_code == 500
+    assert response.headers["x-request-id"] == "r-500"
+    assert response.json()["error"] == "InternalError"
+    assert raw not in response.text  # (log redaction: tests/core/test_logging.py)
