@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-import aiohttp
 import httpx
 from tenacity import (
     AsyncRetrying,
@@ -37,11 +36,12 @@ from app.core.errors import (
     UpstreamRejectedKey,
     UpstreamTimeout,
 )
+from app.upstream.http1 import GetPool, TransportError
 from app.upstream.transport import (
     error_name,
     is_connect_failure,
     is_timeout,
-    make_token_session,
+    make_token_pool,
     make_transport,
 )
 
@@ -290,28 +290,21 @@ class RestClient(UpstreamHost):
 
 
 class TokenHost(UpstreamHost):
-    """A token host: its mint is the hot path, sent over the plain aiohttp session that
-    `make_token_session` chooses (the httpx client when it returns None)."""
+    """A token host: its mint is the hot path, sent over the keep-alive GET pool that
+    `make_token_pool` chooses (the httpx client when it returns None)."""
 
     token_path = "/v3/token"
 
     def __init__(self, http: httpx.AsyncClient, settings: Settings, base_url: str) -> None:
         super().__init__(http, settings)
         self._base_url = base_url.rstrip("/")
-        self._session: aiohttp.ClientSession | None = None
-        self._use_session = True
+        self._pool: GetPool | None = make_token_pool(settings, self._base_url)
+        # Built once: a mint's request differs only in its query string.
+        self._headers = {**self._auth(), "User-Agent": USER_AGENT, "Accept": "application/json"}
 
     def use_httpx(self) -> None:
         """Send mints through the httpx client too (an injected transport, e.g. tests)."""
-        self._use_session = False
-
-    def _token_session(self) -> aiohttp.ClientSession | None:
-        # Made on first use: aiohttp needs the running loop, `create_upstream` is sync.
-        if self._session is None and self._use_session:
-            self._session = make_token_session(self._settings)
-            if self._session is None:
-                self._use_session = False
-        return self._session
+        self._pool = None
 
     async def mint(
         self, expires_in_seconds: int, max_session_duration_seconds: int | None = None
@@ -319,33 +312,26 @@ class TokenHost(UpstreamHost):
         params: dict[str, int] = {"expires_in_seconds": expires_in_seconds}
         if max_session_duration_seconds is not None:
             params["max_session_duration_seconds"] = max_session_duration_seconds
-        session = self._token_session()
-        if session is None:
+        if self._pool is None:
             response = await self._send("GET", self.token_path, idempotent=True, params=params)
             result: dict[str, Any] = response.json()
             return result
         query = "&".join(f"{name}={int(value)}" for name, value in params.items())
-        answer: dict[str, Any] = await self._get_json(session, f"{self.token_path}?{query}")
+        answer: dict[str, Any] = await self._get_json(self._pool, f"{self.token_path}?{query}")
         return answer
 
-    async def _get_json(self, session: aiohttp.ClientSession, path: str) -> Any:
+    async def _get_json(self, pool: GetPool, path: str) -> Any:
         """An idempotent GET with `_send`'s policy and `_handle_response`'s mapping: 5xx,
         429 and transport errors retried with jittered exponential backoff (429 waits
         `Retry-After` when within UPSTREAM_RETRY_AFTER_MAX_S, else is passed on)."""
-        url = self._base_url + path
-        headers = {**self._auth(), "User-Agent": USER_AGENT}
+        request = pool.request_bytes(path, self._headers)
         attempts = self._settings.upstream_retry_attempts
         attempt = 0
         while True:
             attempt += 1
             try:
-                async with session.get(url, headers=headers, allow_redirects=False) as resp:
-                    body = await resp.read()
-                    status = resp.status
-                    if status < 400:
-                        return json.loads(body)
-                    response_headers = list(resp.headers.items())
-            except (aiohttp.ClientError, TimeoutError) as exc:
+                answer = await pool.get(request)
+            except (TransportError, TimeoutError) as exc:
                 if attempt < attempts:
                     await self._retry_wait("GET", path, attempt, type(exc).__name__, None)
                     continue
@@ -354,19 +340,24 @@ class TokenHost(UpstreamHost):
                     extra={"host": self.name, "path": path, "error_type": type(exc).__name__},
                 )
                 raise _map_transport_error(exc) from exc
+            if answer.status < 400:
+                try:
+                    return json.loads(answer.body)
+                except ValueError:
+                    raise UpstreamError("AssemblyAI answered with invalid JSON.") from None
             # A failure (rare): the same httpx.Response `_send` would have, for the same
             # mapping and messages.
             response = httpx.Response(
-                status,
-                headers=response_headers,
-                content=body,
-                request=httpx.Request("GET", url),
+                answer.status,
+                headers=answer.headers,
+                content=answer.body,
+                request=httpx.Request("GET", self._base_url + path),
             )
-            if status in RETRYABLE_STATUS and attempt < attempts:
+            if answer.status in RETRYABLE_STATUS and attempt < attempts:
                 retry_after = parse_retry_after(response.headers.get("retry-after"))
                 bound = self._settings.upstream_retry_after_max_s
-                if status != 429 or retry_after is None or retry_after <= bound:
-                    reason = f"upstream answered {status}"
+                if answer.status != 429 or retry_after is None or retry_after <= bound:
+                    reason = f"upstream answered {answer.status}"
                     await self._retry_wait("GET", path, attempt, reason, retry_after)
                     continue
             return _handle_response(response).json()
@@ -379,9 +370,8 @@ class TokenHost(UpstreamHost):
 
     async def aclose(self) -> None:
         await super().aclose()
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._pool is not None:
+            await self._pool.aclose()
 
 
 class StreamingTokenClient(TokenHost):

@@ -5,10 +5,10 @@ httpx's default async transport (httpcore) degrades badly under concurrency (htt
 the same httpx API (`httpx-aiohttp`), which is why `aiohttp` is the default.
 
 The two token mints are the service's hottest upstream call (thousands per second), and
-httpx's request/response models plus the adapter cost more CPU than the rest of a mint:
-with the `aiohttp` transport they go through a plain `aiohttp.ClientSession` instead
-(`make_token_session`, measured by `bench/token_mint.py`). Everything else keeps the httpx
-API and respx in unit tests.
+httpx's request/response models (and even aiohttp's own) cost more CPU than the rest of a
+mint: with the `aiohttp` transport they go through a small keep-alive GET pool instead
+(`make_token_pool`, `app/upstream/http1.py`, measured by `bench/token_mint.py`).
+Everything else keeps the httpx API and respx in unit tests.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import httpx
 from httpx_aiohttp import AiohttpTransport
 
 from app.core.config import Settings
+from app.upstream.http1 import ConnectFailed, GetPool, TransportError
 
 
 @functools.cache
@@ -41,30 +42,21 @@ def make_transport(settings: Settings) -> httpx.AsyncBaseTransport:
     return httpx.AsyncHTTPTransport(limits=limits, trust_env=False, verify=verified_ssl_context())
 
 
-def make_token_session(settings: Settings) -> aiohttp.ClientSession | None:
-    """A plain pooled aiohttp session for the token GETs, or None to use the httpx client
-    (`UPSTREAM_TRANSPORT=httpx`). Call it inside the running event loop."""
+def make_token_pool(settings: Settings, base_url: str) -> GetPool | None:
+    """The keep-alive GET pool for one token host (`app/upstream/http1.py`), or None to
+    use the httpx client (`UPSTREAM_TRANSPORT=httpx`)."""
     if settings.upstream_transport != "aiohttp":
         return None
-    connector = aiohttp.TCPConnector(
-        limit=settings.upstream_max_connections,
-        limit_per_host=settings.upstream_max_connections,
-        keepalive_timeout=settings.upstream_keepalive_s,
-    )
-    # The same limits as the httpx clients: connect (including waiting for a pooled
-    # connection) within the connect timeout, then each read within the timeout.
-    timeout = aiohttp.ClientTimeout(
-        total=None,
-        connect=settings.upstream_timeout_s,
-        sock_connect=settings.upstream_connect_timeout_s,
-        sock_read=settings.upstream_timeout_s,
-    )
-    return aiohttp.ClientSession(
-        connector=connector,
-        timeout=timeout,
-        trust_env=False,
-        # No cookie jar: a token call is stateless, and the jar costs per request.
-        cookie_jar=aiohttp.DummyCookieJar(),
+    # The same limits as the httpx clients: a pooled connection within the timeout, a new
+    # one within the connect timeout, the answer within the timeout.
+    return GetPool(
+        base_url,
+        max_connections=settings.upstream_max_connections,
+        keepalive_s=settings.upstream_keepalive_s,
+        connect_timeout_s=settings.upstream_connect_timeout_s,
+        pool_timeout_s=settings.upstream_timeout_s,
+        read_timeout_s=settings.upstream_timeout_s,
+        ssl_context=verified_ssl_context(),
     )
 
 
@@ -74,7 +66,7 @@ def is_timeout(exc: BaseException) -> bool:
     httpx-aiohttp reports a server that closed the connection as `httpx.ConnectTimeout`;
     that is a failure (502), not a timeout (504).
     """
-    if isinstance(exc, aiohttp.ClientError | TimeoutError):  # the plain aiohttp session
+    if isinstance(exc, TransportError | TimeoutError):  # the token GET pool
         return isinstance(exc, TimeoutError)
     cause = exc.__cause__
     if isinstance(cause, aiohttp.ClientError):
@@ -88,8 +80,8 @@ def is_connect_failure(exc: BaseException) -> bool:
     httpx-aiohttp maps every aiohttp connection error (a refused connect and a server
     that hung up mid-response alike) to `httpx.ConnectTimeout`, so look at the cause.
     """
-    if isinstance(exc, aiohttp.ClientError | TimeoutError):  # the plain aiohttp session
-        return isinstance(exc, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError)
+    if isinstance(exc, TransportError | TimeoutError):  # the token GET pool
+        return isinstance(exc, ConnectFailed)
     cause = exc.__cause__
     if isinstance(cause, aiohttp.ClientError | TimeoutError):
         return isinstance(cause, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError)

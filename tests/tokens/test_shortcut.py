@@ -1,7 +1,7 @@
 """The mint's hot path: `MintShortcut` (the compatible mint routes skip FastAPI's routing
 but keep everything the app's middleware and error handlers give every other route), the
-start-up heap hidden from the cyclic collector, and the app's own plain aiohttp token
-session (the other token tests inject an httpx transport)."""
+start-up heap hidden from the cyclic collector, and the app's own keep-alive token GET
+pool (the other token tests inject an httpx transport)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import gc
 from collections.abc import Callable
 from typing import Any
 
-import aiohttp
 import pytest
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
@@ -17,6 +16,7 @@ from httpx import AsyncClient
 
 from app.main import create_app
 from app.tokens.router import MintShortcut
+from app.upstream.http1 import GetPool
 from tests.tokens.conftest import FakeUpstream, client_for
 from tests.upstream.test_token_client import Script, token_server
 
@@ -127,7 +127,7 @@ async def test_mints_on_the_production_upstream_path(
             ok = await client.get("/v3/token?expires_in_seconds=30", headers={"Authorization": raw})
             assert ok.status_code == 200, ok.text
             assert ok.json() == {"token": "tok-1"}
-            assert isinstance(app.state.upstream.streaming._session, aiohttp.ClientSession)
+            assert isinstance(app.state.upstream.streaming._pool, GetPool)
             rejected = await client.get(
                 "/v3/token?expires_in_seconds=30", headers={"Authorization": raw}
             )

@@ -1,4 +1,4 @@
-"""The token mints on their production path: the plain aiohttp session against a real local
+"""The token mints on their production path: the keep-alive GET pool against a real local
 server (no respx): auth header per host, the retry policy and the error mapping, the same
 as `_send` gives every other call (tests/upstream/test_client.py)."""
 
@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
-import aiohttp
 import pytest
 
 from app.core.config import Settings
@@ -24,6 +23,7 @@ from app.core.errors import (
     UpstreamTimeout,
 )
 from app.upstream.client import Upstream, create_upstream
+from app.upstream.http1 import GetPool
 from tests.live import free_port
 
 KEY = "upstream-test-key-0123456789"
@@ -120,17 +120,17 @@ def connect(
     return make
 
 
-async def test_mints_use_the_plain_aiohttp_session_with_each_hosts_auth(
+async def test_mints_use_the_get_pool_with_each_hosts_auth(
     connect: Callable[..., AsyncIterator[Upstream]],
 ) -> None:
     script = Script()
     async with token_server(script) as url, connect(url) as upstream:
         assert await upstream.streaming.mint(60, 600) == {"token": "tok-1"}
         assert await upstream.agents.mint(300) == {"token": "tok-2"}
-        assert isinstance(upstream.streaming._session, aiohttp.ClientSession)
-        assert isinstance(upstream.agents._session, aiohttp.ClientSession)
-        sessions = (upstream.streaming._session, upstream.agents._session)
-    assert all(s.closed for s in sessions)  # closed with the Upstream
+        assert isinstance(upstream.streaming._pool, GetPool)
+        assert isinstance(upstream.agents._pool, GetPool)
+        pools = (upstream.streaming._pool, upstream.agents._pool)
+    assert all(p._closed and not p._idle for p in pools)  # closed with the Upstream
     streaming, agents = script.seen
     assert streaming.target == "/v3/token?expires_in_seconds=60&max_session_duration_seconds=600"
     assert streaming.headers["authorization"] == KEY
@@ -145,7 +145,7 @@ async def test_httpx_transport_setting_sends_mints_through_httpx(
     script = Script()
     async with token_server(script) as url, connect(url, upstream_transport="httpx") as upstream:
         assert await upstream.streaming.mint(60) == {"token": "tok-1"}
-        assert upstream.streaming._session is None
+        assert upstream.streaming._pool is None
     assert script.seen[0].headers["authorization"] == KEY
 
 

@@ -1,0 +1,298 @@
+"""A small keep-alive HTTP/1.1 GET pool for the token mints: asyncio protocols and the
+`httptools` parser (llhttp, the parser uvicorn already uses for our own requests).
+
+Why not aiohttp here: a mint is the service's hottest upstream call, and aiohttp's request
+and response objects (URL parsing, header multidicts, the stream reader, the per-request
+timer and trace hooks) cost more CPU than the rest of the mint's own work; this pool sends
+a prebuilt request and parses a small JSON answer (`bench/token_mint.py` measures both).
+It does only that: GET, bounded answers framed by `Content-Length`, chunked encoding or the
+connection's end, keep-alive, TLS with the service's one verified context. Every other
+upstream call keeps httpx (and respx in unit tests).
+
+Errors follow aiohttp's meaning, so the retry policy and the 502/504 mapping are unchanged:
+`ConnectFailed` (the request provably never left), `ConnectTimeout` (both a connect failure
+and a timeout), `ConnectionLost` (the server hung up, the request may have been received),
+`ReadTimeout`, `BadResponse`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import ssl
+import time
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import httptools
+
+MAX_BODY_BYTES = 1 << 20  # a token answer is ~300 bytes; anything near this is not one
+
+
+class TransportError(Exception):
+    """The exchange failed below HTTP."""
+
+
+class ConnectFailed(TransportError):
+    """No connection was made: the request never left."""
+
+
+class ConnectTimeout(ConnectFailed, TimeoutError):
+    """No connection (or no free pooled one) in time."""
+
+
+class ConnectionLost(TransportError):
+    """The server closed the connection before a whole answer arrived."""
+
+
+class ReadTimeout(TransportError, TimeoutError):
+    """The answer did not arrive in time."""
+
+
+class BadResponse(TransportError):
+    """Not a valid HTTP/1.1 answer, or far too large for one."""
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+
+
+class _Connection(asyncio.Protocol):
+    """One upstream connection; at most one request in flight (no pipelining)."""
+
+    def __init__(self) -> None:
+        self.transport: Any = None  # asyncio's or uvloop's (not an asyncio.Transport)
+        self.closed = False
+        self.idle_since = 0.0
+        self._parser = httptools.HttpResponseParser(self)
+        self._waiter: asyncio.Future[Answer] | None = None
+        self._headers: list[tuple[str, str]] = []
+        self._body: list[bytes] = []
+        self._size = 0
+        self._headers_done = False
+        self._framed = False
+        self.keep_alive = False
+
+    # --- asyncio.Protocol -------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        if self._waiter is None:
+            self.close()  # an answer nobody asked for: the connection is out of step
+            return
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._fail(BadResponse("upstream tried to switch protocols"))
+        except httptools.HttpParserError as exc:
+            if isinstance(exc.__context__, TransportError):  # raised by a callback below
+                self._fail(exc.__context__)
+                return
+            self._fail(BadResponse(f"invalid HTTP answer ({exc})"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self._waiter is not None and not self._waiter.done():
+            if self._headers_done and not self._framed:
+                self._finish()  # an answer delimited by the connection's end
+            else:
+                self._waiter.set_exception(ConnectionLost("upstream closed the connection"))
+            self._waiter = None
+
+    # --- httptools callbacks ----------------------------------------------------------
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        lower = name.lower()
+        if lower == b"content-length" or (
+            lower == b"transfer-encoding" and b"chunked" in value.lower()
+        ):
+            self._framed = True
+        self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
+
+    def on_headers_complete(self) -> None:
+        self._headers_done = True
+
+    def on_body(self, body: bytes) -> None:
+        self._size += len(body)
+        if self._size > MAX_BODY_BYTES:
+            raise BadResponse("upstream's answer is too large")  # surfaces from feed_data
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        self._finish()
+
+    # --- use --------------------------------------------------------------------------
+
+    def send(self, request: bytes, waiter: asyncio.Future[Answer]) -> None:
+        self._waiter = waiter
+        self._headers, self._body, self._size = [], [], 0
+        self._headers_done = self._framed = False
+        self.transport.write(request)
+
+    def _finish(self) -> None:
+        waiter, self._waiter = self._waiter, None
+        self.keep_alive = self._parser.should_keep_alive() and not self.closed
+        if waiter is not None and not waiter.done():
+            status = self._parser.get_status_code()
+            waiter.set_result(Answer(status, self._headers, b"".join(self._body)))
+
+    def _fail(self, exc: Exception) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_exception(exc)
+        self._waiter = None
+        self.close()
+
+    def close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+
+class GetPool:
+    """Keep-alive connections to one origin, at most `max_connections` open; a request
+    waits for a free one (within `pool_timeout_s`) rather than opening more."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        max_connections: int,
+        keepalive_s: float,
+        connect_timeout_s: float,
+        pool_timeout_s: float,
+        read_timeout_s: float,
+        ssl_context: ssl.SSLContext | None,
+    ) -> None:
+        parts = urlsplit(base_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"not an http(s) origin: {base_url!r}")
+        self.host = parts.hostname
+        self.port = parts.port or (443 if parts.scheme == "https" else 80)
+        self.netloc = parts.netloc.rpartition("@")[2]
+        self.prefix = parts.path.rstrip("/")
+        self.ssl = ssl_context if parts.scheme == "https" else None
+        self.max_connections = max_connections
+        self.keepalive_s = keepalive_s
+        self.connect_timeout_s = connect_timeout_s
+        self.pool_timeout_s = pool_timeout_s
+        self.read_timeout_s = read_timeout_s
+        self._idle: collections.deque[_Connection] = collections.deque()
+        self._open = 0
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._closed = False
+
+    def request_bytes(self, target: str, headers: dict[str, str]) -> bytes:
+        """A GET for `target` (path and query) with these headers, ready to send."""
+        lines = [f"GET {self.prefix}{target} HTTP/1.1", f"Host: {self.netloc}"]
+        for name, value in headers.items():
+            if any(c in name + value for c in "\r\n\0"):
+                raise ValueError(f"header {name!r} holds a line break or NUL")
+            lines.append(f"{name}: {value}")
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+    async def get(self, request: bytes) -> Answer:
+        """Send a prebuilt GET (`request_bytes`) and return the whole answer."""
+        conn = await self._acquire()
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[Answer] = loop.create_future()
+        timer = loop.call_later(self.read_timeout_s, _expire, waiter)
+        try:
+            conn.send(request, waiter)
+            answer = await waiter
+        except BaseException:
+            conn.close()
+            self._release(conn)
+            raise
+        finally:
+            timer.cancel()
+        self._release(conn)
+        return answer
+
+    async def _acquire(self) -> _Connection:
+        if self._closed:
+            raise ConnectFailed("the upstream pool is closed")
+        now = time.monotonic()
+        while self._idle:
+            conn = self._idle.pop()  # the most recently used: the likeliest to be alive
+            if not conn.closed and now - conn.idle_since < self.keepalive_s:
+                return conn
+            conn.close()
+            self._open -= 1
+        if self._open >= self.max_connections:
+            await self._wait_for_slot()
+            return await self._acquire()
+        self._open += 1
+        try:
+            return await self._connect()
+        except BaseException:
+            self._open -= 1
+            self._wake_one()
+            raise
+
+    async def _wait_for_slot(self) -> None:
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            async with asyncio.timeout(self.pool_timeout_s):
+                await waiter
+        except BaseException as exc:
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+            elif waiter.done() and not waiter.cancelled():
+                self._wake_one()  # woken, but leaving (timeout, cancel): pass the slot on
+            if isinstance(exc, TimeoutError):
+                raise ConnectTimeout("no free upstream connection in time") from None
+            raise
+
+    async def _connect(self) -> _Connection:
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self.connect_timeout_s):
+                _, conn = await loop.create_connection(
+                    _Connection,
+                    self.host,
+                    self.port,
+                    ssl=self.ssl,
+                    server_hostname=self.host if self.ssl else None,
+                )
+        except TimeoutError:
+            raise ConnectTimeout(f"could not connect to {self.netloc} in time") from None
+        except (OSError, ssl.SSLError) as exc:
+            raise ConnectFailed(f"could not connect to {self.netloc} ({exc})") from exc
+        return conn
+
+    def _release(self, conn: _Connection) -> None:
+        if conn.closed or not conn.keep_alive or self._closed:
+            conn.close()
+            self._open -= 1
+        else:
+            conn.idle_since = time.monotonic()
+            self._idle.append(conn)
+        self._wake_one()
+
+    def _wake_one(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    async def aclose(self) -> None:
+        self._closed = True
+        while self._idle:
+            self._idle.pop().close()
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_exception(ConnectFailed("the upstream pool is closed"))
+        self._waiters.clear()
+
+
+def _expire(waiter: asyncio.Future[Answer]) -> None:
+    if not waiter.done():
+        waiter.set_exception(ReadTimeout("upstream did not answer in time"))
