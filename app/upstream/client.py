@@ -3,7 +3,7 @@
 Auth per the reference: the raw key for REST, streaming tokens and LLM Gateway;
 `Bearer <key>` for the Voice Agent. Every response goes through `_handle_response`, which
 turns upstream failures into our own errors; retries follow one policy in `_send` (tenacity)
-and, for the token mints over the plain aiohttp session, `TokenHost._get_json` (the same
+and, for the token mints over the keep-alive GET pool, `TokenHost._get_json` (the same
 policy as a plain loop: tenacity's per-call set-up costs more than the rest of a mint).
 """
 
