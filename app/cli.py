@@ -172,6 +172,8 @@ def serve(
             log_config=None,
             access_log=settings.access_log,
             proxy_headers=True,
+            # uvicorn's httptools protocol plus the body tap for uploads (see there).
+            http="app.core.http_server:TapProtocol",
         )
     finally:
         if emulator is not None:

@@ -156,6 +156,8 @@ def run_service(
         str(port),
         "--log-level",
         "warning",
+        "--http",
+        "app.core.http_server:TapProtocol",
     ]
     full_env = {**service_env(database_url, emulator_url, port), **(env or {})}
     with run_process("service", args, full_env, port) as proc:

@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse
 
 from app.core.config import Settings
 from app.core.errors import BadRequest
+from app.core.http_server import EXTENSION as TAP_EXTENSION
 from app.keys.service import Principal
 from app.uploads.auth import StreamingPrincipalDep
 from app.uploads.compat import CompatRoute
@@ -86,7 +87,8 @@ def open_body(request: Request, settings: Settings, *, allow_multipart: bool) ->
         raise too_large(limit)
     if declared == 0:
         raise BadRequest("The request body is empty: send the audio bytes.")
-    return RawBody(request.receive, limit=limit, chunk_size=settings.upload_chunk_bytes)
+    tap = request.scope.get("extensions", {}).get(TAP_EXTENSION) if declared else None
+    return RawBody(request.receive, limit=limit, chunk_size=settings.upload_chunk_bytes, tap=tap)
 
 
 async def upload_body(request: Request, principal: Principal, body: BodyStream) -> UploadResult:

@@ -17,11 +17,13 @@ from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.db import utcnow
-from app.core.errors import AppError, UpstreamError
+from app.core.errors import AppError, UpstreamError, UpstreamTimeout
+from app.core.http_server import SinkEnded, SinkStalled
 from app.keys.service import Principal, record_audit
 from app.uploads.models import Upload, UploadStatus
-from app.uploads.streaming import BodyStream, ClientDisconnected
+from app.uploads.streaming import BodyStream, ClientDisconnected, RawBody
 from app.upstream.client import RestClient
+from app.upstream.http1 import TransportError
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +67,10 @@ async def stream_upload(
     content_length = declared_bytes if body_format == "raw" else None
     try:
         try:
-            answer = await rest.upload(body, content_length=content_length)
+            if content_length is not None and isinstance(body, RawBody) and body.can_pipe:
+                answer = await _relay(rest, body, content_length)
+            else:
+                answer = await rest.upload(body, content_length=content_length)
         finally:
             await body.aclose()
     except BaseException as exc:
@@ -103,6 +108,27 @@ async def stream_upload(
     return UploadResult(
         upload_id=upload_id, upload_url=upload_url, bytes=body.sent, upstream=answer
     )
+
+
+async def _relay(rest: RestClient, body: RawBody, content_length: int) -> dict[str, Any]:
+    """`rest.upload` without copies: the server's body tap writes straight to a fresh
+    upstream connection (app/core/http_server.py, app/upstream/http1.py)."""
+    settings = rest.settings
+    stream = await rest.open_upload(content_length)
+    try:
+        try:
+            await body.pipe(
+                stream,
+                buffer_size=settings.upload_relay_buffer_bytes,
+                stall_timeout_s=settings.upstream_timeout_s,
+            )
+        except (SinkEnded, TransportError):
+            pass  # upstream answered or hung up before the body ended: its answer says why
+        except SinkStalled:
+            raise UpstreamTimeout("AssemblyAI stopped reading the upload.") from None
+        return await rest.finish_upload(stream)
+    finally:
+        stream.abort()  # closes the connection; upstream drops an incomplete upload
 
 
 def _failure(body: BodyStream, exc: BaseException) -> AppError:

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.types import Receive
 
 from app.core.errors import AppError, BadRequest, PayloadTooLarge
+from app.core.http_server import BodySink, BodyTap, ClientGone
 
 if TYPE_CHECKING:
     from app.uploads.form import FieldTarget, FileTarget
@@ -159,11 +160,44 @@ class BodyStream:
 
 
 class RawBody(BodyStream):
-    """An `application/octet-stream` (or any non-form) body: the bytes are the audio."""
+    """An `application/octet-stream` (or any non-form) body: the bytes are the audio.
 
-    def __init__(self, receive: Receive, *, limit: int, chunk_size: int) -> None:
+    With the server's body tap (`app/core/http_server.py`) and a `Content-Length`, `pipe`
+    sends the rest of the body to an upstream connection with no copy in user space;
+    otherwise it is iterated in chunks like any other body.
+    """
+
+    def __init__(
+        self, receive: Receive, *, limit: int, chunk_size: int, tap: BodyTap | None = None
+    ) -> None:
         super().__init__(receive, limit=limit, body_limit=limit, chunk_size=chunk_size)
         self._pending: list[bytes] = []
+        self._tap = tap
+
+    @property
+    def can_pipe(self) -> bool:
+        """True when `pipe` may be used: the tap is there, nothing has been iterated yet."""
+        return self._tap is not None and self._tap.usable and self._reader is None
+
+    async def pipe(self, sink: BodySink, *, buffer_size: int, stall_timeout_s: float) -> None:
+        """Send the whole body (what `start()` read, then the rest off the socket) to
+        `sink`. Keeps `sent`, `complete` and `failure` as iterating would; raises
+        ClientDisconnected when the caller went away, or SinkEnded / SinkStalled / what
+        `sink.write` raised when upstream failed."""
+        tap = self._tap
+        assert tap is not None
+        for part in self._take_pending():
+            sink.write(memoryview(part))  # their own objects: may stay queued
+            self.sent += len(part)
+        started = self.sent
+        try:
+            await tap.pipe(sink, buffer_size=buffer_size, stall_timeout_s=stall_timeout_s)
+        except ClientGone:
+            raise self._fail(ClientDisconnected()) from None
+        finally:
+            self.sent = started + tap.forwarded
+            self.received = self.sent
+        self.complete = True
 
     async def start(self) -> None:
         while True:

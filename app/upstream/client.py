@@ -36,13 +36,14 @@ from app.core.errors import (
     UpstreamRejectedKey,
     UpstreamTimeout,
 )
-from app.upstream.http1 import GetPool, TransportError
+from app.upstream.http1 import GetPool, PostStream, TransportError, open_post
 from app.upstream.transport import (
     error_name,
     is_connect_failure,
     is_timeout,
     make_token_pool,
     make_transport,
+    verified_ssl_context,
 )
 
 logger = logging.getLogger(__name__)
@@ -134,6 +135,10 @@ class UpstreamHost:
     def __init__(self, http: httpx.AsyncClient, settings: Settings) -> None:
         self.http = http
         self._settings = settings
+
+    @property
+    def settings(self) -> Settings:
+        return self._settings
 
     def _auth(self) -> dict[str, str]:
         return {"Authorization": self._settings.upstream_key()}
@@ -262,6 +267,47 @@ class RestClient(UpstreamHost):
             ),
         )
         result: dict[str, Any] = response.json()
+        return result
+
+    async def open_upload(self, content_length: int) -> PostStream:
+        """The copy-free path of `upload` for a body of known length: a fresh connection
+        with the head sent. The caller writes the body (`app/core/http_server.py`'s tap)
+        and then calls `finish_upload`; `PostStream.abort()` if it cannot."""
+        headers = {
+            **self._auth(),
+            "User-Agent": USER_AGENT,
+            "Content-Type": "application/octet-stream",
+            "Accept": "application/json",
+        }
+        try:
+            return await open_post(
+                str(self.http.base_url),
+                "/v2/upload",
+                headers,
+                content_length=content_length,
+                connect_timeout_s=self._settings.upstream_connect_timeout_s,
+                ssl_context=verified_ssl_context(),
+            )
+        except TransportError as exc:
+            raise _map_transport_error(exc) from exc
+
+    async def finish_upload(self, stream: PostStream) -> dict[str, Any]:
+        """Upstream's answer to an upload sent through `open_upload`, mapped as `upload`."""
+        try:
+            answer = await stream.response(self._settings.upstream_timeout_s)
+        except TransportError as exc:
+            logger.warning(
+                "upstream.transport_error",
+                extra={"host": self.name, "path": "/v2/upload", "error_type": type(exc).__name__},
+            )
+            raise _map_transport_error(exc) from exc
+        response = httpx.Response(
+            answer.status,
+            headers=answer.headers,
+            content=answer.body,
+            request=httpx.Request("POST", str(self.http.base_url).rstrip("/") + "/v2/upload"),
+        )
+        result: dict[str, Any] = _handle_response(response).json()
         return result
 
     async def submit(self, payload: dict[str, Any]) -> dict[str, Any]:

@@ -21,11 +21,14 @@ import asyncio
 import collections
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 import httptools
+
+from app.core.http_server import BodySink
 
 MAX_BODY_BYTES = 1 << 20  # a token answer is ~300 bytes; anything near this is not one
 
@@ -76,6 +79,7 @@ class _Connection(asyncio.Protocol):
         self._headers_done = False
         self._framed = False
         self.keep_alive = False
+        self.on_drained: Callable[[], None] | None = None
 
     # --- asyncio.Protocol -------------------------------------------------------------
 
@@ -95,6 +99,13 @@ class _Connection(asyncio.Protocol):
                 self._fail(exc.__context__)
                 return
             self._fail(BadResponse(f"invalid HTTP answer ({exc})"))
+
+    def pause_writing(self) -> None:
+        pass  # writers look at get_write_buffer_size() and wait for resume_writing
+
+    def resume_writing(self) -> None:
+        if self.on_drained is not None:
+            self.on_drained()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -187,9 +198,9 @@ class GetPool:
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._closed = False
 
-    def request_bytes(self, target: str, headers: dict[str, str]) -> bytes:
-        """A GET for `target` (path and query) with these headers, ready to send."""
-        lines = [f"GET {self.prefix}{target} HTTP/1.1", f"Host: {self.netloc}"]
+    def request_bytes(self, target: str, headers: dict[str, str], method: str = "GET") -> bytes:
+        """A request head for `target` (path and query) with these headers, ready to send."""
+        lines = [f"{method} {self.prefix}{target} HTTP/1.1", f"Host: {self.netloc}"]
         for name, value in headers.items():
             if any(c in name + value for c in "\r\n\0"):
                 raise ValueError(f"header {name!r} holds a line break or NUL")
@@ -291,6 +302,77 @@ class GetPool:
             if not waiter.done():
                 waiter.set_exception(ConnectFailed("the upstream pool is closed"))
         self._waiters.clear()
+
+
+class PostStream(BodySink):
+    """One streamed POST on a fresh connection (an upload: never pooled, never retried).
+    `write` sends body bytes as they come; `answer` is upstream's answer, which may come
+    before the body has ended (a refusal)."""
+
+    def __init__(self, conn: _Connection, answer: asyncio.Future[Answer]) -> None:
+        self._conn = conn
+        self.answer = answer
+        self.ended = answer
+
+    def write(self, data: memoryview) -> bool:
+        if self.answer.done():
+            raise ConnectionLost("upstream answered before the body ended")
+        if self._conn.closed:
+            raise ConnectionLost("upstream closed the connection")
+        self._conn.transport.write(data)
+        return bool(self._conn.transport.get_write_buffer_size() == 0)
+
+    def set_drained_callback(self, callback: Callable[[], None] | None) -> None:
+        self._conn.on_drained = callback
+
+    async def response(self, timeout_s: float) -> Answer:
+        """Upstream's whole answer, within `timeout_s` of the body's end."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                return await asyncio.shield(self.answer)
+        except TimeoutError:
+            self.abort()
+            raise ReadTimeout("upstream did not answer in time") from None
+
+    def abort(self) -> None:
+        """Drop the connection now: upstream sees an incomplete body."""
+        if self._conn.transport is not None:
+            self._conn.transport.abort()
+        self._conn.closed = True
+        if not self.answer.done():
+            self.answer.set_exception(ConnectionLost("the upload was aborted"))
+            self.answer.exception()  # marked retrieved: nobody needs to await it now
+
+
+async def open_post(
+    base_url: str,
+    target: str,
+    headers: dict[str, str],
+    *,
+    content_length: int,
+    connect_timeout_s: float,
+    ssl_context: ssl.SSLContext | None,
+) -> PostStream:
+    """Connect (fresh), send the head of a POST with a known length, return the stream."""
+    origin = GetPool(
+        base_url,
+        max_connections=1,
+        keepalive_s=0,
+        connect_timeout_s=connect_timeout_s,
+        pool_timeout_s=connect_timeout_s,
+        read_timeout_s=connect_timeout_s,
+        ssl_context=ssl_context,
+    )
+    conn = await origin._connect()
+    # Paused as soon as anything is buffered, resumed once all is sent: the body's buffer
+    # is reused only when the transport holds no view of it.
+    conn.transport.set_write_buffer_limits(high=0, low=0)
+    answer: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
+    head = origin.request_bytes(
+        target, {**headers, "Content-Length": str(content_length)}, method="POST"
+    )
+    conn.send(head, answer)
+    return PostStream(conn, answer)
 
 
 def _expire(waiter: asyncio.Future[Answer]) -> None:
