@@ -83,8 +83,17 @@ def make_app(make_sink: Callable[[], Sink], seen: list[dict[str, Any]]) -> Any:
 @asynccontextmanager
 async def serve(app: Any) -> AsyncIterator[int]:
     port = free_port()
+    # No log configuration: uvicorn would otherwise set its loggers' levels for the rest
+    # of the test session (tests/core/test_logging.py reads uvicorn.access).
     config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, http=TapProtocol, lifespan="off", log_level="error"
+        app,
+        host="127.0.0.1",
+        port=port,
+        http=TapProtocol,
+        lifespan="off",
+        log_config=None,
+        log_level=None,
+        access_log=False,
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
