@@ -5,6 +5,8 @@ over TLS with a real certificate chain (trustme)."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import os
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -22,6 +24,7 @@ from app.upstream.http1 import (
     ConnectTimeout,
     GetPool,
     ReadTimeout,
+    open_post,
 )
 from app.upstream.transport import is_connect_failure, is_timeout
 from tests.live import free_port
@@ -325,3 +328,78 @@ def test_a_header_cannot_smuggle_a_line() -> None:
         pool.request_bytes("/v3/token", {"Authorization": "k\r\nX-Evil: 1"})
     with pytest.raises(ValueError, match="not an http"):
         pool_for("ftp://example.com")
+
+
+async def pump(stream: Any, body: bytes, size: int = 256 * 1024) -> None:
+    """Send `body` through `stream` as the body tap does: one reused buffer, overwritten only
+    once the transport holds no view of it."""
+    buffer = bytearray(size)
+    view = memoryview(buffer)
+    drained = asyncio.Event()
+    stream.set_drained_callback(drained.set)
+    for start in range(0, len(body), size):
+        piece = body[start : start + size]
+        buffer[: len(piece)] = piece
+        drained.clear()
+        if not stream.write(view[: len(piece)]):
+            await drained.wait()
+    stream.set_drained_callback(None)
+
+
+@asynccontextmanager
+async def serve_post(
+    received: list[bytes], tls: ssl.SSLContext | None = None
+) -> AsyncIterator[str]:
+    """Reads one POST with a Content-Length slowly (so the client's buffers fill), answers
+    with the SHA-256 of the body."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
+        length = next(
+            int(line.split(":", 1)[1])
+            for line in head.split("\r\n")
+            if line.lower().startswith("content-length")
+        )
+        body = bytearray()
+        while len(body) < length:
+            body += await reader.read(min(65536, length - len(body)))
+            if len(body) % (1 << 20) < 65536:
+                await asyncio.sleep(0.001)
+        received.append(bytes(body))
+        digest = hashlib.sha256(body).hexdigest().encode()
+        writer.write(ok(b'{"upload_url":"' + digest + b'"}'))
+        await writer.drain()
+        writer.close()
+
+    listener = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=tls)
+    port = listener.sockets[0].getsockname()[1]
+    try:
+        yield f"{'https' if tls else 'http'}://127.0.0.1:{port}"
+    finally:
+        listener.close()
+
+
+@on_both_loops
+async def test_a_streamed_post_reuses_its_buffer_safely_in_plain_and_tls() -> None:
+    ca = trustme.CA()
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_ctx)
+    trusting = ssl.create_default_context()
+    ca.configure_trust(trusting)
+    body = os.urandom(12 * 1024 * 1024 + 3)
+    for tls, client_ctx in ((None, None), (server_ctx, trusting)):
+        received: list[bytes] = []
+        async with serve_post(received, tls) as url:
+            stream = await open_post(
+                url,
+                "/v2/upload",
+                {"Authorization": "k"},
+                content_length=len(body),
+                connect_timeout_s=2,
+                ssl_context=client_ctx,
+            )
+            await pump(stream, body)
+            answer = await stream.response(5)
+            stream.abort()
+        assert received == [body]
+        assert hashlib.sha256(body).hexdigest().encode() in answer.body
