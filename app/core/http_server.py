@@ -107,39 +107,44 @@ class BodyTap:
         many (`forwarded` counts them as they go). Raises ClientGone, SinkEnded or
         SinkStalled (after `stall_timeout_s` without the sink taking a byte), or what
         `sink.write` raised."""
-        if not self.usable:
-            raise RuntimeError("the body tap is not usable for this request")
-        self.used = True
         protocol, cycle = self._protocol, self._cycle
-        transport = protocol.transport
-        protocol.flow.pause_reading()
-        keep_alive = cycle.keep_alive
-        cycle.keep_alive = False  # the parser never sees the tapped bytes
+        if self.used or protocol.cycle is not cycle or cycle.waiting_for_100_continue:
+            raise RuntimeError("the body tap was used, or receive() was never called")
+        self.used = True
+        if cycle.disconnected or protocol.transport.is_closing():
+            raise ClientGone("the client disconnected")
         pending = bytes(cycle.body)
         cycle.body = bytearray()
-        remaining = self.content_length - protocol.body_received
-        flushed = True
-        if pending:
-            flushed = sink.write(memoryview(pending))  # its own object: may stay queued
-            self.forwarded += len(pending)
-        if remaining <= 0:
-            self._finished()
+        if not cycle.more_body:
+            # uvicorn read the rest meanwhile (a small body, or a slow upstream connect):
+            # nothing left to tap, and the connection stays as uvicorn keeps it.
+            if pending:
+                sink.write(memoryview(pending))  # its own object: may stay queued
+                self.forwarded += len(pending)
             return self.forwarded
-        reader = _Reader(self, protocol, sink, buffer_size, remaining)
+        transport = protocol.transport
+        protocol.flow.pause_reading()
+        cycle.keep_alive = False  # the parser never sees the tapped bytes
+        reader = _Reader(
+            self, protocol, sink, buffer_size, self.content_length - protocol.body_received
+        )
         transport.set_protocol(reader)
-        sink.set_drained_callback(reader.sink_drained)
-        if flushed:
-            transport.resume_reading()
-        else:
-            reader.waiting_for_sink = True
         try:
+            flushed = True
+            if pending:
+                flushed = sink.write(memoryview(pending))  # its own object: may stay queued
+                self.forwarded += len(pending)
+            sink.set_drained_callback(reader.sink_drained)
+            if flushed:
+                transport.resume_reading()
+            else:
+                reader.waiting_for_sink = True
             await _until_done(reader, sink, stall_timeout_s)
         except BaseException:
             sink.set_drained_callback(None)
             if not transport.is_closing():
                 # The client may still be sending: take the rest of the body (dropping it)
                 # so that it reads the error answer instead of a reset connection.
-                cycle.keep_alive = keep_alive
                 reader.discard_rest(cycle)
             self._finished()
             raise
@@ -173,6 +178,25 @@ async def _until_done(reader: _Reader, sink: BodySink, stall_timeout_s: float) -
             raise SinkStalled(f"the sink took nothing for {stall_timeout_s} s")
 
 
+class _CloseWhenDrained:
+    """The request cycle's transport after a failed pipe: uvicorn's `close()` (it answers
+    with `Connection: close`) waits until the rest of the body has been read and dropped,
+    since closing with unread bytes makes the kernel reset the connection and the client
+    could lose the answer. Everything else is the real transport."""
+
+    def __init__(self, transport: Any, reader: _Reader) -> None:
+        self._transport = transport
+        self._reader = reader
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+    def close(self) -> None:
+        self._reader.close_requested = True
+        if self._reader.remaining <= 0:
+            self._transport.close()
+
+
 class _Reader(asyncio.BufferedProtocol):
     """The connection's protocol while tapped: socket → buffer → sink, one buffer at a time
     (the kernel's socket buffers on both sides keep the pipe full)."""
@@ -189,43 +213,17 @@ class _Reader(asyncio.BufferedProtocol):
         self.waiting_for_sink = False
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.discarding = False
-        self.answered = False
+        self.close_requested = False
+        self._idle: asyncio.TimerHandle | None = None
 
     def get_buffer(self, sizehint: int) -> memoryview:
         if self.remaining <= 0:  # only while discarding: whatever follows the body
             return self._view
         return self._view[: min(len(self._view), self.remaining)]
 
-    def discard_rest(self, cycle: Any) -> None:
-        """After a failure: read and drop the rest of the body while the error answer goes
-        out, then close (a lingering close: closing with unread bytes would make the
-        kernel reset the connection, and the client could lose the answer). uvicorn's
-        keep-alive timeout bounds the wait for a client that stops sending."""
-        self.discarding = True
-        if self.done.done() and not self.done.cancelled():
-            self.done.exception()  # retrieved: the failure is being handled
-        respond = cycle.on_response
-
-        def after_response() -> None:
-            respond()
-            self.answered = True
-            if self.remaining <= 0:
-                self._owner.transport.close()
-
-        cycle.on_response = after_response
-        if self.remaining > 0:
-            self._owner.transport.resume_reading()
-
     def buffer_updated(self, nbytes: int) -> None:
         if self.discarding:
-            if self.remaining <= 0:  # bytes after the body (a pipelined request): unusable
-                self._owner.transport.close()
-                return
-            self.remaining -= nbytes
-            if self.remaining <= 0:
-                self._owner.transport.pause_reading()
-                if self.answered:
-                    self._owner.transport.close()
+            self._discarded(nbytes)
             return
         if self.done.done():
             return
@@ -251,12 +249,78 @@ class _Reader(asyncio.BufferedProtocol):
             self.waiting_for_sink = False
             self._owner.transport.resume_reading()
 
+    # --- after a failure: a lingering close ---------------------------------------------
+
+    def discard_rest(self, cycle: Any) -> None:
+        """Read and drop the rest of the body while the error answer goes out; close once
+        both are done. A client that stops sending is given uvicorn's keep-alive timeout
+        between reads, then the connection closes."""
+        self.discarding = True
+        if self.done.done() and not self.done.cancelled():
+            self.done.exception()  # retrieved: the failure is being handled
+        cycle.transport = _CloseWhenDrained(cycle.transport, self)
+        respond = cycle.on_response
+
+        def after_response() -> None:
+            respond()
+            # uvicorn armed its keep-alive timer for a next request; there is none (the
+            # connection closes), and the idle timer below bounds the wait instead.
+            self._owner._unset_keepalive_if_required()
+
+        cycle.on_response = after_response
+        if self.remaining > 0:
+            self._arm_idle()
+            self._owner.transport.resume_reading()
+
+    def _discarded(self, nbytes: int) -> None:
+        if self.remaining <= 0:  # bytes after the body (a pipelined request): unusable
+            self._close()
+            return
+        self.remaining -= nbytes
+        if self.remaining > 0:
+            self._arm_idle()
+            return
+        self._owner.transport.pause_reading()
+        if self._idle is not None:
+            self._idle.cancel()
+        if self.close_requested:
+            self._close()
+
+    def _arm_idle(self) -> None:
+        if self._idle is not None:
+            self._idle.cancel()
+        loop = asyncio.get_running_loop()
+        self._idle = loop.call_later(self._owner.timeout_keep_alive, self._close)
+
+    def _close(self) -> None:
+        if self._idle is not None:
+            self._idle.cancel()
+        self._owner.transport.close()
+
+    # --- the connection --------------------------------------------------------------
+
     def eof_received(self) -> bool:
+        if self.discarding:
+            # The client has sent all it will: the answer can still go out, then close.
+            self.remaining = 0
+            if self._idle is not None:
+                self._idle.cancel()
+            if self.close_requested:
+                self._close()
+            return True
         if not self.done.done():
             self.done.set_exception(ClientGone("the client stopped sending mid-body"))
         return False  # close the transport: the request can't be completed
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if not self.done.done():
+        if self._idle is not None:
+            self._idle.cancel()
+        if not self.discarding and not self.done.done():
             self.done.set_exception(ClientGone("the client disconnected mid-body"))
         self._owner.connection_lost(exc)  # uvicorn's own clean-up (cycle.disconnected)
+
+    def pause_writing(self) -> None:
+        self._owner.pause_writing()  # the answer's flow control stays uvicorn's
+
+    def resume_writing(self) -> None:
+        self._owner.resume_writing()

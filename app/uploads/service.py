@@ -67,8 +67,14 @@ async def stream_upload(
     content_length = declared_bytes if body_format == "raw" else None
     try:
         try:
-            if content_length is not None and isinstance(body, RawBody) and body.can_pipe:
-                answer = await _relay(rest, body, content_length)
+            if (
+                content_length is not None
+                and isinstance(body, RawBody)
+                and body.can_pipe
+                and rest.settings.upstream_transport == "aiohttp"  # "httpx": httpx for all
+            ):
+                async with rest.upload_slots:
+                    answer = await _relay(rest, body, content_length)
             else:
                 answer = await rest.upload(body, content_length=content_length)
         finally:

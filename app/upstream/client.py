@@ -10,6 +10,7 @@ policy as a plain loop: tenacity's per-call set-up costs more than the rest of a
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 from collections.abc import AsyncIterable, AsyncIterator
@@ -107,10 +108,11 @@ def _handle_response(response: httpx.Response) -> httpx.Response:
     raise UpstreamClientError(upstream_message(response), status_code=status)
 
 
-def wait_for_attempt(wait: Any, attempt: int, retry_after: float | None) -> float:
-    """The retry policy's delay before attempt `attempt + 1` (outside tenacity)."""
+def wait_for_attempt(wait: Any, attempt: int, retry_after: float | None, cap: float) -> float:
+    """The retry policy's delay before attempt `attempt + 1` (outside tenacity): upstream's
+    `Retry-After` when it gave one, never above `cap` (UPSTREAM_RETRY_AFTER_MAX_S)."""
     if retry_after is not None:
-        return float(retry_after)
+        return min(float(retry_after), cap)
     state = RetryCallState(retry_object=AsyncRetrying(), fn=None, args=(), kwargs={})
     state.attempt_number = attempt
     return float(wait(state))
@@ -269,6 +271,12 @@ class RestClient(UpstreamHost):
         result: dict[str, Any] = response.json()
         return result
 
+    @functools.cached_property
+    def upload_slots(self) -> asyncio.Semaphore:
+        """Held for each `open_upload` until it is finished: at most
+        UPSTREAM_MAX_CONNECTIONS uploads to upstream at once, as the pooled clients."""
+        return asyncio.Semaphore(self._settings.upstream_max_connections)
+
     async def open_upload(self, content_length: int) -> PostStream:
         """The copy-free path of `upload` for a body of known length: a fresh connection
         with the head sent. The caller writes the body (`app/core/http_server.py`'s tap)
@@ -412,7 +420,8 @@ class TokenHost(UpstreamHost):
         self, method: str, path: str, attempt: int, reason: str, retry_after: float | None
     ) -> None:
         self._retry_logged(method, path, attempt, reason)
-        await asyncio.sleep(wait_for_attempt(self._wait(), attempt, retry_after))
+        cap = self._settings.upstream_retry_after_max_s
+        await asyncio.sleep(wait_for_attempt(self._wait(), attempt, retry_after, cap))
 
     async def aclose(self) -> None:
         await super().aclose()
@@ -499,7 +508,9 @@ class LlmGatewayClient(UpstreamHost):
                 if response.status_code != 429 or (
                     retry_after is None or retry_after <= self._settings.upstream_retry_after_max_s
                 ):
-                    delay = wait_for_attempt(wait, attempt, retry_after)
+                    delay = wait_for_attempt(
+                        wait, attempt, retry_after, self._settings.upstream_retry_after_max_s
+                    )
                     reason = f"upstream answered {response.status_code}"
                     self._retry_logged("POST", "/v1/chat/completions", attempt, reason)
                     await asyncio.sleep(delay)

@@ -60,7 +60,7 @@ class BadResponse(TransportError):
 @dataclass(frozen=True)
 class Answer:
     status: int
-    headers: list[tuple[str, str]]
+    headers: list[tuple[bytes, bytes]]  # as sent: httpx takes bytes, any byte value
     body: bytes
 
 
@@ -73,7 +73,7 @@ class _Connection(asyncio.Protocol):
         self.idle_since = 0.0
         self._parser = httptools.HttpResponseParser(self)
         self._waiter: asyncio.Future[Answer] | None = None
-        self._headers: list[tuple[str, str]] = []
+        self._headers: list[tuple[bytes, bytes]] = []
         self._body: list[bytes] = []
         self._size = 0
         self._headers_done = False
@@ -110,8 +110,8 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         if self._waiter is not None and not self._waiter.done():
-            if self._headers_done and not self._framed:
-                self._finish()  # an answer delimited by the connection's end
+            if exc is None and self._headers_done and not self._framed:
+                self._finish()  # an answer delimited by the connection's (clean) end
             else:
                 self._waiter.set_exception(ConnectionLost("upstream closed the connection"))
             self._waiter = None
@@ -124,7 +124,7 @@ class _Connection(asyncio.Protocol):
             lower == b"transfer-encoding" and b"chunked" in value.lower()
         ):
             self._framed = True
-        self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
+        self._headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         self._headers_done = True
@@ -147,10 +147,15 @@ class _Connection(asyncio.Protocol):
         self.transport.write(request)
 
     def _finish(self) -> None:
+        status = self._parser.get_status_code()
+        if 100 <= status < 200 and status != 101:
+            # An interim answer (100 Continue, 103 Early Hints): the real one follows.
+            self._headers, self._body, self._size = [], [], 0
+            self._headers_done = self._framed = False
+            return
         waiter, self._waiter = self._waiter, None
         self.keep_alive = self._parser.should_keep_alive() and not self.closed
         if waiter is not None and not waiter.done():
-            status = self._parser.get_status_code()
             waiter.set_result(Answer(status, self._headers, b"".join(self._body)))
 
     def _fail(self, exc: Exception) -> None:
@@ -315,10 +320,10 @@ class PostStream(BodySink):
         self.ended = answer
 
     def write(self, data: memoryview) -> bool:
+        if self._conn.closed:
+            raise ConnectionLost("upstream closed the connection before the body ended")
         if self.answer.done():
             raise ConnectionLost("upstream answered before the body ended")
-        if self._conn.closed:
-            raise ConnectionLost("upstream closed the connection")
         self._conn.transport.write(data)
         return bool(self._conn.transport.get_write_buffer_size() == 0)
 
@@ -341,6 +346,7 @@ class PostStream(BodySink):
         self._conn.closed = True
         if not self.answer.done():
             self.answer.set_exception(ConnectionLost("the upload was aborted"))
+        if not self.answer.cancelled():
             self.answer.exception()  # marked retrieved: nobody needs to await it now
 
 

@@ -172,6 +172,7 @@ async def test_upstream_refusing_mid_body_is_answered_and_recorded(
     writer.close()
     assert answer.startswith(b"HTTP/1.1 502"), answer[:300]
     assert b'"error"' in answer
+    assert b"connection: close" in answer.lower()  # said before the server closes
     row = await row_for(committed, len(audio))
     assert row.status == "failed"
     assert row.upload_url is None

@@ -7,7 +7,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import socket
 import ssl
+import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -15,7 +17,6 @@ from typing import Any
 
 import pytest
 import trustme
-import uvloop
 
 from app.upstream.http1 import (
     BadResponse,
@@ -28,22 +29,9 @@ from app.upstream.http1 import (
 )
 from app.upstream.transport import is_connect_failure, is_timeout
 from tests.live import free_port
+from tests.loops import on_both_loops
 
 TOKEN = b'{"token":"t"}'
-
-
-def on_both_loops(case: Callable[[], Awaitable[None]]) -> Callable[[str], None]:
-    """A test run once on asyncio's loop and once on uvloop's (the service's, under
-    uvicorn): their transports differ (uvloop's are not asyncio.Transport)."""
-
-    @pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
-    def test(loop: str) -> None:
-        factory = uvloop.new_event_loop if loop == "uvloop" else asyncio.new_event_loop
-        with asyncio.Runner(loop_factory=factory) as runner:
-            runner.run(asyncio.wait_for(case(), 10))
-
-    test.__name__, test.__doc__ = case.__name__, case.__doc__
-    return test
 
 
 def ok(body: bytes = TOKEN, extra: str = "") -> bytes:
@@ -204,7 +192,7 @@ async def test_headers_are_kept_and_statuses_passed_on() -> None:
         got = await pool.get(get_request(pool))
         await pool.aclose()
     assert got.status == 429
-    assert ("Retry-After", "7") in got.headers
+    assert (b"Retry-After", b"7") in got.headers
 
 
 @on_both_loops
@@ -403,3 +391,49 @@ async def test_a_streamed_post_reuses_its_buffer_safely_in_plain_and_tls() -> No
             stream.abort()
         assert received == [body]
         assert hashlib.sha256(body).hexdigest().encode() in answer.body
+
+
+@on_both_loops
+async def test_an_interim_1xx_answer_is_skipped() -> None:
+    interim = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n"
+    server = Server(always(interim + ok()))
+    async with serve(server) as url:
+        pool = pool_for(url)
+        answer = await pool.get(get_request(pool))
+        assert (answer.status, answer.body) == (200, TOKEN)
+        assert (await pool.get(get_request(pool))).status == 200  # still in step
+        await pool.aclose()
+    assert server.connections == 1
+
+
+@on_both_loops
+async def test_an_unframed_answer_cut_by_a_reset_is_connection_lost() -> None:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n{"token":"ab')
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        # Linger 0: the close is a reset, not the clean end that delimits such an answer.
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.transport.abort()
+
+    listener = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    pool = pool_for(f"http://127.0.0.1:{port}")
+    try:
+        with pytest.raises(ConnectionLost):
+            await pool.get(get_request(pool))
+    finally:
+        await pool.aclose()
+        listener.close()
+
+
+@on_both_loops
+async def test_header_bytes_pass_through_as_sent() -> None:
+    answer = b"HTTP/1.1 503 X\r\nX-Note: caf\xe9\r\nContent-Length: 2\r\n\r\n{}"
+    async with serve(Server(always(answer))) as url:
+        pool = pool_for(url)
+        got = await pool.get(get_request(pool))
+        await pool.aclose()
+    assert (b"X-Note", b"caf\xe9") in got.headers

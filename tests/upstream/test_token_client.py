@@ -264,3 +264,18 @@ async def test_mint_connection_refused_is_502_after_retries(
     retries = [r for r in caplog.records if r.getMessage() == "upstream.retry"]
     assert len(retries) == 2  # three attempts
     assert all(KEY not in r.getMessage() for r in caplog.records)
+
+
+async def test_mint_retry_after_on_a_5xx_is_capped(
+    connect: Callable[..., AsyncIterator[Upstream]],
+) -> None:
+    # A 503's Retry-After is honoured only up to UPSTREAM_RETRY_AFTER_MAX_S: an upstream
+    # asking for an hour must not hold a mint for an hour.
+    script = Script([(503, {"error": "busy"}, {"Retry-After": "4"}), ("ok",)])
+    async with (
+        token_server(script) as url,
+        connect(url, upstream_retry_after_max_s=0.2) as upstream,
+    ):
+        started = time.monotonic()
+        assert await upstream.streaming.mint(60) == {"token": "tok-2"}
+        assert time.monotonic() - started < 2
