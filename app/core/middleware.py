@@ -91,12 +91,13 @@ class ProxyApp(FastAPI):
     shortcuts: tuple[Shortcut, ...] = ()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and self.shortcuts and not self.root_path:
+        # Behind a root_path (the app's or the server's) routing is left to the router.
+        if scope["type"] == "http" and not (self.root_path or scope.get("root_path")):
             endpoint = None
             for shortcut in self.shortcuts:
                 if (endpoint := shortcut.match(scope)) is not None:
                     break
-            if endpoint is not None and not scope.get("root_path"):
+            if endpoint is not None:
                 request_id = _request_id_or_none_for_browsers(scope)
                 if request_id is not None:
                     await self._shortcut(endpoint, request_id, scope, receive, send)

@@ -37,7 +37,7 @@ from app.core.errors import (
     UpstreamRejectedKey,
     UpstreamTimeout,
 )
-from app.upstream.http1 import GetPool, PostStream, TransportError, open_post
+from app.upstream.http1 import Answer, GetPool, PostStream, TransportError, open_post
 from app.upstream.transport import (
     error_name,
     is_connect_failure,
@@ -116,6 +116,17 @@ def wait_for_attempt(wait: Any, attempt: int, retry_after: float | None, cap: fl
     state = RetryCallState(retry_object=AsyncRetrying(), fn=None, args=(), kwargs={})
     state.attempt_number = attempt
     return float(wait(state))
+
+
+def _as_response(answer: Answer, method: str, url: str) -> httpx.Response:
+    """An answer of the small HTTP/1.1 client (`http1.py`) as the httpx.Response that
+    `_handle_response` maps, so its failures read as every other call's."""
+    return httpx.Response(
+        answer.status,
+        headers=answer.headers,
+        content=answer.body,
+        request=httpx.Request(method, url),
+    )
 
 
 def _map_transport_error(exc: BaseException) -> UpstreamError:
@@ -309,13 +320,8 @@ class RestClient(UpstreamHost):
                 extra={"host": self.name, "path": "/v2/upload", "error_type": type(exc).__name__},
             )
             raise _map_transport_error(exc) from exc
-        response = httpx.Response(
-            answer.status,
-            headers=answer.headers,
-            content=answer.body,
-            request=httpx.Request("POST", str(self.http.base_url).rstrip("/") + "/v2/upload"),
-        )
-        result: dict[str, Any] = _handle_response(response).json()
+        url = str(self.http.base_url).rstrip("/") + "/v2/upload"
+        result: dict[str, Any] = _handle_response(_as_response(answer, "POST", url)).json()
         return result
 
     async def submit(self, payload: dict[str, Any]) -> dict[str, Any]:
@@ -401,12 +407,7 @@ class TokenHost(UpstreamHost):
                     raise UpstreamError("AssemblyAI answered with invalid JSON.") from None
             # A failure (rare): the same httpx.Response `_send` would have, for the same
             # mapping and messages.
-            response = httpx.Response(
-                answer.status,
-                headers=answer.headers,
-                content=answer.body,
-                request=httpx.Request("GET", self._base_url + path),
-            )
+            response = _as_response(answer, "GET", self._base_url + path)
             if answer.status in RETRYABLE_STATUS and attempt < attempts:
                 retry_after = parse_retry_after(response.headers.get("retry-after"))
                 bound = self._settings.upstream_retry_after_max_s

@@ -1,13 +1,16 @@
-"""A small keep-alive HTTP/1.1 GET pool for the token mints: asyncio protocols and the
-`httptools` parser (llhttp, the parser uvicorn already uses for our own requests).
+"""A small HTTP/1.1 client for the two hot upstream calls, on asyncio protocols and the
+`httptools` parser (llhttp, the parser uvicorn already uses for our own requests): a
+keep-alive GET pool for the token mints, and a one-shot streamed POST (`open_post`) for
+uploads relayed by the server's body tap (app/core/http_server.py).
 
 Why not aiohttp here: a mint is the service's hottest upstream call, and aiohttp's request
 and response objects (URL parsing, header multidicts, the stream reader, the per-request
 timer and trace hooks) cost more CPU than the rest of the mint's own work; this pool sends
 a prebuilt request and parses a small JSON answer (`bench/token_mint.py` measures both).
-It does only that: GET, bounded answers framed by `Content-Length`, chunked encoding or the
-connection's end, keep-alive, TLS with the service's one verified context. Every other
-upstream call keeps httpx (and respx in unit tests).
+It does only that: GET (and the upload's POST), bounded answers framed by
+`Content-Length`, chunked encoding or the connection's end, keep-alive, TLS with the
+service's one verified context. Every other upstream call keeps httpx (and respx in unit
+tests).
 
 Errors follow aiohttp's meaning, so the retry policy and the 502/504 mapping are unchanged:
 `ConnectFailed` (the request provably never left), `ConnectTimeout` (both a connect failure
@@ -170,6 +173,48 @@ class _Connection(asyncio.Protocol):
             self.transport.close()
 
 
+class Origin:
+    """One upstream origin (scheme, host, port, path prefix): request heads and fresh
+    connections to it, shared by the GET pool and the one-shot streamed POST."""
+
+    def __init__(self, base_url: str, ssl_context: ssl.SSLContext | None) -> None:
+        parts = urlsplit(base_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"not an http(s) origin: {base_url!r}")
+        self.host = parts.hostname
+        self.port = parts.port or (443 if parts.scheme == "https" else 80)
+        self.netloc = parts.netloc.rpartition("@")[2]
+        self.prefix = parts.path.rstrip("/")
+        self.ssl = ssl_context if parts.scheme == "https" else None
+
+    def request_bytes(self, target: str, headers: dict[str, str], method: str = "GET") -> bytes:
+        """A request head for `target` (path and query) with these headers, ready to send."""
+        lines = [f"{method} {self.prefix}{target} HTTP/1.1", f"Host: {self.netloc}"]
+        for name, value in headers.items():
+            if any(c in name + value for c in "\r\n\0"):
+                raise ValueError(f"header {name!r} holds a line break or NUL")
+            lines.append(f"{name}: {value}")
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+    async def connect(self, timeout_s: float) -> _Connection:
+        """A fresh connection, within `timeout_s`."""
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(timeout_s):
+                _, conn = await loop.create_connection(
+                    _Connection,
+                    self.host,
+                    self.port,
+                    ssl=self.ssl,
+                    server_hostname=self.host if self.ssl else None,
+                )
+        except TimeoutError:
+            raise ConnectTimeout(f"could not connect to {self.netloc} in time") from None
+        except (OSError, ssl.SSLError) as exc:
+            raise ConnectFailed(f"could not connect to {self.netloc} ({exc})") from exc
+        return conn
+
+
 class GetPool:
     """Keep-alive connections to one origin, at most `max_connections` open; a request
     waits for a free one (within `pool_timeout_s`) rather than opening more."""
@@ -185,14 +230,7 @@ class GetPool:
         read_timeout_s: float,
         ssl_context: ssl.SSLContext | None,
     ) -> None:
-        parts = urlsplit(base_url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"not an http(s) origin: {base_url!r}")
-        self.host = parts.hostname
-        self.port = parts.port or (443 if parts.scheme == "https" else 80)
-        self.netloc = parts.netloc.rpartition("@")[2]
-        self.prefix = parts.path.rstrip("/")
-        self.ssl = ssl_context if parts.scheme == "https" else None
+        self.origin = Origin(base_url, ssl_context)
         self.max_connections = max_connections
         self.keepalive_s = keepalive_s
         self.connect_timeout_s = connect_timeout_s
@@ -203,14 +241,9 @@ class GetPool:
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._closed = False
 
-    def request_bytes(self, target: str, headers: dict[str, str], method: str = "GET") -> bytes:
-        """A request head for `target` (path and query) with these headers, ready to send."""
-        lines = [f"{method} {self.prefix}{target} HTTP/1.1", f"Host: {self.netloc}"]
-        for name, value in headers.items():
-            if any(c in name + value for c in "\r\n\0"):
-                raise ValueError(f"header {name!r} holds a line break or NUL")
-            lines.append(f"{name}: {value}")
-        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+    def request_bytes(self, target: str, headers: dict[str, str]) -> bytes:
+        """A GET head for `target` (path and query) with these headers, ready to send."""
+        return self.origin.request_bytes(target, headers)
 
     async def get(self, request: bytes) -> Answer:
         """Send a prebuilt GET (`request_bytes`) and return the whole answer."""
@@ -245,7 +278,7 @@ class GetPool:
             return await self._acquire()
         self._open += 1
         try:
-            return await self._connect()
+            return await self.origin.connect(self.connect_timeout_s)
         except BaseException:
             self._open -= 1
             self._wake_one()
@@ -265,23 +298,6 @@ class GetPool:
             if isinstance(exc, TimeoutError):
                 raise ConnectTimeout("no free upstream connection in time") from None
             raise
-
-    async def _connect(self) -> _Connection:
-        loop = asyncio.get_running_loop()
-        try:
-            async with asyncio.timeout(self.connect_timeout_s):
-                _, conn = await loop.create_connection(
-                    _Connection,
-                    self.host,
-                    self.port,
-                    ssl=self.ssl,
-                    server_hostname=self.host if self.ssl else None,
-                )
-        except TimeoutError:
-            raise ConnectTimeout(f"could not connect to {self.netloc} in time") from None
-        except (OSError, ssl.SSLError) as exc:
-            raise ConnectFailed(f"could not connect to {self.netloc} ({exc})") from exc
-        return conn
 
     def _release(self, conn: _Connection) -> None:
         if conn.closed or not conn.keep_alive or self._closed:
@@ -360,16 +376,8 @@ async def open_post(
     ssl_context: ssl.SSLContext | None,
 ) -> PostStream:
     """Connect (fresh), send the head of a POST with a known length, return the stream."""
-    origin = GetPool(
-        base_url,
-        max_connections=1,
-        keepalive_s=0,
-        connect_timeout_s=connect_timeout_s,
-        pool_timeout_s=connect_timeout_s,
-        read_timeout_s=connect_timeout_s,
-        ssl_context=ssl_context,
-    )
-    conn = await origin._connect()
+    origin = Origin(base_url, ssl_context)
+    conn = await origin.connect(connect_timeout_s)
     # Paused as soon as anything is buffered, resumed once all is sent: the body's buffer
     # is reused only when the transport holds no view of it.
     conn.transport.set_write_buffer_limits(high=0, low=0)
