@@ -94,6 +94,24 @@ def _render_exception_text(
     return event_dict
 
 
+def _outage_without_traceback(
+    _: Any, __: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """A database that can't be reached is one line per event (its error type), not a
+    traceback: the outage is the news, and every loop that meets it would repeat it."""
+    exc_info = event_dict.get("exc_info")
+    # (`redact` has turned the tuple into a list by now)
+    exc = exc_info[1] if isinstance(exc_info, tuple | list) else exc_info
+    if isinstance(exc, BaseException):
+        from app.core.db import database_unavailable
+
+        if database_unavailable(exc):
+            del event_dict["exc_info"]
+            event_dict.setdefault("error_type", type(exc).__name__)
+            event_dict["database"] = "unavailable"
+    return event_dict
+
+
 def configure_logging(level: str, json_logs: bool, secrets: Iterable[str] = ()) -> None:
     _secrets[:] = sorted({s for s in secrets if s}, key=len, reverse=True)
     shared: list[Any] = [
@@ -113,6 +131,7 @@ def configure_logging(level: str, json_logs: bool, secrets: Iterable[str] = ()) 
         foreign_pre_chain=shared,
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            _outage_without_traceback,
             structlog.processors.format_exc_info,
             _render_exception_text,
             renderer,
