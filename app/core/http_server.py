@@ -35,6 +35,7 @@ warning at start-up naming what is missing.
 from __future__ import annotations
 
 import asyncio
+import dis
 import json
 import logging
 from collections.abc import Callable
@@ -90,13 +91,17 @@ TAP_NEEDS: dict[str, tuple[str, ...]] = {
 
 
 def _names(cls: type) -> set[str]:
-    """Everything `cls` (and its bases) defines or assigns on `self` in its methods."""
+    """What `cls` (with its bases) defines, and the attributes its methods assign on an
+    instance (read from their bytecode: uvicorn sets most state in `__init__` or in
+    `connection_made`)."""
     names = set(dir(cls))
     for klass in cls.__mro__:
         for value in vars(klass).values():
             code = getattr(value, "__code__", None)
             if code is not None:
-                names.update(code.co_names)
+                names.update(
+                    ins.argval for ins in dis.get_instructions(code) if ins.opname == "STORE_ATTR"
+                )
     return names
 
 
