@@ -6,6 +6,7 @@ fast; once it is back, the very first request of every route succeeds again."""
 
 from __future__ import annotations
 
+import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -94,3 +95,31 @@ def test_database_down_answers_503_fast_and_recovers(
         assert client.get("/readyz").status_code == 200
     log = proc.log.read_text()
     assert "Traceback" not in log, log[-3000:]
+
+
+@pytest.fixture
+def blackhole() -> Iterator[int]:
+    """A port that accepts connections and never answers (a hung database host)."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(512)
+        yield listener.getsockname()[1]
+
+
+def test_a_hung_database_answers_503_within_the_connect_timeout(
+    blackhole: int, emulator: Proc
+) -> None:
+    url = f"postgresql://postgres@127.0.0.1:{blackhole}/hung"
+    env = {"DATABASE_CONNECT_TIMEOUT_S": "1", "DATABASE_POOL_TIMEOUT_S": "1"}
+    key = "aaip_" + "k" * 40
+    with run_service(url, emulator.url, env=env) as proc, httpx.Client(
+        base_url=proc.url, timeout=30
+    ) as client:
+        for method, path, kwargs in _calls(key):
+            started = time.monotonic()
+            response = client.request(method, path, **kwargs)
+            elapsed = time.monotonic() - started
+            assert response.status_code == 503, (path, response.status_code, response.text)
+            assert response.json()["error"] == "DatabaseUnavailable", (path, response.text)
+            assert "Retry-After" in response.headers, path
+            assert elapsed < 4, (path, elapsed)
