@@ -59,31 +59,51 @@ def own_postgres() -> Iterator[Cluster]:
             server.cleanup()
 
 
-@contextmanager
-def own_redis() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """A redis-server on an ephemeral port, or None when there is no redis-server."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise FileNotFoundError("redis-server")
-    port = free_port()
-    process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
+class RedisServer:
+    """A redis-server of the test's own on an ephemeral port; stopped and started again
+    on the same port."""
+
+    def __init__(self, binary: str) -> None:
+        self.binary = binary
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                    break
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return
             except OSError:
                 time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0", process
+        raise RuntimeError(f"redis-server did not listen on {self.port}")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+
+
+@contextmanager
+def own_redis() -> Iterator[RedisServer]:
+    """Skips the test when there is no redis-server on this machine."""
+    import pytest
+
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("no redis-server on PATH to start and stop")
+    server = RedisServer(binary)
+    server.start()
+    try:
+        yield server
     finally:
-        if process.poll() is None:
-            process.terminate()
-            process.wait(10)
+        server.stop()
 
 
 def read_answer(sock: socket.socket, timeout: float) -> bytes:
