@@ -249,6 +249,35 @@ def test_slow_but_moving_body_is_not_cut(service: tuple[Proc, str]) -> None:
     assert answer.startswith(b"HTTP/1.1 200"), answer[:300]
 
 
+@pytest.mark.parametrize(
+    ("path", "content_type", "sent"),
+    [
+        ("/v2/transcript", "application/json", b'{"audio_url": '),
+        ("/v1/chat/completions", "application/json", b'{"model": '),
+        ("/v2/upload", "application/octet-stream", b"\0" * (256 * 1024)),
+        ("/api/uploads", "multipart/form-data; boundary=b", b"--b\r\n"),
+    ],
+)
+def test_client_disconnect_mid_body_is_one_info_line(
+    service: tuple[Proc, str], path: str, content_type: str, sent: bytes
+) -> None:
+    proc, key = service
+    before = proc.log.read_text()
+    head = _request_head(
+        "POST",
+        path,
+        {"Authorization": key, "Content-Type": content_type, "Content-Length": str(4 * 1024 * 1024)},
+    )
+    with _connect(proc) as sock:
+        sock.sendall(head + sent)
+        time.sleep(0.3)
+    time.sleep(1.0)
+    new = proc.log.read_text()[len(before) :]
+    lines = [json.loads(line) for line in new.splitlines() if line.startswith("{")]
+    assert all(line["level"] in {"info", "debug"} for line in lines), new
+    assert "Traceback" not in new
+
+
 def test_no_traceback_in_the_log(service: tuple[Proc, str]) -> None:
     proc, _ = service
     log = proc.log.read_text()
