@@ -11,9 +11,9 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from app.audit.router import router as audit_router
+from app.core import http_server
 from app.core.config import Settings, get_settings
 from app.core.db import create_engine, create_sessionmaker
-from app.core import http_server
 from app.core.errors import register_error_handlers
 from app.core.logging import configure_logging
 from app.core.middleware import ProxyApp, RequestIdMiddleware

@@ -117,7 +117,9 @@ def check_uvicorn(
 
     def missing(needs: dict[str, tuple[str, ...]]) -> list[str]:
         return [
-            f"{where}.{name}" for where, names in needs.items() for name in names
+            f"{where}.{name}"
+            for where, names in needs.items()
+            for name in names
             if name not in found[where]
         ]
 

@@ -20,7 +20,8 @@ from tests.core.test_http_server import MIB, Sink, make_app, post, serve
 
 def test_the_installed_uvicorn_passes() -> None:
     assert check_uvicorn() == ([], [])
-    assert TapProtocol.tap_enabled and TapProtocol.timeouts_enabled
+    assert TapProtocol.tap_enabled
+    assert TapProtocol.timeouts_enabled
 
 
 def test_a_protocol_class_without_what_the_tap_uses_is_refused() -> None:
@@ -105,8 +106,6 @@ async def test_fenced_protocol_offers_no_tap_and_bodies_go_through_asgi(
         answer, writer = await post(port, body)
         writer.close()
     assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
-    assert seen == [
-        {"tap": False, "sha256": hashlib.sha256(body).hexdigest(), "bytes": len(body)}
-    ]
+    assert seen == [{"tap": False, "sha256": hashlib.sha256(body).hexdigest(), "bytes": len(body)}]
     assert uvicorn.__version__.startswith("0.54")  # TESTED_UVICORN: update both together
     assert RequestResponseCycle is not None

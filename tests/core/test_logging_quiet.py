@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import pytest
 import structlog
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 
 import app.core.logging as app_logging
 from app.core.db import create_engine
@@ -65,8 +66,10 @@ def test_a_logger_with_its_own_handler_is_redacted_too(capsys: pytest.CaptureFix
         own.exception("library.failed")
     out = capsys.readouterr().err
     assert "the-upstream-key-123456" not in out
-    assert "library.failed" in out and "Traceback" in out
-    assert own.propagate and not own.handlers
+    assert "library.failed" in out
+    assert "Traceback" in out
+    assert own.propagate
+    assert not own.handlers
 
 
 @pytest.mark.usefixtures("restore_logging")
@@ -76,7 +79,7 @@ async def test_sql_parameters_never_reach_an_error_or_a_log(
     configure_logging("INFO", True)
     engine = create_engine(pg_server, pool_size=1)
     try:
-        with pytest.raises(Exception) as caught:
+        with pytest.raises(DBAPIError) as caught:
             async with engine.connect() as conn:
                 await conn.execute(
                     text("SELECT CAST(:value AS uuid)"), {"value": SECRET_HEADER_VALUE}

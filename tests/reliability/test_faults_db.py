@@ -112,9 +112,10 @@ def test_a_hung_database_answers_503_within_the_connect_timeout(
     url = f"postgresql://postgres@127.0.0.1:{blackhole}/hung"
     env = {"DATABASE_CONNECT_TIMEOUT_S": "1", "DATABASE_POOL_TIMEOUT_S": "1"}
     key = "aaip_" + "k" * 40
-    with run_service(url, emulator.url, env=env) as proc, httpx.Client(
-        base_url=proc.url, timeout=30
-    ) as client:
+    with (
+        run_service(url, emulator.url, env=env) as proc,
+        httpx.Client(base_url=proc.url, timeout=30) as client,
+    ):
         for method, path, kwargs in _calls(key):
             started = time.monotonic()
             response = client.request(method, path, **kwargs)

@@ -25,9 +25,10 @@ def test_redis_down_refuses_mints_fast_and_recovers(
     redis: RedisServer, database_url: str, emulator: Proc
 ) -> None:
     key = create_key_in(database_url, ALL_SCOPES, name="redis faults")
-    with run_service(database_url, emulator.url, env={"REDIS_URL": redis.url}) as proc, httpx.Client(
-        base_url=proc.url, headers={"Authorization": key}, timeout=30
-    ) as client:
+    with (
+        run_service(database_url, emulator.url, env={"REDIS_URL": redis.url}) as proc,
+        httpx.Client(base_url=proc.url, headers={"Authorization": key}, timeout=30) as client,
+    ):
         mint = "/v3/token?expires_in_seconds=60"
         assert client.get(mint).status_code == 200
         redis.stop()

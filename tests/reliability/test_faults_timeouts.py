@@ -46,7 +46,11 @@ def _connect(proc: Proc) -> socket.socket:
 
 
 def _request_head(method: str, path: str, headers: dict[str, str]) -> bytes:
-    lines = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1", *(f"{k}: {v}" for k, v in headers.items())]
+    lines = [
+        f"{method} {path} HTTP/1.1",
+        "Host: 127.0.0.1",
+        *(f"{k}: {v}" for k, v in headers.items()),
+    ]
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
@@ -61,7 +65,8 @@ def _assert_timed_out(answer: bytes, elapsed: float, limit: float) -> dict[str, 
     status, body = _status_and_body(answer)
     assert status == 408, answer
     assert body["error"] == "RequestTimeout", body
-    assert isinstance(body["detail"], str) and body["detail"], body
+    assert isinstance(body["detail"], str)
+    assert body["detail"], body
     assert b"connection: close" in answer.lower()
     assert elapsed < limit + SLACK_S, elapsed
     return body
@@ -237,7 +242,11 @@ def test_slow_but_moving_body_is_not_cut(service: tuple[Proc, str]) -> None:
     head = _request_head(
         "POST",
         "/v2/transcript",
-        {"Authorization": key, "Content-Type": "application/json", "Content-Length": str(len(body))},
+        {
+            "Authorization": key,
+            "Content-Type": "application/json",
+            "Content-Length": str(len(body)),
+        },
     )
     with _connect(proc) as sock:
         sock.sendall(head)
@@ -266,7 +275,11 @@ def test_client_disconnect_mid_body_is_one_info_line(
     head = _request_head(
         "POST",
         path,
-        {"Authorization": key, "Content-Type": content_type, "Content-Length": str(4 * 1024 * 1024)},
+        {
+            "Authorization": key,
+            "Content-Type": content_type,
+            "Content-Length": str(4 * 1024 * 1024),
+        },
     )
     with _connect(proc) as sock:
         sock.sendall(head + sent)
