@@ -108,12 +108,15 @@ def database_unavailable(exc: BaseException) -> bool:
         if isinstance(
             current,
             asyncpg.PostgresConnectionError
-            | asyncpg.InterfaceError
+            | asyncpg.ConnectionDoesNotExistError
             | asyncpg.CannotConnectNowError
             | asyncpg.AdminShutdownError
-            | asyncpg.CrashShutdownError,
+            | asyncpg.CrashShutdownError
+            | asyncpg.TooManyConnectionsError,
         ):
             return True
+        if isinstance(current, asyncpg.InterfaceError) and "closed" in str(current):
+            return True  # "connection is closed": it went away under us
         if isinstance(current, OSError | TimeoutError) and _from_database(current.__traceback__):
             return True
         current = current.__cause__ or current.__context__
