@@ -3,6 +3,8 @@ a query's own error, with real errors from a real Postgres and a closed port."""
 
 from __future__ import annotations
 
+import asyncio
+
 import asyncpg
 import pytest
 from sqlalchemy import text
@@ -42,6 +44,12 @@ async def test_a_connection_closed_by_the_server_is_unavailable(pg_server: str) 
     admin = await asyncpg.connect(plain_url(pg_server))
     try:
         await admin.execute("SELECT pg_terminate_backend($1)", conn.get_server_pid())
+        # Let the server's goodbye arrive first: a query racing it meets an asyncpg
+        # internal error instead of the closed connection.
+        for _ in range(100):
+            if conn.is_closed():
+                break
+            await asyncio.sleep(0.02)
         with pytest.raises((asyncpg.PostgresError, asyncpg.InterfaceError, OSError)) as caught:
             await conn.fetchval("SELECT 1")
     finally:
