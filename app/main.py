@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from app.audit.router import router as audit_router
+from app.core import http_server
 from app.core.config import Settings, get_settings
 from app.core.db import create_engine, create_sessionmaker
 from app.core.errors import register_error_handlers
@@ -64,6 +65,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
             "an embedded Postgres when no DATABASE_URL is configured"
         )
     database_url = settings.database_url.get_secret_value()
+    http_server.configure(settings.request_header_timeout_s, settings.request_body_idle_timeout_s)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -71,6 +73,8 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
             database_url,
             pool_size=settings.database_pool_size,
             max_overflow=settings.database_max_overflow,
+            connect_timeout_s=settings.database_connect_timeout_s,
+            pool_timeout_s=settings.database_pool_timeout_s,
         )
         app.state.engine = engine
         app.state.sessionmaker = create_sessionmaker(engine)

@@ -50,8 +50,11 @@ STATEMENT_TIMEOUT_S = 10.0
 
 
 class AuditWriter:
-    def __init__(self, database_url: str) -> None:
+    def __init__(self, database_url: str, *, connect_timeout_s: float = 5.0) -> None:
         self._url = plain_url(database_url)
+        # An unreachable database fails the waiting requests fast (503) instead of holding
+        # them for asyncpg's default minute.
+        self._connect_timeout_s = connect_timeout_s
         self._conn: asyncpg.Connection | None = None
         self._stmt: Any = None
         self._queue: list[tuple[dict[str, Any], asyncio.Future[None]]] = []
@@ -115,7 +118,7 @@ class AuditWriter:
 
     async def _statement(self) -> Any:
         if self._conn is None or self._conn.is_closed():
-            self._conn = await asyncpg.connect(self._url)
+            self._conn = await asyncpg.connect(self._url, timeout=self._connect_timeout_s)
             self._stmt = await self._conn.prepare(_INSERT)
         return self._stmt
 

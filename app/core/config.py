@@ -97,6 +97,9 @@ class Settings(BaseSettings):
     # max_connections.
     database_pool_size: int = Field(10, ge=1, le=200)
     database_max_overflow: int = Field(20, ge=0, le=200)
+    # Bounds on waiting for the database, so that an unreachable one answers 503 fast.
+    database_connect_timeout_s: float = Field(5.0, gt=0)
+    database_pool_timeout_s: float = Field(5.0, gt=0)
     public_base_url: str | None = None
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
@@ -104,6 +107,10 @@ class Settings(BaseSettings):
     log_json: bool | None = None  # default: JSON outside development
     # One line per request; at thousands of token mints per second it costs ~0.05 ms each.
     access_log: bool = True
+    # A client's request headers must be complete this long after their first byte (or
+    # after connecting); a body the service waits for may pause this long (408, closed).
+    request_header_timeout_s: float = Field(10.0, gt=0)
+    request_body_idle_timeout_s: float = Field(30.0, gt=0)
     redis_url: SecretStr | None = None
 
     # --- Emulator (used when no AssemblyAI key is configured) -------------------------------

@@ -6,10 +6,12 @@ import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 from fastapi import Request
 from sqlalchemy import DateTime, MetaData
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -52,10 +54,73 @@ def plain_url(url: str) -> str:
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
-def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
-    options: dict[str, Any] = {"pool_pre_ping": True, "pool_size": 10, "max_overflow": 20}
+# Seconds a caller is told to wait (`Retry-After`) when the database is unreachable.
+RETRY_AFTER_S = 5
+
+
+def create_engine(
+    url: str,
+    *,
+    connect_timeout_s: float = 5.0,
+    pool_timeout_s: float = 5.0,
+    **kwargs: Any,
+) -> AsyncEngine:
+    """The async engine. SQL parameters never reach a log or an error message
+    (`hide_parameters`): they hold request values, some of them secrets. Connecting and
+    waiting for a pooled connection are bounded, so a database that is down or hung fails a
+    request fast (503) instead of holding it; `pool_pre_ping` replaces connections that
+    died meanwhile (a database restart) before they are used."""
+    options: dict[str, Any] = {
+        "pool_pre_ping": True,
+        "pool_size": 10,
+        "max_overflow": 20,
+        "pool_timeout": pool_timeout_s,
+        "hide_parameters": True,
+        "connect_args": {"timeout": connect_timeout_s},
+    }
     options.update(kwargs)
     return create_async_engine(async_url(url), **options)
+
+
+def _from_database(tb: TracebackType | None) -> bool:
+    while tb is not None:
+        module = tb.tb_frame.f_globals.get("__name__", "")
+        if module.startswith(("asyncpg", "sqlalchemy")):
+            return True
+        tb = tb.tb_next
+    return False
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """True when `exc` (or what caused it) means the database could not be reached or
+    went away: a refused or dropped connection, a connect or pool timeout, a server
+    shutting down or starting up. Not a query's own error (a constraint, bad data)."""
+    import asyncpg
+
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, sa_exc.DBAPIError) and current.connection_invalidated:
+            return True
+        if isinstance(current, sa_exc.TimeoutError):  # no pooled connection came free
+            return True
+        if isinstance(
+            current,
+            asyncpg.PostgresConnectionError
+            | asyncpg.ConnectionDoesNotExistError
+            | asyncpg.CannotConnectNowError
+            | asyncpg.AdminShutdownError
+            | asyncpg.CrashShutdownError
+            | asyncpg.TooManyConnectionsError,
+        ):
+            return True
+        if isinstance(current, asyncpg.InterfaceError) and "closed" in str(current):
+            return True  # "connection is closed": it went away under us
+        if isinstance(current, OSError | TimeoutError) and _from_database(current.__traceback__):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
@@ -91,10 +156,25 @@ def start_embedded_postgres(data_dir: Path) -> str:
     logging.getLogger("pgserver").setLevel(logging.WARNING)
     data_dir = data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
+    running = _postgres_running(data_dir)
     server = get_server(str(data_dir), cleanup_mode=None)
     uri: str = server.get_uri()
-    logger.warning(
-        "db.embedded_postgres.started",
+    logger.info(
+        "db.embedded_postgres.attached" if running else "db.embedded_postgres.started",
         extra={"data_dir": str(data_dir), "hint": "set DATABASE_URL to use your own server"},
     )
     return uri
+
+
+def _postgres_running(data_dir: Path) -> bool:
+    """Whether a server already runs on `data_dir` (its postmaster.pid names a live one)."""
+    import os
+
+    try:
+        pid = int((data_dir / "postmaster.pid").read_text().split("\n", 1)[0])
+        os.kill(pid, 0)
+    except PermissionError:
+        return True  # alive, run by another user (pgserver's system user under root)
+    except (OSError, ValueError):
+        return False
+    return True

@@ -9,7 +9,9 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
+from app.core.db import RETRY_AFTER_S, database_unavailable
 from app.core.logging import request_id_var
 
 logger = logging.getLogger(__name__)
@@ -90,6 +92,12 @@ class ServiceUnavailable(AppError):
     message = "The service is not ready."
 
 
+class DatabaseUnavailable(ServiceUnavailable):
+    """The database could not be reached (down, restarting, or out of connections)."""
+
+    message = "The database is unavailable; retry shortly."
+
+
 class UpstreamError(AppError):
     """AssemblyAI failed or could not be reached: not the caller's fault."""
 
@@ -166,8 +174,19 @@ def register_error_handlers(app: FastAPI) -> None:
 
 
 def unhandled_error_response(exc: BaseException) -> JSONResponse:
-    """Log the error (traceback redacted) and answer 500 with the request id, no detail."""
+    """Log the error (traceback redacted) and answer 500 with the request id, no detail;
+    a database that can't be reached answers 503 DatabaseUnavailable with `Retry-After`."""
     request_id = request_id_var.get()
+    if isinstance(exc, ClientDisconnect):
+        # Nobody reads the answer; not the service's error.
+        logger.info("request.client_disconnected")
+        return error_response(499, "ClientDisconnected", "The client went away.")
+    if database_unavailable(exc):
+        logger.warning("db.unavailable", extra={"error_type": type(exc).__name__})
+        error = DatabaseUnavailable()
+        response = error_response(503, error.error, error.message, request_id=request_id)
+        response.headers["Retry-After"] = str(RETRY_AFTER_S)
+        return response
     logger.error(
         "request.unhandled_error",
         exc_info=exc,

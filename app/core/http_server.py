@@ -16,17 +16,163 @@ response (`Connection: close`): one handshake per upload.
 
 Run with `uvicorn --http app.core.http_server:TapProtocol` (`aai-proxy serve` does);
 without it (or under a test client) the extension is absent and routes use `receive()`.
+
+The same protocol bounds how long a client may take (uvicorn has a keep-alive timeout, but
+none for headers or bodies): request headers must be complete within
+`REQUEST_HEADER_TIMEOUT_S` of their first byte (or of the connection's opening), and a body
+that the service is waiting for may go `REQUEST_BODY_IDLE_TIMEOUT_S` without a byte. Either
+breach answers `408 {"error": "RequestTimeout", ...}` when no answer has started and
+closes the connection; the app's `receive()` then reports a disconnect, which aborts an
+upload's upstream request. This covers every route, the body tap included.
+
+**The fence.** The tap and the timeouts use uvicorn internals (attributes of
+`HttpToolsProtocol` and `RequestResponseCycle`). `check_uvicorn()` looks for each of them,
+and the tap also requires a uvicorn version it was tested with; when something is off, the
+part that needs it stays off (uploads take the ASGI path) and `configure()` logs one
+warning at start-up naming what is missing.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dis
+import json
+import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+
+logger = logging.getLogger(__name__)
 
 EXTENSION = "aai.body_tap"
+
+# uvicorn versions (major, minor) whose internals the tap was tested against.
+TESTED_UVICORN = ((0, 54),)
+# What the timeouts use of uvicorn's classes (methods and instance attributes).
+TIMEOUT_NEEDS: dict[str, tuple[str, ...]] = {
+    "protocol": (
+        "connection_made",
+        "connection_lost",
+        "on_message_begin",
+        "on_headers_complete",
+        "on_body",
+        "transport",
+        "cycle",
+        "flow",
+        "headers",
+        "loop",
+    ),
+    "cycle": (
+        "more_body",
+        "disconnected",
+        "response_started",
+        "response_complete",
+        "keep_alive",
+        "message_event",
+        "waiting_for_100_continue",
+    ),
+}
+# And what the tap uses on top.
+TAP_NEEDS: dict[str, tuple[str, ...]] = {
+    "protocol": (
+        "scope",
+        "scheme",
+        "pipeline",
+        "timeout_keep_alive",
+        "_unset_keepalive_if_required",
+        "pause_writing",
+        "resume_writing",
+    ),
+    "cycle": ("body", "transport", "on_response"),
+}
+
+
+def _names(cls: type) -> set[str]:
+    """What `cls` (with its bases) defines, and the attributes its methods assign on an
+    instance (read from their bytecode: uvicorn sets most state in `__init__` or in
+    `connection_made`)."""
+    names = set(dir(cls))
+    for klass in cls.__mro__:
+        for value in vars(klass).values():
+            code = getattr(value, "__code__", None)
+            if code is not None:
+                names.update(
+                    ins.argval for ins in dis.get_instructions(code) if ins.opname == "STORE_ATTR"
+                )
+    return names
+
+
+def check_uvicorn(
+    version: str | None = None,
+    protocol: type = HttpToolsProtocol,
+    cycle: type = RequestResponseCycle,
+) -> tuple[list[str], list[str]]:
+    """(problems of the timeouts, problems of the tap): what is missing from uvicorn's
+    classes, and for the tap an untested version. Empty lists: all there."""
+    version = version or uvicorn.__version__
+    found = {"protocol": _names(protocol), "cycle": _names(cycle)}
+
+    def missing(needs: dict[str, tuple[str, ...]]) -> list[str]:
+        return [
+            f"{where}.{name}"
+            for where, names in needs.items()
+            for name in names
+            if name not in found[where]
+        ]
+
+    timeout_problems = [f"uvicorn {version} lacks {m}" for m in missing(TIMEOUT_NEEDS)]
+    tap_problems = list(timeout_problems)
+    tap_problems += [f"uvicorn {version} lacks {m}" for m in missing(TAP_NEEDS)]
+    try:
+        major, minor = (int(part) for part in version.split(".")[:2])
+        tested = (major, minor) in TESTED_UVICORN
+    except ValueError:
+        tested = False
+    if not tested:
+        known = ", ".join(f"{a}.{b}" for a, b in TESTED_UVICORN)
+        tap_problems.append(f"uvicorn {version} is not a version the tap was tested with ({known})")
+    return timeout_problems, tap_problems
+
+
+_TIMEOUT_PROBLEMS, _TAP_PROBLEMS = check_uvicorn()
+
+
+@dataclass
+class Timeouts:
+    header_s: float = 10.0
+    body_idle_s: float = 30.0
+
+
+TIMEOUTS = Timeouts()
+
+
+def configure(header_timeout_s: float, body_idle_timeout_s: float) -> None:
+    """Set the timeouts (from the settings, in `create_app`) and say once, at start-up,
+    what the fence switched off."""
+    TIMEOUTS.header_s = header_timeout_s
+    TIMEOUTS.body_idle_s = body_idle_timeout_s
+    if _TAP_PROBLEMS or _TIMEOUT_PROBLEMS:
+        logger.warning(
+            "http.server.fenced",
+            extra={
+                "body_tap": "off" if _TAP_PROBLEMS else "on",
+                "timeouts": "off" if _TIMEOUT_PROBLEMS else "on",
+                "problems": sorted(set(_TAP_PROBLEMS) | set(_TIMEOUT_PROBLEMS)),
+                "hint": "uploads take the ASGI path; pin the uvicorn version in pyproject.toml",
+            },
+        )
+
+
+def timeout_response(detail: str) -> bytes:
+    """A whole `408` answer that closes the connection."""
+    body = json.dumps({"error": "RequestTimeout", "detail": detail}).encode()
+    return (
+        b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
+        b"content-length: " + str(len(body)).encode() + b"\r\nconnection: close\r\n\r\n" + body
+    )
 
 
 class BodySink(Protocol):
@@ -54,29 +200,155 @@ class SinkStalled(TimeoutError):
 
 
 class TapProtocol(HttpToolsProtocol):
-    """HttpToolsProtocol that counts body bytes and offers `aai.body_tap` per request."""
+    """HttpToolsProtocol that counts body bytes, offers `aai.body_tap` per request, and
+    times out slow headers and idle bodies."""
 
     body_received = 0
+    tap_enabled = not _TAP_PROBLEMS
+    timeouts_enabled = not _TIMEOUT_PROBLEMS
+    _header_timer: asyncio.TimerHandle | None = None
+    _request_begun = False  # a request's first bytes came, its headers are not complete
+    _body_timer: asyncio.TimerHandle | None = None
+    _body_tap: BodyTap | None = None
+
+    # --- header timeout ------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if self.timeouts_enabled:
+            self._arm_header_timer()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._request_begun = True
+        if self.timeouts_enabled and self._header_timer is None:
+            self._arm_header_timer()
+
+    def _arm_header_timer(self) -> None:
+        self._header_timer = self.loop.call_later(TIMEOUTS.header_s, self._header_timeout)
+
+    def _header_timeout(self) -> None:
+        self._header_timer = None
+        transport = self.transport
+        if transport.is_closing():
+            return
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            cycle.keep_alive = False  # a request is being answered: close after it
+            return
+        if self._request_begun:
+            logger.info("http.header_timeout", extra={"client": _client(self)})
+            transport.write(
+                timeout_response(f"The request headers took longer than {TIMEOUTS.header_s:g} s.")
+            )
+        transport.close()  # an idle new connection is just closed
+
+    # --- body idle timeout ---------------------------------------------------------------
 
     def on_headers_complete(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+        self._request_begun = False
         self.body_received = 0
+        self._body_tap = None
+        cycle_before = self.cycle
         super().on_headers_complete()
         scope: Any = self.scope
-        if scope.get("type") != "http" or self.cycle is None or self.scheme != "http":
+        cycle = self.cycle
+        if scope.get("type") != "http" or cycle is None or cycle is cycle_before:
             return
         length = None
+        chunked = False
         for name, value in self.headers:
             if name == b"content-length":
                 length = value
             elif name == b"transfer-encoding":
-                return
-        if length is None or not length.isdigit():
+                chunked = True
+        if self.timeouts_enabled and (chunked or (length is not None and length != b"0")):
+            self._watch_body(cycle)
+        if chunked or length is None or not length.isdigit() or not self.tap_enabled:
             return
-        scope.setdefault("extensions", {})[EXTENSION] = BodyTap(self, self.cycle, int(length))
+        if self.scheme != "http":
+            return
+        tap = self._body_tap = BodyTap(self, cycle, int(length))
+        scope.setdefault("extensions", {})[EXTENSION] = tap
 
     def on_body(self, body: bytes) -> None:
         self.body_received += len(body)
         super().on_body(body)
+
+    def _watch_body(self, cycle: Any) -> None:
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+        idle_s = TIMEOUTS.body_idle_s
+        state = [-1, self.loop.time()]  # progress at the last check, idle since
+
+        def check() -> None:
+            self._body_timer = None
+            if (
+                self.cycle is not cycle
+                or not cycle.more_body
+                or cycle.disconnected
+                or cycle.response_complete
+                or self.transport.is_closing()
+            ):
+                return
+            now = self.loop.time()
+            tap = self._body_tap
+            progress = self.body_received + (tap.forwarded if tap is not None else 0)
+            if progress != state[0] or not self._waiting_for_body(cycle):
+                state[0], state[1] = progress, now
+            elif now - state[1] >= idle_s:
+                self._body_timeout(cycle)
+                return
+            self._body_timer = self.loop.call_later(max(idle_s / 4, 0.01), check)
+
+        self._body_timer = self.loop.call_later(max(idle_s / 4, 0.01), check)
+
+    def _waiting_for_body(self, cycle: Any) -> bool:
+        """True when only the client can make the body progress: the service is reading
+        (not paused because it has bytes it hasn't taken, nor before a 100 Continue)."""
+        if cycle.waiting_for_100_continue:
+            return False
+        tap = self._body_tap
+        if tap is not None and tap.reader is not None:
+            return not tap.reader.waiting_for_sink and not tap.reader.done.done()
+        return not self.flow.read_paused
+
+    def _body_timeout(self, cycle: Any) -> None:
+        logger.info(
+            "http.body_idle_timeout",
+            extra={"client": _client(self), "path": self.scope.get("path")},
+        )
+        transport = self.transport
+        if not cycle.response_started:
+            transport.write(
+                timeout_response(
+                    f"No request body bytes arrived for {TIMEOUTS.body_idle_s:g} s; "
+                    "the connection is closed."
+                )
+            )
+        # The app's receive() now reports a disconnect (an upload aborts its upstream
+        # request), and whatever it sends is dropped: the answer above is the answer.
+        cycle.disconnected = True
+        cycle.keep_alive = False
+        cycle.message_event.set()
+        transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
+        super().connection_lost(exc)
+
+
+def _client(protocol: Any) -> str | None:
+    client = getattr(protocol, "client", None)
+    return f"{client[0]}:{client[1]}" if client else None
 
 
 class BodyTap:
@@ -88,6 +360,7 @@ class BodyTap:
         self.content_length = content_length
         self.used = False
         self.forwarded = 0  # bytes handed to the sink so far (also when `pipe` failed)
+        self.reader: _Reader | None = None  # while piping
 
     @property
     def usable(self) -> bool:
@@ -125,7 +398,7 @@ class BodyTap:
         transport = protocol.transport
         protocol.flow.pause_reading()
         cycle.keep_alive = False  # the parser never sees the tapped bytes
-        reader = _Reader(
+        reader = self.reader = _Reader(
             self, protocol, sink, buffer_size, self.content_length - protocol.body_received
         )
         transport.set_protocol(reader)

@@ -247,7 +247,10 @@ class TokenRuntime:
                 prefix=settings.rate_limit_key_prefix,
                 fail_open=settings.token_limits_fail_open,
             ),
-            audit=AuditWriter(engine.url.render_as_string(hide_password=False)),
+            audit=AuditWriter(
+                engine.url.render_as_string(hide_password=False),
+                connect_timeout_s=settings.database_connect_timeout_s,
+            ),
             policies=PolicyCache(settings, create_sessionmaker(engine)),
             hosts={
                 "streaming": urlsplit(settings.streaming_ws_url).netloc,

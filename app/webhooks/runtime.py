@@ -113,6 +113,7 @@ async def start_webhooks(app: FastAPI, settings: Settings, database_url: str) ->
         # Opened once (warmed below) and kept: a burst after a quiet hour is just as fast.
         max_inactive_connection_lifetime=0,
         reset=_keep_session,
+        timeout=settings.database_connect_timeout_s,  # connecting: a 503, not a hang
         server_settings={
             "synchronous_commit": "off",
             # RECORD_SQL's plan does not depend on its parameters (lookups by primary key);
