@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.core.config import Settings
 from app.core.db import utcnow
 from app.core.errors import AppError, Conflict, NotFound, UpstreamError, UpstreamTimeout
+from app.core.secretbox import SecretBox, secret_box
 from app.core.security import hash_key, new_secret
 from app.keys.service import Principal, record_audit
 from app.llm.summaries import check_requests as check_summary_requests
@@ -33,6 +34,7 @@ from app.llm.summaries import forget_summaries, queue_summaries
 from app.transcripts.models import FINAL_STATUSES, Job, JobStatus, TranscriptResource
 from app.transcripts.policy import SubmitPlan
 from app.transcripts.schemas import AppSubmitOptions
+from app.uploads.ownership import check_audio_url
 from app.upstream.client import RestClient
 from app.webhooks.events import publish_job_event
 from app.webhooks.schemas import job_view
@@ -128,6 +130,7 @@ async def submit_job(
     requested = options.summaries if options is not None else []
     check_summary_requests(requested, settings, principal)  # before any row or upstream call
     await check_caller_webhook(plan, settings)
+    await check_audio_url(sessionmaker, principal, plan.audio_url)
     secret = new_secret() if settings.public_base_url else None
     job_id = uuid.uuid4()
     if idempotency_key is not None:
@@ -137,7 +140,9 @@ async def submit_job(
         if existing is not None:
             return Submitted(job=existing, upstream=None, replayed=True)
     else:
-        await _insert_job(sessionmaker, principal, plan, job_id, secret, None, None)
+        await _insert_job(
+            sessionmaker, secret_box(settings), principal, plan, job_id, secret, None, None
+        )
     # Before the upstream submit, so a job that completes at once finds its summaries.
     await queue_summaries(sessionmaker, settings, job_id, requested)
     # Shielded: once the row exists, the submit and its record finish even if the caller
@@ -150,6 +155,7 @@ async def submit_job(
 
 
 def _job_values(
+    box: SecretBox,
     principal: Principal,
     plan: SubmitPlan,
     job_id: uuid.UUID,
@@ -169,7 +175,10 @@ def _job_values(
         "webhook_secret_hash": hash_key(secret) if secret else None,
         "caller_webhook_url": webhook.url if webhook else None,
         "caller_webhook_auth_header_name": webhook.auth_header_name if webhook else None,
-        "caller_webhook_auth_header_value": webhook.auth_header_value if webhook else None,
+        # Sealed: the relay sends it, so it is stored readable, but only with SECRETS_KEY.
+        "caller_webhook_auth_header_value": (
+            box.seal(webhook.auth_header_value) if webhook and webhook.auth_header_value else None
+        ),
         "idempotency_key": idempotency_key,
         "request_hash": body_hash,
         "created_at": now,
@@ -181,6 +190,7 @@ def _job_values(
 
 async def _insert_job(
     sessionmaker: async_sessionmaker[AsyncSession],
+    box: SecretBox,
     principal: Principal,
     plan: SubmitPlan,
     job_id: uuid.UUID,
@@ -189,7 +199,7 @@ async def _insert_job(
     body_hash: str | None,
 ) -> bool:
     """Insert and commit the job row; False when the idempotency key is already taken."""
-    values = _job_values(principal, plan, job_id, secret, idempotency_key, body_hash)
+    values = _job_values(box, principal, plan, job_id, secret, idempotency_key, body_hash)
     statement = pg_insert(Job).values(**values)
     if idempotency_key is not None:
         statement = statement.on_conflict_do_nothing(constraint="uq_jobs_key_id_idempotency_key")
@@ -213,7 +223,14 @@ async def _claim_idempotency_key(
     deadline = loop.time() + settings.idempotency_wait_s
     while True:
         if await _insert_job(
-            sessionmaker, principal, plan, job_id, secret, idempotency_key, body_hash
+            sessionmaker,
+            secret_box(settings),
+            principal,
+            plan,
+            job_id,
+            secret,
+            idempotency_key,
+            body_hash,
         ):
             return None
         async with sessionmaker() as session:

@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.config import Settings
 from app.core.db import utcnow
+from app.core.secretbox import secret_box
 from app.transcripts.models import Job
 from app.webhooks.models import RelayAttempt, RelayDelivery, RelayEndpoint
 from app.webhooks.schemas import relay_body
@@ -160,7 +161,8 @@ async def deliver(
             delivery.status = "disabled"
             delivery.next_attempt_at = None
             return delivery.status
-        secrets_ = await valid_secrets(session, job.key_id)
+        box = secret_box(settings)
+        secrets_ = await valid_secrets(session, box, job.key_id)
         msg_id = delivery.webhook_id
         attempt_no = delivery.attempts + 1
         url = endpoint.url
@@ -172,7 +174,9 @@ async def deliver(
             **webhook_headers(secrets_, msg_id, int(now.timestamp()), body),
         }
         if job.caller_webhook_auth_header_name and job.caller_webhook_auth_header_value:
-            headers[job.caller_webhook_auth_header_name] = job.caller_webhook_auth_header_value
+            headers[job.caller_webhook_auth_header_name] = box.open(
+                job.caller_webhook_auth_header_value
+            )
 
     try:
         resolved = await resolve_relay_url(url, settings)

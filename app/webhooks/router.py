@@ -40,6 +40,7 @@ from app.webhooks.events import events_after
 from app.webhooks.hub import EventHub, JobEventMessage, Resync
 from app.webhooks.runtime import WebhooksRuntime
 from app.webhooks.schemas import SigningSecretRotated, WebhookAck, job_view
+from app.core.secretbox import secret_box
 from app.webhooks.signing import rotate_signing_secret
 
 logger = logging.getLogger(__name__)
@@ -260,7 +261,7 @@ async def rotate_key_signing_secret(
     if key is None:
         raise NotFound("No key with that id.")
     grace = settings.relay_signing_secret_grace_s
-    secret, previous = await rotate_signing_secret(session, key_id, grace)
+    secret, previous = await rotate_signing_secret(session, secret_box(settings), key_id, grace)
     until = utcnow() + timedelta(seconds=grace) if previous else None
     logger.info("webhooks.signing_secret.rotated", extra={"key_id": str(key_id)})
     return SigningSecretRotated(
