@@ -505,10 +505,12 @@ class LlmGatewayClient(UpstreamHost):
                 raise _map_transport_error(exc) from exc
             if response.status_code in RETRYABLE_STATUS and attempt < attempts:
                 retry_after = parse_retry_after(response.headers.get("retry-after"))
-                await response.aclose()
                 if response.status_code != 429 or (
                     retry_after is None or retry_after <= self._settings.upstream_retry_after_max_s
                 ):
+                    # Closed only when retried: a 429 whose Retry-After is over the cap is
+                    # passed on below, and reading a closed stream is StreamClosed (a 500).
+                    await response.aclose()
                     delay = wait_for_attempt(
                         wait, attempt, retry_after, self._settings.upstream_retry_after_max_s
                     )

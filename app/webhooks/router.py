@@ -28,6 +28,7 @@ from app.core.errors import (
     ServiceUnavailable,
 )
 from app.core.middleware import Endpoint, Shortcut
+from app.core.secretbox import secret_box
 from app.keys.auth import get_principal
 from app.keys.models import ApiKey
 from app.keys.schemas import Scope
@@ -40,7 +41,6 @@ from app.webhooks.events import events_after
 from app.webhooks.hub import EventHub, JobEventMessage, Resync
 from app.webhooks.runtime import WebhooksRuntime
 from app.webhooks.schemas import SigningSecretRotated, WebhookAck, job_view
-from app.core.secretbox import secret_box
 from app.webhooks.signing import rotate_signing_secret
 
 logger = logging.getLogger(__name__)

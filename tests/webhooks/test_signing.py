@@ -68,7 +68,10 @@ async def test_key_creation_shows_secret_and_rotation_keeps_both(
         f"/api/keys/{created['id']}/signing-secret/rotate", headers={"Authorization": admin_key}
     )
     third = r.json()["webhook_signing_secret"]
-    assert await valid_secrets(session, secret_box(settings), uuid.UUID(created["id"])) == [third, second]
+    assert await valid_secrets(session, secret_box(settings), uuid.UUID(created["id"])) == [
+        third,
+        second,
+    ]
 
 
 async def test_other_keys_may_not_rotate(client: AsyncClient, session: AsyncSession) -> None:
