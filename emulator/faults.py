@@ -40,17 +40,14 @@ class DropResponse(Response):
 
 
 class CutResponse(Response):
-    """Sends the start of a response (and `events`, if any), then aborts the connection:
-    a streamed answer broken off in its middle, or (no events, no start) no answer."""
+    """Sends the start of a streamed response and its first `events`, then aborts the
+    connection: a stream broken off in its middle."""
 
-    def __init__(self, events: list[bytes] | None = None, media_type: str | None = None) -> None:
+    def __init__(self, events: list[bytes], media_type: str) -> None:
         super().__init__(status_code=200, media_type=media_type)
         self.events = events
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.events is None:
-            # Nothing sent: raising makes uvicorn close the socket without a status line.
-            raise ConnectionAbortedError("answer withheld (injected by the emulator)")
         await send(
             {
                 "type": "http.response.start",

@@ -22,7 +22,7 @@ from starlette.types import Receive, Scope, Send
 
 from emulator import transcripts as tx
 from emulator.auth import check_raw_key, owner_of
-from emulator.faults import CutResponse, DropResponse, apply_fault, fault_response
+from emulator.faults import DropResponse, apply_fault, fault_response
 from emulator.state import EmulatorState, UploadRecord, get_state
 
 AUTH_ERROR = "Authentication error, API token missing/invalid"
@@ -237,7 +237,7 @@ async def create_transcript(request: Request) -> Response:
         assert fault is not None
         # Carried out, answer lost: the transcript exists; its creator never hears so.
         await asyncio.sleep(fault.delay_s)
-        return CutResponse()
+        return DropResponse()
     return JSONResponse(answer)
 
 

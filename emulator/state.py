@@ -42,7 +42,7 @@ class Fault:
     `delay_s` waits before handling; `drop` cuts the connection mid-body (a streamed chat
     completion: after its first chunks); `close_code` closes a WebSocket with that code;
     `withhold` (POST /v2/transcript) carries the request out, then waits `delay_s` and
-    cuts the connection: the transcript exists, its creator never hears of it. For
+    cuts the connection mid-answer: the transcript exists, its creator never hears of it. For
     "WEBHOOK", `status` is what the delivery sees instead of the receiver's answer (0 = no
     answer / timeout).
     """

@@ -335,6 +335,12 @@ class RestClient(UpstreamHost):
         result: dict[str, Any] = response.json()
         return result
 
+    async def list_transcripts(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Upstream's `GET /v2/transcript` page (newest first; `limit`, `before_id`, ...)."""
+        response = await self._send("GET", "/v2/transcript", idempotent=True, params=params)
+        result: dict[str, Any] = response.json()
+        return result
+
     async def get_subresource(
         self, transcript_id: str, resource: str, params: dict[str, Any] | None = None
     ) -> httpx.Response:
