@@ -1,3 +1,4 @@
+# ruff: noqa: F811 — the harness fixtures are imported by name, then requested by name
 """Streamed chat (`stream: true`) when LLM Gateway fails, against the real emulator process:
 a refusal before the first byte keeps its status (429 with Retry-After, not a 500), and a
 stream the gateway breaks off ends with an error event in the streaming shape and bills
