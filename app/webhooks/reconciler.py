@@ -419,6 +419,17 @@ class Reconciler:
     async def _adopt_lost_submit(self, claimed: ClaimedJob) -> bool:
         """A submit whose answer was lost: adopt the transcript upstream made for it, if
         any (app/transcripts/service.py). True when this claim is done with."""
+        async with self.sessionmaker() as session:
+            webhook_came = await session.scalar(
+                select(WebhookDelivery.id)
+                .where(
+                    WebhookDelivery.job_id == claimed.id,
+                    WebhookDelivery.transcript_id.is_not(None),
+                )
+                .limit(1)
+            )
+        if webhook_came is not None:
+            return False  # its verified webhook names the transcript: adopted below
         try:
             async with self._lease_kept(claimed.id):
                 adopted = await adopt_lost_submit(
