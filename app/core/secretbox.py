@@ -16,10 +16,12 @@ import hashlib
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
-from cryptography.fernet import Fernet, InvalidToken, MultiFernet
-
 if TYPE_CHECKING:
     from app.core.config import Settings
+
+# `cryptography` (several MB resident) is imported on first use of a SecretBox, not with
+# the settings: the serving process of a deployment that stores no secret never loads it
+# (tests/uploads/test_footprint.py).
 
 # Public by construction (derived from a fixed phrase): development and tests only.
 DEVELOPMENT_KEY = base64.urlsafe_b64encode(
@@ -33,9 +35,12 @@ class SecretUnreadable(Exception):
 
 class SecretBox:
     def __init__(self, keys: tuple[str, ...]) -> None:
+        from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+
         if not keys:
             raise ValueError("at least one key is needed")
         self._fernet = MultiFernet([Fernet(key) for key in keys])
+        self._unreadable = (InvalidToken, UnicodeError)
 
     def seal(self, value: str) -> str:
         return self._fernet.encrypt(value.encode("utf-8")).decode("ascii")
@@ -43,7 +48,7 @@ class SecretBox:
     def open(self, sealed: str) -> str:
         try:
             return self._fernet.decrypt(sealed.encode("ascii")).decode("utf-8")
-        except (InvalidToken, UnicodeError) as exc:
+        except self._unreadable as exc:
             raise SecretUnreadable(
                 "A stored secret cannot be decrypted with any key in SECRETS_KEY."
             ) from exc
@@ -52,7 +57,7 @@ class SecretBox:
         """The same value sealed with the first key (for rotation)."""
         try:
             return self._fernet.rotate(sealed.encode("ascii")).decode("ascii")
-        except (InvalidToken, UnicodeError) as exc:
+        except self._unreadable as exc:
             raise SecretUnreadable(
                 "A stored secret cannot be decrypted with any key in SECRETS_KEY."
             ) from exc
@@ -64,14 +69,17 @@ def parse_keys(value: str | None) -> tuple[str, ...]:
         return ()
     keys = tuple(part.strip() for part in value.split(",") if part.strip())
     for key in keys:
+        # What Fernet itself requires of a key, checked without importing it.
         try:
-            Fernet(key)
-        except (ValueError, TypeError):
+            valid = len(base64.urlsafe_b64decode(key.encode("ascii"))) == 32
+        except (ValueError, UnicodeError):
+            valid = False
+        if not valid:
             raise ValueError(
                 "SECRETS_KEY must be comma-separated Fernet keys (32 url-safe base64 bytes; "
                 'make one with: python -c "from cryptography.fernet import Fernet; '
                 'print(Fernet.generate_key().decode())")'
-            ) from None
+            )
     return keys
 
 
