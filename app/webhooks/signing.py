@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.db import utcnow
 from app.core.secretbox import SecretBox
+from app.transcripts.models import Job
 from app.webhooks.models import SigningSecret
 
 SECRET_PREFIX = "whsec_"
@@ -116,3 +117,23 @@ async def valid_secrets(session: AsyncSession, box: SecretBox, key_id: uuid.UUID
     if not rows:
         return [await create_signing_secret(session, box, key_id)]
     return [box.open(r.secret) for r in rows]
+
+
+async def reseal_stored_secrets(session: AsyncSession, box: SecretBox) -> int:
+    """Re-encrypt every stored relay secret (signing secrets, callers' relay header values)
+    with the first key of SECRETS_KEY, so the keys after it can be dropped. Returns how many
+    values were rewritten; SecretUnreadable if one opens with no key."""
+    count = 0
+    for model, column in (
+        (SigningSecret, SigningSecret.secret),
+        (Job, Job.caller_webhook_auth_header_value),
+    ):
+        rows = (await session.execute(select(model.id, column).where(column.is_not(None)))).all()
+        for row_id, sealed in rows:
+            if sealed is None:  # pragma: no cover - filtered above
+                continue
+            await session.execute(
+                update(model).where(model.id == row_id).values({column: box.reseal(sealed)})
+            )
+            count += 1
+    return count

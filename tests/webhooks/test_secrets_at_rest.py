@@ -154,3 +154,51 @@ def test_migration_0050_seals_and_unseals(
             "(SELECT caller_webhook_auth_header_value FROM jobs)",
         )
     )[0] == ("whsec_cGxhaW4=", "caller-secret")
+
+
+def test_rotation_end_to_end_with_the_cli(
+    make_database: Callable[..., str], monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    """Sealed under `old`; SECRETS_KEY=new,old and `aai-proxy reseal-secrets`; then `new`
+    alone opens every row."""
+    from typer.testing import CliRunner
+
+    from app.cli import cli
+    from app.core.config import get_settings
+
+    old, new = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+    for name in Settings.model_fields:
+        monkeypatch.delenv(name.upper(), raising=False)
+    monkeypatch.chdir(tmp_path)  # no `.env` from the checkout
+    url = make_database()
+    key_id = uuid.uuid4()
+    asyncio.run(
+        _run(
+            url,
+            f"INSERT INTO api_keys (id, name, key_hash, prefix, scopes, created_at) "
+            f"VALUES ('{key_id}', 'k', 'h-{key_id}', 'p', ARRAY['transcripts'], now())",
+            f"INSERT INTO webhook_signing_secrets (id, key_id, secret, created_at) "
+            f"VALUES ('{uuid.uuid4()}', '{key_id}', '{box_for((old,)).seal('whsec_b2xk')}', now())",
+            f"INSERT INTO jobs (id, key_id, status, audio_url, request, created_at, updated_at, "
+            f"check_attempts, version, caller_webhook_auth_header_name, "
+            f"caller_webhook_auth_header_value) VALUES ('{uuid.uuid4()}', '{key_id}', 'queued', "
+            f"'https://x/a.wav', '{{}}', now(), now(), 0, 0, 'X-Caller', "
+            f"'{box_for((old,)).seal('caller-secret')}')",
+        )
+    )
+    env = {"DATABASE_URL": url, "APP_ENV": "test", "SECRETS_KEY": f"{new},{old}"}
+    get_settings.cache_clear()
+    result = CliRunner().invoke(cli, ["reseal-secrets"], env=env)
+    get_settings.cache_clear()
+    assert result.exit_code == 0, result.output
+    assert "Resealed 2 stored secrets" in result.output
+    secret, header = asyncio.run(
+        _run(
+            url,
+            f"SELECT (SELECT secret FROM webhook_signing_secrets WHERE key_id = '{key_id}'), "
+            f"(SELECT caller_webhook_auth_header_value FROM jobs WHERE key_id = '{key_id}')",
+        )
+    )[0]
+    only_new = box_for((new,))
+    assert only_new.open(secret) == "whsec_b2xk"
+    assert only_new.open(header) == "caller-secret"
