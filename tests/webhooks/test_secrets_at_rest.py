@@ -202,3 +202,62 @@ def test_rotation_end_to_end_with_the_cli(
     only_new = box_for((new,))
     assert only_new.open(secret) == "whsec_b2xk"
     assert only_new.open(header) == "caller-secret"
+
+
+async def test_a_secret_no_key_opens_is_never_sent(
+    engine: Any, make_settings: Callable[..., Settings]
+) -> None:
+    """A relay whose stored secret no configured key opens (a key dropped too early) is
+    not sent unsigned or without its header: the attempt records why, retried later."""
+    import httpx
+
+    from app.core.db import create_sessionmaker, utcnow
+    from app.keys import service as keys_service
+    from app.transcripts.models import Job
+    from app.webhooks import relay
+    from app.webhooks.models import RelayAttempt, RelayDelivery, RelayEndpoint
+
+    sm = create_sessionmaker(engine)
+    lost_key = Fernet.generate_key().decode()
+    async with sm() as session, session.begin():
+        key, _ = await keys_service.create_key(session, "relay", ["transcripts"])
+        session.add(SigningSecret(key_id=key.id, secret=box_for((lost_key,)).seal("whsec_eA==")))
+        job = Job(
+            key_id=key.id,
+            status="completed",
+            audio_url="https://x/a.wav",
+            request={},
+            caller_webhook_url="https://hooks.example/relay",
+        )
+        session.add(job)
+        await session.flush()
+        endpoint = RelayEndpoint(key_id=key.id, url="https://hooks.example/relay")
+        session.add(endpoint)
+        await session.flush()
+        delivery = RelayDelivery(
+            job_id=job.id,
+            endpoint_id=endpoint.id,
+            job_status="completed",
+            webhook_id=f"msg_{uuid.uuid4().hex}",
+            status="pending",
+            attempts=0,
+            lease_owner="me",
+            lease_expires_at=utcnow(),
+        )
+        session.add(delivery)
+    sent: list[httpx.Request] = []
+    http = httpx.AsyncClient(
+        transport=httpx.MockTransport(lambda r: sent.append(r) or httpx.Response(200))
+    )
+    settings = make_settings(secrets_key=SecretStr(Fernet.generate_key().decode()))
+    async with http:
+        status = await relay.deliver(sm, http, settings, delivery.id, "me")
+    assert status == "pending"  # retried on the schedule
+    assert sent == []
+    async with sm() as session:
+        attempt = await session.scalar(
+            select(RelayAttempt).where(RelayAttempt.delivery_id == delivery.id)
+        )
+    assert attempt is not None
+    assert attempt.error is not None
+    assert "SECRETS_KEY" in attempt.error
