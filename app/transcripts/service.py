@@ -337,6 +337,8 @@ async def _submit_upstream(
 LOST_SUBMIT_CLOCK_SKEW_S = 300.0
 LOST_SUBMIT_PAGE = 200  # upstream's largest list page
 LOST_SUBMIT_MAX_PAGES = 10
+# Transcripts of the same audio fetched at most (a URL submitted again and again).
+LOST_SUBMIT_MAX_FETCHES = 50
 
 
 def webhook_path(job_id: uuid.UUID) -> str:
@@ -376,6 +378,7 @@ async def find_lost_submit(rest: RestClient, job: Job) -> dict[str, Any] | None:
     suffix = webhook_path(job.id)
     since = job.created_at - timedelta(seconds=LOST_SUBMIT_CLOCK_SKEW_S)
     params: dict[str, Any] = {"limit": LOST_SUBMIT_PAGE}
+    fetches = 0
     for _ in range(LOST_SUBMIT_MAX_PAGES):
         page = await rest.list_transcripts(params)
         items = [i for i in page.get("transcripts") or [] if isinstance(i, dict)]
@@ -383,6 +386,12 @@ async def find_lost_submit(rest: RestClient, job: Job) -> dict[str, Any] | None:
             transcript_id = item.get("id")
             if item.get("audio_url") != job.audio_url or not isinstance(transcript_id, str):
                 continue
+            created = _created_at(item.get("created"))
+            if created is not None and created < since:
+                continue  # made before this job existed: another submit of the same audio
+            fetches += 1
+            if fetches > LOST_SUBMIT_MAX_FETCHES:
+                return None
             candidate = await rest.get_transcript(transcript_id)
             hook = candidate.get("webhook_url")
             if isinstance(hook, str) and hook.split("?", 1)[0].endswith(suffix):

@@ -144,3 +144,39 @@ async def test_the_reconciler_adopts_a_lost_submit(
     assert job.result["id"] == taken["id"]
     assert job.next_check_at is None
     assert len(await _upstream_for(emu, audio_url)) == 1
+
+
+async def test_the_search_pages_through_upstreams_list(
+    jobs_settings: Any,
+    start_app: Any,
+    new_key: MakeKey,
+    emu: httpx.AsyncClient,
+    committed: async_sessionmaker[AsyncSession],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Newer transcripts push the lost one off the first page: `before_id` paging finds it
+    (pages of 2 here), past other transcripts of the same audio."""
+    from app.transcripts import service
+
+    monkeypatch.setattr(service, "LOST_SUBMIT_PAGE", 2)
+    auth = {"Authorization": await new_key()}
+    settings = jobs_settings(public_base_url=PUBLIC, upstream_timeout_s=0.5)
+    async with start_app(settings) as (_, client):
+        audio_url = await _upload(client, auth)
+        keyed = {**auth, "Idempotency-Key": "lost-answer-paged"}
+        await emu.post("/_emulator/faults", json=WITHHOLD)
+        lost = await client.post("/v2/transcript", json={"audio_url": audio_url}, headers=keyed)
+        assert lost.status_code == 504, lost.text
+        [taken] = await _upstream_for(emu, audio_url)
+        # Five newer transcripts upstream (same upstream key), two of the same audio.
+        for n in range(5):
+            url = audio_url if n < 2 else f"https://example.com/other-{n}.wav"
+            made = await emu.post(
+                "/v2/transcript",
+                json={"audio_url": url, "speech_models": ["universal-2"]},
+            )
+            assert made.status_code == 200, made.text
+        retried = await client.post("/v2/transcript", json={"audio_url": audio_url}, headers=keyed)
+        assert retried.status_code == 200, retried.text
+        assert retried.json()["id"] == taken["id"]
+    assert len(await _upstream_for(emu, audio_url)) == 3  # ours and the two newer ones
