@@ -7,8 +7,8 @@ digest of someone else's upload is refused before upstream is called. URLs we ne
 handed out (public audio) have no record and pass unchanged.
 
 The canonical form ignores what a caller could vary while upstream still finds the same
-file: scheme and host case, a default port, a query or fragment, percent-escapes, repeated
-or trailing slashes in the path.
+file: scheme and host case (and a trailing dot), a default port, a query or fragment,
+percent-escapes, repeated or trailing slashes in the path.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def canonical_url(url: str) -> str:
     except ValueError:
         return url
     scheme = parts.scheme.lower()
-    host = (parts.hostname or "").lower()
+    host = (parts.hostname or "").lower().rstrip(".")
     netloc = host if port is None or port == _DEFAULT_PORTS.get(scheme) else f"{host}:{port}"
     path = _SLASHES.sub("/", unquote(parts.path)).rstrip("/")
     return f"{scheme}://{netloc}{path}"

@@ -40,6 +40,7 @@ def _variants(url: str) -> list[str]:
         url + "?copy=1",
         url + "#frag",
         f"{head.upper()}://{host.upper()}/{path}",
+        f"{head}://{host.split(':')[0]}.:{host.split(':')[1]}/{path}" if ":" in host else url,
         f"{head}://{host}//{path.replace('/', '//')}",
         url + "/",
         f"{head}://{host}/{path[:-1]}%{ord(path[-1]):02X}",
