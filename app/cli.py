@@ -224,6 +224,17 @@ def worker() -> None:
         asyncio.run(run_worker(settings))
 
 
+@cli.command("reseal-secrets")
+def reseal_secrets() -> None:
+    """Re-encrypt stored relay secrets with the first SECRETS_KEY (after a key rotation)."""
+    from app.core.secretbox import secret_box
+    from app.webhooks.signing import reseal_stored_secrets
+
+    box = secret_box(load_settings())
+    count = _with_session(lambda s: reseal_stored_secrets(s, box))
+    typer.echo(f"Resealed {count} stored secrets with the first key of SECRETS_KEY.")
+
+
 T = TypeVar("T")
 
 

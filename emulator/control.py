@@ -1,7 +1,7 @@
 """Fault injection and inspection under /_emulator/ (test mode only; 404 otherwise).
 
 POST   /_emulator/faults              {"route", "status", "retry_after", "delay_s", "drop",
-                                       "close_code", "count"} (or a list of them)
+                                       "close_code", "count", "withhold"} (or a list)
 GET    /_emulator/faults              queued faults per route
 DELETE /_emulator/faults[?route=]     clear all (or one route's)
 GET    /_emulator/uploads             [{key, bytes, sha256, sink, created_at}]
@@ -64,6 +64,7 @@ def parse_fault(item: Any) -> tuple[str, Fault] | str:
             drop=bool(item.get("drop", False)),
             close_code=None if item.get("close_code") is None else int(item["close_code"]),
             count=int(item.get("count", 1)),
+            withhold=bool(item.get("withhold", False)),
         )
     except (TypeError, ValueError):
         return "status, retry_after, close_code and count are integers; delay_s a number"

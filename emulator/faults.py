@@ -39,6 +39,30 @@ class DropResponse(Response):
         # one line, "ASGI callable returned without completing response").
 
 
+class CutResponse(Response):
+    """Sends the start of a streamed response and its first `events`, then aborts the
+    connection: a stream broken off in its middle."""
+
+    def __init__(self, events: list[bytes], media_type: str) -> None:
+        super().__init__(status_code=200, media_type=media_type)
+        self.events = events
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", (self.media_type or "text/plain").encode())],
+            }
+        )
+        for event in self.events:
+            await send({"type": "http.response.body", "body": event, "more_body": True})
+        # A real stream breaks off after a pause: what was sent has reached the client
+        # (aiohttp drops bytes that arrive in the same read as the reset).
+        await asyncio.sleep(0.2)
+        # Returning with the body unfinished makes uvicorn close the socket at once.
+
+
 def fault_response(fault: Fault) -> Response | None:
     if fault.drop:
         return DropResponse()

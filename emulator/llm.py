@@ -24,6 +24,7 @@ the messages' tokens plus 4 per message. When the answer has more tokens than
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import time
@@ -36,7 +37,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
 from emulator.auth import check_raw_key
-from emulator.faults import apply_fault
+from emulator.faults import CutResponse, fault_response
 from emulator.state import LlmCall, get_state
 
 MODELS: dict[str, str] = {
@@ -176,13 +177,21 @@ async def chat_completions(request: Request) -> Response:
             {"error": "Unauthorized", "status": 401, "request_id": str(uuid.uuid4())},
             status_code=401,
         )
-    injected = await apply_fault(state, "POST /v1/chat/completions")
-    if injected is not None:
-        return injected
+    fault = state.faults.take("POST /v1/chat/completions")
+    if fault is not None and fault.delay_s > 0:
+        await asyncio.sleep(fault.delay_s)
     try:
         body = json.loads(await request.body())
     except (ValueError, UnicodeDecodeError):
         body = None
+    # `drop` on a streamed call breaks the stream off after its first chunks (below).
+    cut_stream = (
+        fault is not None and fault.drop and isinstance(body, dict) and body.get("stream") is True
+    )
+    if fault is not None and not cut_stream:
+        injected = fault_response(fault)
+        if injected is not None:
+            return injected
     eu = state.settings.region == "eu" or request.headers.get("host", "").startswith(
         "llm-gateway.eu."
     )
@@ -221,6 +230,13 @@ async def chat_completions(request: Request) -> Response:
     }
     model: str = body["model"]
     created = int(time.time())
+    if cut_stream:
+        events = [
+            e.encode()
+            async for e in _stream(call_id, model, created, content, finish_reason, usage)
+        ]
+        # The role chunk and one content chunk, then the connection drops: no usage, no [DONE].
+        return CutResponse(events[:2], media_type="text/event-stream")
     if body.get("stream"):
         return StreamingResponse(
             _stream(call_id, model, created, content, finish_reason, usage),

@@ -205,9 +205,17 @@ def _owned(request: Request, state: EmulatorState) -> dict[str, Any] | None:
 
 async def create_transcript(request: Request) -> Response:
     """Submit a transcription job."""
-    state, refused = await _guard(request, "POST /v2/transcript")
-    if refused is not None:
-        return refused
+    state = get_state(request)
+    if not check_raw_key(request, state.settings):
+        return error(AUTH_ERROR, 401)
+    fault = state.faults.take("POST /v2/transcript")
+    withhold = fault is not None and fault.withhold
+    if fault is not None and not withhold:
+        if fault.delay_s > 0:
+            await asyncio.sleep(fault.delay_s)
+        refused = fault_response(fault)
+        if refused is not None:
+            return refused
     try:
         body = json.loads(await request.body())
     except (ValueError, UnicodeDecodeError):
@@ -225,6 +233,11 @@ async def create_transcript(request: Request) -> Response:
         await tx.run_job(state, transcript, inline=True)
     else:
         state.spawn(tx.run_job(state, transcript, inline=False))
+    if withhold:
+        assert fault is not None
+        # Carried out, answer lost: the transcript exists; its creator never hears so.
+        await asyncio.sleep(fault.delay_s)
+        return DropResponse()
     return JSONResponse(answer)
 
 

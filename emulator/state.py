@@ -39,9 +39,12 @@ class Fault:
     """One injected misbehaviour, applied to the next `count` calls of a route.
 
     `status` answers with that status (with `Retry-After` when `retry_after` is set);
-    `delay_s` waits before handling; `drop` cuts the connection mid-body; `close_code`
-    closes a WebSocket with that code. For "WEBHOOK", `status` is what the delivery sees
-    instead of the receiver's answer (0 = no answer / timeout).
+    `delay_s` waits before handling; `drop` cuts the connection mid-body (a streamed chat
+    completion: after its first chunks); `close_code` closes a WebSocket with that code;
+    `withhold` (POST /v2/transcript) carries the request out, then waits `delay_s` and
+    cuts the connection mid-answer: the transcript exists, its creator never hears of it. For
+    "WEBHOOK", `status` is what the delivery sees instead of the receiver's answer (0 = no
+    answer / timeout).
     """
 
     status: int | None = None
@@ -50,6 +53,7 @@ class Fault:
     drop: bool = False
     close_code: int | None = None
     count: int = 1
+    withhold: bool = False
 
     def public(self) -> dict[str, Any]:
         return {
@@ -59,6 +63,7 @@ class Fault:
             "drop": self.drop,
             "close_code": self.close_code,
             "count": self.count,
+            "withhold": self.withhold,
         }
 
 
@@ -94,6 +99,7 @@ class Faults:
                 drop=fault.drop,
                 close_code=fault.close_code,
                 count=1,
+                withhold=fault.withhold,
             )
 
     def clear(self, route: str | None = None) -> None:

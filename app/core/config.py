@@ -11,6 +11,8 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from app.core.secretbox import DEVELOPMENT_KEY, parse_keys
+
 Environment = Literal["development", "test", "production"]
 Region = Literal["us", "eu"]
 StreamingRegion = Literal["edge", "us", "eu"]
@@ -260,6 +262,10 @@ class Settings(BaseSettings):
     relay_allow_private_networks: bool = False
     relay_allowed_hosts: str = ""
     relay_signing_secret_grace_s: float = Field(86_400.0, ge=0)
+    # Fernet keys (comma-separated; the first encrypts, all decrypt) sealing the secrets
+    # stored readable: relay signing secrets, callers' relay header values. Required in
+    # production; unset elsewhere means a fixed development key (app/core/secretbox.py).
+    secrets_key: SecretStr | None = None
     sse_heartbeat_s: float = Field(15.0, gt=0)
     sse_final_grace_s: float = Field(30.0, ge=0)
 
@@ -364,6 +370,10 @@ class Settings(BaseSettings):
                 raise ValueError("ASSEMBLYAI_API_KEY is a placeholder value; set the real key")
             if self.database_url is None:
                 raise ValueError("DATABASE_URL is required when APP_ENV=production")
+            if self.secrets_key is None:
+                raise ValueError("SECRETS_KEY is required when APP_ENV=production")
+            if DEVELOPMENT_KEY in self.secrets_keys():
+                raise ValueError("SECRETS_KEY holds the public development key; make a real one")
         if self.assemblyai_region == "eu" and self.assemblyai_streaming_region in ("us", "edge"):
             raise ValueError(
                 "ASSEMBLYAI_STREAMING_REGION="
@@ -379,6 +389,7 @@ class Settings(BaseSettings):
             raise ValueError(
                 "UPSTREAM_RETRY_WAIT_MAX_S must be at least UPSTREAM_RETRY_WAIT_INITIAL_S"
             )
+        self.secrets_keys()  # each must be a Fernet key
         if self.database_url is not None:
             scheme = urlsplit(self.database_url.get_secret_value()).scheme
             if scheme not in {"postgres", "postgresql", "postgresql+asyncpg"}:
@@ -453,6 +464,10 @@ class Settings(BaseSettings):
     def json_logs(self) -> bool:
         return self.log_json if self.log_json is not None else self.environment != "development"
 
+    def secrets_keys(self) -> tuple[str, ...]:
+        """SECRETS_KEY's Fernet keys, first (encrypting) first; () when unset."""
+        return parse_keys(self.secrets_key.get_secret_value() if self.secrets_key else None)
+
     def upstream_key(self) -> str:
         """The key sent upstream: the real one, or the emulator's when none is configured."""
         if self.assemblyai_api_key is not None:
@@ -472,6 +487,7 @@ class Settings(BaseSettings):
                 values.append(password)
         if self.jwt_hs256_secret is not None:
             values.append(self.jwt_hs256_secret.get_secret_value())
+        values.extend(self.secrets_keys())
         return [v for v in values if len(v) >= 4]
 
 

@@ -4,7 +4,8 @@ import uuid
 
 from fastapi import APIRouter, Request, status
 
-from app.core.deps import SessionDep, client_ip
+from app.core.deps import SessionDep, SettingsDep, client_ip
+from app.core.secretbox import secret_box
 from app.keys import service
 from app.keys.auth import AdminDep
 from app.keys.schemas import KeyCreate, KeyCreated, KeyRead
@@ -22,7 +23,7 @@ _AUTH_ERRORS: dict[int | str, dict[str, str]] = {
     "", status_code=status.HTTP_201_CREATED, response_model=KeyCreated, responses=_AUTH_ERRORS
 )
 async def create_key(
-    body: KeyCreate, request: Request, session: SessionDep, admin: AdminDep
+    body: KeyCreate, request: Request, session: SessionDep, settings: SettingsDep, admin: AdminDep
 ) -> KeyCreated:
     """Create a key; the raw key is in this response only."""
     key, raw = await service.create_key(session, body.name, [s.value for s in body.scopes])
@@ -35,7 +36,7 @@ async def create_key(
         client_ip=client_ip(request),
         scopes=key.scopes,
     )
-    signing_secret = await create_signing_secret(session, key.id)
+    signing_secret = await create_signing_secret(session, secret_box(settings), key.id)
     return KeyCreated(
         **KeyRead.model_validate(key).model_dump(), key=raw, webhook_signing_secret=signing_secret
     )

@@ -48,8 +48,15 @@ _CHAT_ERRORS: dict[int | str, dict[str, str]] = {
     400: {"description": "Model not exact or not served in this region; bad body"},
     404: {"description": "transcript_id is not a transcript of this key"},
     413: {"description": "Body over LLM_MAX_REQUEST_BYTES"},
-    429: {"description": "Daily token budget used up (Retry-After until the day rolls)"},
-    502: {"description": "LLM Gateway failed (5xx retried first)"},
+    429: {
+        "description": "Daily token budget used up (Retry-After until the day rolls), or LLM "
+        "Gateway rate limiting (its Retry-After passed on); `stream: true` alike"
+    },
+    502: {
+        "description": "LLM Gateway failed (5xx retried first). A stream the gateway breaks "
+        "off after its first byte is a 200 ending with a chunk whose `finish_reason` is "
+        "`error` and whose `error` object says why (no `[DONE]`)"
+    },
     504: {"description": "LLM Gateway did not answer in time"},
 }
 _SUMMARY_ERRORS: dict[int | str, dict[str, str]] = {

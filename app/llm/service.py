@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
@@ -137,6 +138,8 @@ class SseUsageTap:
         self._buffer = b""
         self.usage: Usage | None = None
         self.text_parts: list[str] = []
+        # id, model and created of the last chunk: an error event we add looks like its own.
+        self.chunk_fields: dict[str, Any] = {}
 
     def feed(self, data: bytes) -> bytes:
         self._buffer += data
@@ -155,6 +158,10 @@ class SseUsageTap:
             self._read_line(line)
         return rest
 
+    def discard(self) -> None:
+        """Drop an unfinished event (upstream broke off in its middle): never sent half."""
+        self._buffer = b""
+
     def _read_line(self, line: bytes) -> None:
         if not line.startswith(b"data:"):
             return
@@ -165,6 +172,10 @@ class SseUsageTap:
             event = json.loads(data)
         except ValueError:
             return
+        if isinstance(event, dict):
+            self.chunk_fields = {
+                k: event[k] for k in ("id", "created", "model") if event.get(k) is not None
+            }
         usage = policy.usage_from(event)
         if usage is not None:
             self.usage = usage
@@ -221,38 +232,107 @@ async def _relay(
 ) -> AsyncIterator[bytes]:
     tap = SseUsageTap()
     finished = False
+    upstream_broke = False
     try:
-        async for chunk in response.aiter_bytes():
-            out = tap.feed(chunk)
-            if out:
-                yield out
-        rest = tap.flush()
-        if rest:
-            yield rest
-        finished = True
+        try:
+            async for chunk in response.aiter_bytes():
+                out = tap.feed(chunk)
+                if out:
+                    yield out
+        except Exception as exc:  # the gateway broke off (dropped, reset, read timeout)
+            upstream_broke = True
+            tap.discard()
+            logger.warning(
+                "llm.stream.upstream_broke",
+                extra={"key_id": str(key_id), "model": model, "reason": type(exc).__name__},
+            )
+            # The status line (200) is long sent: the caller learns it from the stream.
+            yield stream_error_event(tap.chunk_fields, model)
+        else:
+            rest = tap.flush()
+            if rest:
+                yield rest
+            finished = True
     finally:
-        # Settle even when the client went away or upstream broke mid-stream: whatever
-        # upstream produced may be billed. Shielded: this runs during cancellation.
+        # Shielded: this runs during cancellation too.
         with anyio.CancelScope(shield=True):
             await stack.aclose()
-            usage = tap.usage or _estimate(payload, "".join(tap.text_parts))
-            try:
-                await policy.settle(
-                    sessionmaker, reservation, usage, model=model, kind="chat", streamed=True
-                )
-            except Exception:
-                logger.exception("llm.stream.settle_failed", extra={"key_id": str(key_id)})
-            logger.info(
-                "llm.chat.streamed",
-                extra={
-                    "key_id": str(key_id),
-                    "model": model,
-                    "finished": finished,
-                    "prompt_tokens": usage.prompt_tokens,
-                    "completion_tokens": usage.completion_tokens,
-                    "estimated": usage.estimated,
-                },
+            await _settle_stream(
+                sessionmaker,
+                reservation,
+                tap,
+                payload,
+                model,
+                key_id,
+                finished=finished,
+                upstream_broke=upstream_broke,
             )
+
+
+STREAM_ERROR_MESSAGE = "LLM Gateway broke off the stream before it ended; the answer is incomplete."
+
+
+def stream_error_event(chunk_fields: dict[str, Any], model: str) -> bytes:
+    """The last event of a stream the gateway broke off: a `chat.completion.chunk` with
+    `finish_reason: "error"` and an `error` object (the gateway's error envelope:
+    `message`, `code`, `metadata.errors`), which OpenAI-style SDKs raise as an APIError.
+    No `[DONE]` follows: the answer did not end."""
+    event = {
+        "id": chunk_fields.get("id", "chatcmpl-aai-proxy-error"),
+        "object": "chat.completion.chunk",
+        "created": chunk_fields.get("created", int(time.time())),
+        "model": chunk_fields.get("model", model),
+        "choices": [{"index": 0, "delta": {}, "finish_reason": "error"}],
+        "error": {
+            "message": STREAM_ERROR_MESSAGE,
+            "code": 502,
+            "type": "UpstreamError",
+            "metadata": {"errors": [STREAM_ERROR_MESSAGE]},
+        },
+    }
+    return b"data: " + json.dumps(event, separators=(",", ":")).encode() + b"\n\n"
+
+
+async def _settle_stream(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    reservation: Reservation,
+    tap: SseUsageTap,
+    payload: dict[str, Any],
+    model: str,
+    key_id: uuid.UUID,
+    *,
+    finished: bool,
+    upstream_broke: bool,
+) -> None:
+    """Bill a stream: what the gateway reported when it did. A caller who left (or a
+    gateway that omits usage) is billed an estimate of what was relayed, since the gateway
+    produced it; a stream the gateway broke off without reporting usage is not billed (its
+    hold is released): an estimate would bill a failure the caller never received whole."""
+    usage = tap.usage
+    if usage is None and not upstream_broke:
+        usage = _estimate(payload, "".join(tap.text_parts))
+    try:
+        if usage is None:
+            await policy.release(sessionmaker, reservation)
+        else:
+            await policy.settle(
+                sessionmaker, reservation, usage, model=model, kind="chat", streamed=True
+            )
+    except Exception:
+        logger.exception("llm.stream.settle_failed", extra={"key_id": str(key_id)})
+    logger.info(
+        "llm.chat.streamed",
+        extra={
+            "key_id": str(key_id),
+            "model": model,
+            "finished": finished,
+            "upstream_broke": upstream_broke,
+            "billed": usage is not None,
+            "prompt_tokens": usage.prompt_tokens if usage else 0,
+            "completion_tokens": usage.completion_tokens if usage else 0,
+            "estimated": usage.estimated if usage else False,
+        },
+    )
 
 
 def json_answer(answer: dict[str, Any]) -> JSONResponse:

@@ -12,13 +12,14 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from starlette.types import Scope
 
+from app.core.config import Settings
 from app.core.deps import SessionDep, client_ip
 from app.core.errors import AppError, Forbidden
 from app.core.middleware import Endpoint, Shortcut
 from app.keys import service as keys_service
 from app.keys.auth import AdminDep
 from app.keys.service import Principal
-from app.sessions.auth import resolve_caller
+from app.sessions.auth import origin_allowed, resolve_caller
 from app.tokens.models import TokenPolicy
 from app.tokens.schemas import (
     AgentTokenRequest,
@@ -47,7 +48,10 @@ NO_STORE = {"Cache-Control": "no-store"}
 _ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"description": "A lifetime parameter is missing or out of upstream's range"},
     401: {"description": "No valid key, session cookie or JWT"},
-    403: {"description": "The caller lacks the scope, or a cross-origin cookie request"},
+    403: {
+        "description": "The caller lacks the scope, or a session-cookie mint (any method) "
+        "whose Origin/Referer is missing or not this service's or one of CORS_ORIGINS"
+    },
     429: {"description": "A token limit was reached (Retry-After says when to retry)"},
     502: {"description": "AssemblyAI failed or rejected the service's key"},
     503: {"description": "Rate-limit storage or the audit trail is unavailable"},
@@ -82,6 +86,7 @@ async def _authorized(kind: Kind, request: Request, runtime: TokenRuntime) -> Pr
     """The caller with the kind's scope; every refusal here is audited too."""
     principal: Principal | None = None
     try:
+        check_cookie_origin(request, runtime.settings)
         # No request session: lookups (cached) use short transactions of their own, so a
         # mint holds no pooled connection while it waits for AssemblyAI.
         principal = await resolve_caller(request)
@@ -92,6 +97,23 @@ async def _authorized(kind: Kind, request: Request, runtime: TokenRuntime) -> Pr
         raise
     request.state.principal = principal
     return principal
+
+
+def check_cookie_origin(request: Request, settings: Settings) -> None:
+    """A mint on the strength of a session cookie alone follows the rule of every cookie
+    write, whatever its method: the Origin (or Referer) must be ours or a CORS origin, and
+    one of them must be present. `GET /v3/token` is a GET, but it spends limits and budget,
+    and SameSite=Strict does not stop a sibling origin of the same site. Checked before the
+    cookie is looked at, so a foreign page learns nothing about it."""
+    if (
+        request.headers.get("authorization") is None
+        and request.cookies.get(settings.session_cookie_name)
+        and not origin_allowed(request, settings, required=True)
+    ):
+        raise Forbidden(
+            "Cross-origin request refused: a token minted with a session cookie needs this "
+            "service's Origin or one of CORS_ORIGINS."
+        )
 
 
 def _token_caller(kind: Kind) -> Callable[..., Awaitable[Principal]]:

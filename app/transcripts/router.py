@@ -77,6 +77,11 @@ SUBMIT_ERRORS: dict[int | str, dict[str, Any]] = {
         "description": "Refused by policy (deprecated or unknown parameter, limits), or a "
         "webhook_url the relay may not call (RelayUrlRefused)"
     },
+    403: {
+        "description": "Caller lacks the transcripts scope, a cookie from another Origin, or "
+        "an audio_url uploaded through this service by another key or end user "
+        "(UploadNotOwned, refused before AssemblyAI is called)"
+    },
     409: {"description": "Idempotency-Key reused with another body, or still in progress"},
     413: {"description": "Upload larger than MAX_UPLOAD_BYTES"},
     429: {"description": "AssemblyAI is rate limiting this service"},

@@ -15,10 +15,11 @@ import logging
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
+import httpx
 from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -26,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.core.config import Settings
 from app.core.db import utcnow
 from app.core.errors import AppError, Conflict, NotFound, UpstreamError, UpstreamTimeout
+from app.core.secretbox import SecretBox, secret_box
 from app.core.security import hash_key, new_secret
 from app.keys.service import Principal, record_audit
 from app.llm.summaries import check_requests as check_summary_requests
@@ -33,7 +35,9 @@ from app.llm.summaries import forget_summaries, queue_summaries
 from app.transcripts.models import FINAL_STATUSES, Job, JobStatus, TranscriptResource
 from app.transcripts.policy import SubmitPlan
 from app.transcripts.schemas import AppSubmitOptions
+from app.uploads.ownership import check_audio_url
 from app.upstream.client import RestClient
+from app.upstream.transport import is_connect_failure
 from app.webhooks.events import publish_job_event
 from app.webhooks.schemas import job_view
 from app.webhooks.ssrf import validate_relay_url
@@ -128,16 +132,27 @@ async def submit_job(
     requested = options.summaries if options is not None else []
     check_summary_requests(requested, settings, principal)  # before any row or upstream call
     await check_caller_webhook(plan, settings)
+    await check_audio_url(sessionmaker, principal, plan.audio_url)
     secret = new_secret() if settings.public_base_url else None
     job_id = uuid.uuid4()
     if idempotency_key is not None:
         existing = await _claim_idempotency_key(
-            sessionmaker, settings, principal, plan, job_id, secret, idempotency_key, body_hash
+            sessionmaker,
+            rest,
+            settings,
+            principal,
+            plan,
+            job_id,
+            secret,
+            idempotency_key,
+            body_hash,
         )
         if existing is not None:
             return Submitted(job=existing, upstream=None, replayed=True)
     else:
-        await _insert_job(sessionmaker, principal, plan, job_id, secret, None, None)
+        await _insert_job(
+            sessionmaker, secret_box(settings), principal, plan, job_id, secret, None, None
+        )
     # Before the upstream submit, so a job that completes at once finds its summaries.
     await queue_summaries(sessionmaker, settings, job_id, requested)
     # Shielded: once the row exists, the submit and its record finish even if the caller
@@ -150,6 +165,7 @@ async def submit_job(
 
 
 def _job_values(
+    box: SecretBox,
     principal: Principal,
     plan: SubmitPlan,
     job_id: uuid.UUID,
@@ -169,7 +185,10 @@ def _job_values(
         "webhook_secret_hash": hash_key(secret) if secret else None,
         "caller_webhook_url": webhook.url if webhook else None,
         "caller_webhook_auth_header_name": webhook.auth_header_name if webhook else None,
-        "caller_webhook_auth_header_value": webhook.auth_header_value if webhook else None,
+        # Sealed: the relay sends it, so it is stored readable, but only with SECRETS_KEY.
+        "caller_webhook_auth_header_value": (
+            box.seal(webhook.auth_header_value) if webhook and webhook.auth_header_value else None
+        ),
         "idempotency_key": idempotency_key,
         "request_hash": body_hash,
         "created_at": now,
@@ -181,6 +200,7 @@ def _job_values(
 
 async def _insert_job(
     sessionmaker: async_sessionmaker[AsyncSession],
+    box: SecretBox,
     principal: Principal,
     plan: SubmitPlan,
     job_id: uuid.UUID,
@@ -189,7 +209,7 @@ async def _insert_job(
     body_hash: str | None,
 ) -> bool:
     """Insert and commit the job row; False when the idempotency key is already taken."""
-    values = _job_values(principal, plan, job_id, secret, idempotency_key, body_hash)
+    values = _job_values(box, principal, plan, job_id, secret, idempotency_key, body_hash)
     statement = pg_insert(Job).values(**values)
     if idempotency_key is not None:
         statement = statement.on_conflict_do_nothing(constraint="uq_jobs_key_id_idempotency_key")
@@ -200,6 +220,7 @@ async def _insert_job(
 
 async def _claim_idempotency_key(
     sessionmaker: async_sessionmaker[AsyncSession],
+    rest: RestClient,
     settings: Settings,
     principal: Principal,
     plan: SubmitPlan,
@@ -213,7 +234,14 @@ async def _claim_idempotency_key(
     deadline = loop.time() + settings.idempotency_wait_s
     while True:
         if await _insert_job(
-            sessionmaker, principal, plan, job_id, secret, idempotency_key, body_hash
+            sessionmaker,
+            secret_box(settings),
+            principal,
+            plan,
+            job_id,
+            secret,
+            idempotency_key,
+            body_hash,
         ):
             return None
         async with sessionmaker() as session:
@@ -235,6 +263,13 @@ async def _claim_idempotency_key(
                 "This Idempotency-Key was used with a different request body; "
                 "use a new key for a new request."
             )
+        if lost_submit_pending(existing):
+            # Its answer was lost: upstream may have the transcript. Adopt it rather than
+            # submit (and bill) a second time; if upstream has none, retry below.
+            adopted = await adopt_lost_submit(sessionmaker, rest, settings, existing.id)
+            if adopted is not None:
+                return adopted
+            continue
         if existing.status == JobStatus.failed.value:
             # Upstream never took that job: release the key so this request can retry.
             async with sessionmaker() as session, session.begin():
@@ -264,7 +299,7 @@ async def _submit_upstream(
 ) -> tuple[Job, dict[str, Any]]:
     payload = dict(plan.params)
     if secret is not None:
-        payload["webhook_url"] = f"{settings.public_base_url}/webhooks/assemblyai/{job_id}"
+        payload["webhook_url"] = f"{settings.public_base_url}{webhook_path(job_id)}"
         payload["webhook_auth_header_name"] = WEBHOOK_AUTH_HEADER
         payload["webhook_auth_header_value"] = secret
     try:
@@ -278,16 +313,132 @@ async def _submit_upstream(
             if isinstance(exc, AppError)
             else UpstreamError(f"The submit to AssemblyAI failed ({type(exc).__name__}).")
         )
-        # A read timeout (not a connect one): the submit was sent and no answer came, so
-        # upstream may well have taken the job. Still failed, but say so.
+        # A read timeout, or a connection that broke after the request went out: the
+        # submit was sent and no answer came, so upstream may well have taken the job.
+        cause = exc.__cause__
+        lost = isinstance(cause, httpx.TransportError) and not is_connect_failure(cause)
         if isinstance(exc, UpstreamTimeout) and "could not be reached" not in exc.message:
+            lost = True
             error = UpstreamTimeout(_unanswered_submit_message(webhook=secret is not None))
-        await _record_failure(sessionmaker, job_id, error.message)
+        # A lost answer with a webhook_url (which names the job) can be looked for upstream:
+        # the job stays due, so the reconciler (or a retry) searches before anything else.
+        search = settings if lost and secret is not None else None
+        await _record_failure(sessionmaker, job_id, error.message, search=search)
         if error is exc or not isinstance(exc, Exception):
             raise
         raise error from exc
     job = await _record_accepted(sessionmaker, settings, job_id, upstream_id, answer)
     return job, answer
+
+
+# --- A lost submit answer -------------------------------------------------------------------
+
+# Upstream's clock may differ from ours: look this much before the job's creation too.
+LOST_SUBMIT_CLOCK_SKEW_S = 300.0
+LOST_SUBMIT_PAGE = 200  # upstream's largest list page
+LOST_SUBMIT_MAX_PAGES = 10
+# Transcripts of the same audio fetched at most (a URL submitted again and again).
+LOST_SUBMIT_MAX_FETCHES = 50
+
+
+def webhook_path(job_id: uuid.UUID) -> str:
+    """The path of the webhook_url we give upstream for a job: it names the job."""
+    return f"/webhooks/assemblyai/{job_id}"
+
+
+def lost_submit_pending(job: Job) -> bool:
+    """A submit whose answer was lost (read timeout) and that is still to be looked for."""
+    return (
+        job.status == JobStatus.failed.value
+        and job.upstream_id is None
+        and job.next_check_at is not None
+        and job.deleted_at is None
+    )
+
+
+def _created_at(value: object) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+async def find_lost_submit(rest: RestClient, job: Job) -> dict[str, Any] | None:
+    """The upstream transcript a lost submit created, if upstream took it.
+
+    Upstream's list (`GET /v2/transcript`, newest first, `before_id` paging) gives each
+    transcript's id, `audio_url` and `created`, not its webhook; candidates with the job's
+    audio_url are fetched one by one and the one whose `webhook_url` ends with this job's
+    webhook path (it carries our job id) is ours. The search stops at transcripts created
+    well before the job (clock skew allowed) or after LOST_SUBMIT_MAX_PAGES pages.
+    """
+    suffix = webhook_path(job.id)
+    since = job.created_at - timedelta(seconds=LOST_SUBMIT_CLOCK_SKEW_S)
+    params: dict[str, Any] = {"limit": LOST_SUBMIT_PAGE}
+    fetches = 0
+    for _ in range(LOST_SUBMIT_MAX_PAGES):
+        page = await rest.list_transcripts(params)
+        items = [i for i in page.get("transcripts") or [] if isinstance(i, dict)]
+        for item in items:
+            transcript_id = item.get("id")
+            if item.get("audio_url") != job.audio_url or not isinstance(transcript_id, str):
+                continue
+            created = _created_at(item.get("created"))
+            if created is not None and created < since:
+                continue  # made before this job existed: another submit of the same audio
+            fetches += 1
+            if fetches > LOST_SUBMIT_MAX_FETCHES:
+                return None
+            candidate = await rest.get_transcript(transcript_id)
+            hook = candidate.get("webhook_url")
+            if isinstance(hook, str) and hook.split("?", 1)[0].endswith(suffix):
+                return candidate
+        if not items:
+            return None
+        oldest = _created_at(items[-1].get("created"))
+        details = page.get("page_details")
+        more = isinstance(details, dict) and bool(details.get("prev_url"))
+        if (oldest is not None and oldest < since) or not more:
+            return None
+        params = {"limit": LOST_SUBMIT_PAGE, "before_id": items[-1].get("id")}
+    return None
+
+
+async def adopt_lost_submit(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    rest: RestClient,
+    settings: Settings,
+    job_id: uuid.UUID,
+) -> Job | None:
+    """Look upstream for the transcript a lost submit made and adopt it (the job becomes
+    that transcript's, as if the answer had come): the job, or None if upstream has none
+    (then the search is over: the job stays failed and not due)."""
+    async with sessionmaker() as session:
+        job = await session.get(Job, job_id)
+    if job is None or not lost_submit_pending(job):
+        return None
+    found = await find_lost_submit(rest, job)
+    if found is None:
+        async with sessionmaker() as session, session.begin():
+            await session.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.upstream_id.is_(None))
+                .values(next_check_at=None)
+            )
+        logger.info("transcripts.lost_submit.not_found", extra={"job_id": str(job_id)})
+        return None
+    logger.warning(
+        "transcripts.lost_submit.adopted",
+        extra={"job_id": str(job_id), "upstream_id": str(found.get("id"))},
+    )
+    # Recorded as an answer that says "processing" at most: a finished transcript is then
+    # fetched and finalised by the usual path (result cached, events, relay, summaries).
+    status = found.get("status")
+    answer = {**found, "status": status if status in ("queued", "processing") else "processing"}
+    return await _record_accepted(sessionmaker, settings, job_id, str(found["id"]), answer)
 
 
 def _unanswered_submit_message(*, webhook: bool) -> str:
@@ -301,13 +452,21 @@ def _unanswered_submit_message(*, webhook: bool) -> str:
 
 
 async def _record_failure(
-    sessionmaker: async_sessionmaker[AsyncSession], job_id: uuid.UUID, reason: str
+    sessionmaker: async_sessionmaker[AsyncSession],
+    job_id: uuid.UUID,
+    reason: str,
+    *,
+    search: Settings | None = None,
 ) -> None:
     async with sessionmaker() as session, session.begin():
         job = await session.scalar(select(Job).where(Job.id == job_id).with_for_update())
         if job is None:
             return
         await mark_submit_failed(session, job, reason)
+        if search is not None:
+            # Failed, no upstream id, due: what the reconciler claims to adopt (see
+            # find_lost_submit). A retry with the same Idempotency-Key searches too.
+            job.next_check_at = utcnow() + timedelta(seconds=search.poll_initial_delay_s)
     logger.warning("transcripts.submit.failed", extra={"job_id": str(job_id), "reason": reason})
 
 

@@ -27,7 +27,10 @@ class UploadStatus(StrEnum):
 
 class Upload(Base):
     __tablename__ = "uploads"
-    __table_args__ = (Index("ix_uploads_key_id_started_at", "key_id", "started_at"),)
+    __table_args__ = (
+        Index("ix_uploads_key_id_started_at", "key_id", "started_at"),
+        Index("ix_uploads_upload_url_hash", "upload_url_hash"),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
     key_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("api_keys.id", ondelete="CASCADE"))
@@ -42,6 +45,8 @@ class Upload(Base):
     # Audio bytes sent upstream (for multipart: the file's bytes, not the form's).
     bytes: Mapped[int] = mapped_column(BigInteger, default=0)
     upload_url: Mapped[str | None] = mapped_column(Text)
+    # SHA-256 of the upload_url's canonical form (app/uploads/ownership.py): who may submit it.
+    upload_url_hash: Mapped[str | None] = mapped_column(String(64))
     error: Mapped[str | None] = mapped_column(Text)
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     completed_at: Mapped[datetime | None]

@@ -21,6 +21,7 @@ from app.core.errors import AppError, UpstreamError, UpstreamTimeout
 from app.core.http_server import SinkEnded, SinkStalled
 from app.keys.service import Principal, record_audit
 from app.uploads.models import Upload, UploadStatus
+from app.uploads.ownership import url_digest
 from app.uploads.streaming import BodyStream, ClientDisconnected, RawBody
 from app.upstream.client import RestClient
 from app.upstream.http1 import TransportError
@@ -165,6 +166,7 @@ async def _finish(
                 status=status.value,
                 bytes=sent,
                 upload_url=upload_url,
+                upload_url_hash=url_digest(upload_url) if upload_url else None,
                 error=error,
                 completed_at=utcnow(),
             )

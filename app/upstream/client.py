@@ -335,6 +335,12 @@ class RestClient(UpstreamHost):
         result: dict[str, Any] = response.json()
         return result
 
+    async def list_transcripts(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Upstream's `GET /v2/transcript` page (newest first; `limit`, `before_id`, ...)."""
+        response = await self._send("GET", "/v2/transcript", idempotent=True, params=params)
+        result: dict[str, Any] = response.json()
+        return result
+
     async def get_subresource(
         self, transcript_id: str, resource: str, params: dict[str, Any] | None = None
     ) -> httpx.Response:
@@ -505,10 +511,12 @@ class LlmGatewayClient(UpstreamHost):
                 raise _map_transport_error(exc) from exc
             if response.status_code in RETRYABLE_STATUS and attempt < attempts:
                 retry_after = parse_retry_after(response.headers.get("retry-after"))
-                await response.aclose()
                 if response.status_code != 429 or (
                     retry_after is None or retry_after <= self._settings.upstream_retry_after_max_s
                 ):
+                    # Closed only when retried: a 429 whose Retry-After is over the cap is
+                    # passed on below, and reading a closed stream is StreamClosed (a 500).
+                    await response.aclose()
                     delay = wait_for_attempt(
                         wait, attempt, retry_after, self._settings.upstream_retry_after_max_s
                     )

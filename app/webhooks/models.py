@@ -113,7 +113,8 @@ class SigningSecret(Base):
     key_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("api_keys.id", ondelete="CASCADE"), index=True
     )
-    # "whsec_<base64>": kept readable because signing needs the secret itself.
+    # "whsec_<base64>" sealed with SECRETS_KEY (a Fernet token): signing needs the secret
+    # itself, a database dump alone must not be enough.
     secret: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     # NULL while current; set to now + grace when rotated out.

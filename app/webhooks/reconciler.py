@@ -29,7 +29,7 @@ from app.core.db import utcnow
 from app.core.errors import AppError, RateLimited
 from app.core.tasks import running_alongside
 from app.transcripts.models import FINAL_STATUSES, Job, JobStatus
-from app.transcripts.service import mark_submit_failed
+from app.transcripts.service import adopt_lost_submit, mark_submit_failed
 from app.upstream.client import Upstream
 from app.webhooks import relay
 from app.webhooks.events import publish_job_event
@@ -416,6 +416,36 @@ class Reconciler:
             job.check_attempts += 1
             self._release(job, utcnow() + timedelta(seconds=delay))
 
+    async def _adopt_lost_submit(self, claimed: ClaimedJob) -> bool:
+        """A submit whose answer was lost: adopt the transcript upstream made for it, if
+        any (app/transcripts/service.py). True when this claim is done with."""
+        async with self.sessionmaker() as session:
+            webhook_came = await session.scalar(
+                select(WebhookDelivery.id)
+                .where(
+                    WebhookDelivery.job_id == claimed.id,
+                    WebhookDelivery.transcript_id.is_not(None),
+                )
+                .limit(1)
+            )
+        if webhook_came is not None:
+            return False  # its verified webhook names the transcript: adopted below
+        try:
+            async with self._lease_kept(claimed.id):
+                adopted = await adopt_lost_submit(
+                    self.sessionmaker, self.upstream.rest, self.settings, claimed.id
+                )
+        except AppError as exc:
+            await self._retry_later(claimed, exc)
+            return True
+        if adopted is None:
+            return False  # not upstream's: a webhook's transcript id may still be adopted
+        async with self.sessionmaker() as session, session.begin():
+            job = await self._locked_job(session, claimed.id)
+            if job is not None:
+                self._release(job, job.next_check_at)
+        return True
+
     async def _process_submitting(self, claimed: ClaimedJob) -> None:
         """A job with no upstream id: its webhook came before the submit answer (wait for
         the answer, or adopt the webhook's id), or its submitting process died.
@@ -426,6 +456,8 @@ class Reconciler:
         verified webhook comes later (upstream took it after all) is adopted the same way.
         """
         orphan_at = claimed.created_at + timedelta(seconds=self._orphan_after_s())
+        if claimed.status == JobStatus.failed and await self._adopt_lost_submit(claimed):
+            return
         if claimed.status == JobStatus.submitting and utcnow() < orphan_at:
             # The submit answer usually lands moments after such an early webhook: wait for
             # it (holding the lease) rather than hand the job back to the poll schedule.

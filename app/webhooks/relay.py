@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.config import Settings
 from app.core.db import utcnow
+from app.core.secretbox import SecretUnreadable, secret_box
 from app.transcripts.models import Job
 from app.webhooks.models import RelayAttempt, RelayDelivery, RelayEndpoint
 from app.webhooks.schemas import relay_body
@@ -160,27 +161,35 @@ async def deliver(
             delivery.status = "disabled"
             delivery.next_attempt_at = None
             return delivery.status
-        secrets_ = await valid_secrets(session, job.key_id)
         msg_id = delivery.webhook_id
         attempt_no = delivery.attempts + 1
         url = endpoint.url
         now = utcnow()
         body = json.dumps(relay_body(job, now), separators=(",", ":"), default=str).encode()
-        headers = {
-            "Content-Type": "application/json",
-            "User-Agent": USER_AGENT,
-            **webhook_headers(secrets_, msg_id, int(now.timestamp()), body),
-        }
-        if job.caller_webhook_auth_header_name and job.caller_webhook_auth_header_value:
-            headers[job.caller_webhook_auth_header_name] = job.caller_webhook_auth_header_value
+        box = secret_box(settings)
+        unreadable: str | None = None
+        headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT}
+        try:
+            secrets_ = await valid_secrets(session, box, job.key_id)
+            headers.update(webhook_headers(secrets_, msg_id, int(now.timestamp()), body))
+            if job.caller_webhook_auth_header_name and job.caller_webhook_auth_header_value:
+                headers[job.caller_webhook_auth_header_name] = box.open(
+                    job.caller_webhook_auth_header_value
+                )
+        except SecretUnreadable as exc:
+            # Not sent unsigned: retried on the schedule (SECRETS_KEY may be put right).
+            unreadable = str(exc)
 
-    try:
-        resolved = await resolve_relay_url(url, settings)
-    except RelayUrlRefused as exc:
-        outcome = _Outcome(None, f"refused: {exc.message}", 0.0)
-        resolved = None
-    if resolved is not None:
-        outcome = await _post(http, resolved, headers, body)
+    resolved: ResolvedUrl | None = None
+    if unreadable is not None:
+        outcome = _Outcome(None, f"not sent: {unreadable}", 0.0)
+    else:
+        try:
+            resolved = await resolve_relay_url(url, settings)
+        except RelayUrlRefused as exc:
+            outcome = _Outcome(None, f"refused: {exc.message}", 0.0)
+        if resolved is not None:
+            outcome = await _post(http, resolved, headers, body)
 
     async with sessionmaker() as session, session.begin():
         delivery = await session.get(RelayDelivery, delivery_id, with_for_update=True)
@@ -211,7 +220,7 @@ async def deliver(
                 .where(RelayEndpoint.id == delivery.endpoint_id)
                 .values(disabled_at=utcnow(), disabled_reason="the endpoint answered 410 Gone")
             )
-        elif resolved is None:
+        elif resolved is None and unreadable is None:
             delivery.status = "failed"  # the URL is refused: retrying cannot help
             delivery.next_attempt_at = None
         else:

@@ -28,6 +28,7 @@ from app.core.errors import (
     ServiceUnavailable,
 )
 from app.core.middleware import Endpoint, Shortcut
+from app.core.secretbox import secret_box
 from app.keys.auth import get_principal
 from app.keys.models import ApiKey
 from app.keys.schemas import Scope
@@ -260,7 +261,7 @@ async def rotate_key_signing_secret(
     if key is None:
         raise NotFound("No key with that id.")
     grace = settings.relay_signing_secret_grace_s
-    secret, previous = await rotate_signing_secret(session, key_id, grace)
+    secret, previous = await rotate_signing_secret(session, secret_box(settings), key_id, grace)
     until = utcnow() + timedelta(seconds=grace) if previous else None
     logger.info("webhooks.signing_secret.rotated", extra={"key_id": str(key_id)})
     return SigningSecretRotated(

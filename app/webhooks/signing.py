@@ -4,6 +4,9 @@ A message is signed as `v1,<base64(HMAC-SHA256(secret, "{id}.{timestamp}.{body}"
 the secret is the base64-decoded part after `whsec_`. During a rotation both the new and the
 previous secret sign, and the header carries both signatures separated by a space, so a
 receiver holding either secret verifies.
+
+Secrets are stored sealed with SECRETS_KEY (app/core/secretbox.py): signing needs the raw
+secret, but a database dump alone must sign nothing.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.db import utcnow
+from app.core.secretbox import SecretBox
+from app.transcripts.models import Job
 from app.webhooks.models import SigningSecret
 
 SECRET_PREFIX = "whsec_"
@@ -54,16 +59,17 @@ def webhook_headers(
     }
 
 
-async def create_signing_secret(session: AsyncSession, key_id: uuid.UUID) -> str:
-    """A new current secret for a key (the raw value is returned once to show the caller)."""
+async def create_signing_secret(session: AsyncSession, box: SecretBox, key_id: uuid.UUID) -> str:
+    """A new current secret for a key (the raw value is returned once to show the caller);
+    stored sealed with SECRETS_KEY."""
     secret = new_signing_secret()
-    session.add(SigningSecret(key_id=key_id, secret=secret))
+    session.add(SigningSecret(key_id=key_id, secret=box.seal(secret)))
     await session.flush()
     return secret
 
 
 async def rotate_signing_secret(
-    session: AsyncSession, key_id: uuid.UUID, grace_s: float
+    session: AsyncSession, box: SecretBox, key_id: uuid.UUID, grace_s: float
 ) -> tuple[str, int]:
     """Replace the key's current secret; the old one keeps signing for `grace_s` seconds.
 
@@ -86,11 +92,11 @@ async def rotate_signing_secret(
         .values(expires_at=now + timedelta(seconds=grace_s))
     )
     previous = int(getattr(result, "rowcount", 0) or 0) if grace_s > 0 else 0
-    secret = await create_signing_secret(session, key_id)
+    secret = await create_signing_secret(session, box, key_id)
     return secret, previous
 
 
-async def valid_secrets(session: AsyncSession, key_id: uuid.UUID) -> list[str]:
+async def valid_secrets(session: AsyncSession, box: SecretBox, key_id: uuid.UUID) -> list[str]:
     """The secrets that sign a message for this key now, newest first.
 
     A key without one (created before this feature, or by the CLI) gets one here; its
@@ -109,5 +115,25 @@ async def valid_secrets(session: AsyncSession, key_id: uuid.UUID) -> list[str]:
         )
     )
     if not rows:
-        return [await create_signing_secret(session, key_id)]
-    return [r.secret for r in rows]
+        return [await create_signing_secret(session, box, key_id)]
+    return [box.open(r.secret) for r in rows]
+
+
+async def reseal_stored_secrets(session: AsyncSession, box: SecretBox) -> int:
+    """Re-encrypt every stored relay secret (signing secrets, callers' relay header values)
+    with the first key of SECRETS_KEY, so the keys after it can be dropped. Returns how many
+    values were rewritten; SecretUnreadable if one opens with no key."""
+    count = 0
+    for model, column in (
+        (SigningSecret, SigningSecret.secret),
+        (Job, Job.caller_webhook_auth_header_value),
+    ):
+        rows = (await session.execute(select(model.id, column).where(column.is_not(None)))).all()
+        for row_id, sealed in rows:
+            if sealed is None:  # pragma: no cover - filtered above
+                continue
+            await session.execute(
+                update(model).where(model.id == row_id).values({column: box.reseal(sealed)})
+            )
+            count += 1
+    return count

@@ -129,3 +129,39 @@ async def test_control_is_404_outside_test_mode(tmp_path: Path) -> None:
         ]:
             response = await client.request(method, path, json={"route": "WEBHOOK"})
             assert response.status_code == 404, path
+
+
+def test_withhold_takes_the_submit_and_loses_the_answer(emu: Emu) -> None:
+    emu.fault(route="POST /v2/transcript", withhold=True, delay_s=0.2)
+    hook = "http://127.0.0.1:9/hooks/withheld-job"
+    with pytest.raises(httpx.TransportError):
+        emu.http.post("/v2/transcript", json={**SUBMIT, "webhook_url": hook}, headers=emu.auth())
+    # Upstream took it all the same: it is listed, and its webhook names the submit.
+    listed = emu.http.get("/v2/transcript", params={"limit": 200}, headers=emu.auth()).json()
+    taken = [t for t in listed["transcripts"] if t["audio_url"] == SUBMIT["audio_url"]]
+    assert taken
+    got = emu.http.get(f"/v2/transcript/{taken[0]['id']}", headers=emu.auth()).json()
+    assert got["webhook_url"] == hook
+    # One use only: the next submit is answered.
+    assert emu.http.post("/v2/transcript", json=SUBMIT, headers=emu.auth()).status_code == 200
+
+
+def test_drop_breaks_a_streamed_chat_off_after_its_first_chunks(emu: Emu) -> None:
+    emu.fault(route="POST /v1/chat/completions", drop=True)
+    body = {"model": "gpt-4.1", "messages": [{"role": "user", "content": "x y z"}], "stream": True}
+    received: list[bytes] = []
+
+    def read() -> None:
+        with emu.http.stream(
+            "POST", "/v1/chat/completions", json=body, headers=emu.auth()
+        ) as response:
+            assert response.status_code == 200
+            received.extend(response.iter_bytes())
+
+    with pytest.raises(httpx.RemoteProtocolError):
+        read()
+    stream = b"".join(received)
+    events = [line for line in stream.split(b"\n") if line.startswith(b"data: ")]
+    assert len(events) == 2
+    assert b"[DONE]" not in stream
+    assert b'"usage"' not in stream

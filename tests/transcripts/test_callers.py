@@ -173,8 +173,15 @@ async def test_jwt_end_users_see_only_their_own_jobs(
     v2 = await client.get("/v2/transcript", headers=bob)
     assert job["upstream_id"] not in {t["id"] for t in v2.json()["transcripts"]}
     assert (await client.delete(f"/api/transcripts/{job['id']}", headers=bob)).status_code == 404
-    # An Idempotency-Key replays a job only to the end user who made it.
-    body = {"audio_url": uploaded.json()["upload_url"]}
+    # Nor may bob submit alice's upload.
+    stolen = await client.post(
+        "/api/transcripts", json={"audio_url": uploaded.json()["upload_url"]}, headers=bob
+    )
+    assert stolen.status_code == 403, stolen.text
+    assert stolen.json()["error"] == "UploadNotOwned"
+    # An Idempotency-Key replays a job only to the end user who made it (a public URL,
+    # which either may submit, so the key alone decides).
+    body = {"audio_url": "https://example.com/shared-recording.wav"}
     once = {"Idempotency-Key": f"k-{uuid.uuid4().hex}"}
     first = await client.post("/api/transcripts", json=body, headers={**alice, **once})
     assert first.status_code == 201, first.text

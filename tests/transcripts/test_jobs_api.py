@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.config import Settings
+from app.core.secretbox import box_for
 from app.core.security import hash_key
 from app.transcripts.models import Job, TranscriptResource
 from app.transcripts.service import WEBHOOK_AUTH_HEADER
@@ -105,7 +106,10 @@ async def test_submit_applies_policy_defaults_and_sets_our_webhook(
     assert job.webhook_secret_hash is not None
     assert len(job.webhook_secret_hash) == 64
     assert job.caller_webhook_url == CALLER_HOOK
-    assert job.caller_webhook_auth_header_value == "caller-secret"
+    # Stored sealed with SECRETS_KEY (the development key here), readable only with it.
+    assert job.caller_webhook_auth_header_value is not None
+    assert "caller-secret" not in job.caller_webhook_auth_header_value
+    assert box_for(()).open(job.caller_webhook_auth_header_value) == "caller-secret"
     assert "webhook_url" not in job.request
     assert job.request["speech_models"] == ["universal-3-pro", "universal-2"]
     assert job.submitted_at is not None

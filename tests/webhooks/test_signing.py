@@ -9,6 +9,8 @@ import pytest
 from httpx import AsyncClient
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core.config import Settings
+from app.core.secretbox import secret_box
 from app.keys import service as keys_service
 from app.webhooks.signing import new_signing_secret, valid_secrets, webhook_headers
 from tests.webhooks.verifier import VerificationError, verify
@@ -34,7 +36,7 @@ def test_known_vector() -> None:
 
 
 async def test_key_creation_shows_secret_and_rotation_keeps_both(
-    client: AsyncClient, session: AsyncSession, admin_key: str
+    client: AsyncClient, session: AsyncSession, admin_key: str, settings: Settings
 ) -> None:
     r = await client.post(
         "/api/keys",
@@ -54,7 +56,7 @@ async def test_key_creation_shows_secret_and_rotation_keeps_both(
     assert second != first
     assert r.json()["previous_valid_until"] is not None
 
-    secrets_ = await valid_secrets(session, uuid.UUID(created["id"]))
+    secrets_ = await valid_secrets(session, secret_box(settings), uuid.UUID(created["id"]))
     assert secrets_ == [second, first]
     body = b"{}"
     headers = webhook_headers(secrets_, "msg_2", int(time.time()), body)
@@ -66,7 +68,10 @@ async def test_key_creation_shows_secret_and_rotation_keeps_both(
         f"/api/keys/{created['id']}/signing-secret/rotate", headers={"Authorization": admin_key}
     )
     third = r.json()["webhook_signing_secret"]
-    assert await valid_secrets(session, uuid.UUID(created["id"])) == [third, second]
+    assert await valid_secrets(session, secret_box(settings), uuid.UUID(created["id"])) == [
+        third,
+        second,
+    ]
 
 
 async def test_other_keys_may_not_rotate(client: AsyncClient, session: AsyncSession) -> None:
