@@ -105,6 +105,16 @@ class Settings(BaseSettings):
     # One line per request; at thousands of token mints per second it costs ~0.05 ms each.
     access_log: bool = True
     redis_url: SecretStr | None = None
+    # Stop the embedded Postgres `serve` started when it exits (`--keep-db` keeps it).
+    embedded_postgres_keep: bool = False
+
+    # --- Metrics (Prometheus, `/metrics`) ----------------------------------------------------
+    metrics_enabled: bool = True
+    # When set, scrapes must send `Authorization: Bearer <token>`.
+    metrics_token: SecretStr | None = None
+    # When set, /metrics is served on this port only (every worker shares it), not on PORT.
+    metrics_port: int | None = Field(None, ge=1, le=65535)
+    metrics_host: str = "127.0.0.1"
 
     # --- Emulator (used when no AssemblyAI key is configured) -------------------------------
     emulator_port: int = Field(8010, ge=0, le=65535)
@@ -465,6 +475,8 @@ class Settings(BaseSettings):
                 values.append(password)
         if self.jwt_hs256_secret is not None:
             values.append(self.jwt_hs256_secret.get_secret_value())
+        if self.metrics_token is not None:
+            values.append(self.metrics_token.get_secret_value())
         return [v for v in values if len(v) >= 4]
 
 

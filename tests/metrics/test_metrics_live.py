@@ -1,0 +1,100 @@
+"""`/metrics` of real service processes: several workers add up (multiprocess mode), and
+`METRICS_PORT` moves the page to a port of its own."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from app.keys.schemas import ALL_SCOPES
+from tests.live import Proc, create_key_in, free_port, run_process, service_env
+
+pytestmark = pytest.mark.e2e
+
+
+def sample(text: str, name: str, **labels: str) -> float:
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                return s.value
+    return 0.0
+
+
+def uvicorn_args(port: int, workers: int) -> list[str]:
+    return [
+        sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory",
+        "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
+        "--log-level", "warning", "--http", "app.core.http_server:TapProtocol",
+    ]  # fmt: skip
+
+
+def test_two_workers_add_up(
+    make_database: Callable[..., str], emulator: Proc, tmp_path: Path
+) -> None:
+    url = make_database()
+    raw = create_key_in(url, ALL_SCOPES)
+    port = free_port()
+    multiproc = tmp_path / "prom"
+    multiproc.mkdir()
+    env = {
+        **service_env(url, emulator.url, port),
+        "PROMETHEUS_MULTIPROC_DIR": str(multiproc),
+        "ACCESS_LOG": "false",
+    }
+    mints = 60
+
+    def mint(_: int) -> int:
+        # A fresh connection each: the kernel spreads them over both workers.
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as c:
+            return c.get(
+                "/v3/token?expires_in_seconds=60", headers={"Authorization": raw}
+            ).status_code
+
+    with run_process("service-2w", uvicorn_args(port, 2), env, port, timeout=60):
+        with ThreadPoolExecutor(12) as pool:
+            statuses = list(pool.map(mint, range(mints)))
+        assert statuses == [200] * mints
+        # The per-process value files of both workers hold counts.
+        pids = {p.stem.rsplit("_", 1)[1] for p in multiproc.glob("histogram_*.db")}
+        assert len(pids) >= 2, pids
+        for _ in range(4):  # whichever worker answers the scrape, all are counted
+            page = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+            labels = {"route": "/v3/token", "method": "GET", "status": "200"}
+            assert sample(page, "aai_http_request_duration_seconds_count", **labels) == mints
+            assert (
+                sample(page, "aai_token_mints_total", kind="streaming", outcome="granted") == mints
+            )
+            upstream = sample(
+                page, "aai_upstream_request_duration_seconds_count",
+                host="streaming", route="/v3/token", outcome="2xx",
+            )  # fmt: skip
+            assert upstream == mints
+
+
+def test_metrics_port_serves_metrics_apart(
+    make_database: Callable[..., str], emulator: Proc
+) -> None:
+    url = make_database()
+    port, metrics_port = free_port(), free_port()
+    env = {
+        **service_env(url, emulator.url, port),
+        "METRICS_PORT": str(metrics_port),
+        "METRICS_TOKEN": "scrape-secret-123",
+        "MIGRATE_ON_START": "false",
+    }
+    from tests.live import run_service
+
+    with run_service(url, emulator.url, env=env, port=port):
+        assert httpx.get(f"http://127.0.0.1:{port}/metrics").status_code == 404
+        target = f"http://127.0.0.1:{metrics_port}/metrics"
+        assert httpx.get(target).status_code == 401
+        page = httpx.get(target, headers={"Authorization": "Bearer scrape-secret-123"})
+        assert page.status_code == 200
+        assert "aai_reconciler_queue_depth" in page.text
+        assert "aai_http_request_duration_seconds" in page.text
