@@ -7,7 +7,8 @@ the same emulator, measured in one run with the same load generator.
 Prints `name: value` lines: mints/s and p50/p99 for both, and `ratio` = ours / peer.
 Targets: ratio >= 1.0 and our p99 <= 50 ms. `METRICS_ENABLED=false` in the environment
 measures without Prometheus metrics (on by default), for the cost per mint of metrics.
-Needs node and a Postgres server (TEST_DATABASE_URL / DATABASE_URL, default postgresql://postgres@127.0.0.1:5432/postgres).
+Needs node and a Postgres server (TEST_DATABASE_URL / DATABASE_URL, default
+postgresql://postgres@127.0.0.1:5432/postgres).
 Exits non-zero when it could not measure (a process failed, or over 1% of answers were
 not 200).
 """
