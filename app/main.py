@@ -17,6 +17,7 @@ from app.core.errors import register_error_handlers
 from app.core.logging import configure_logging
 from app.core.middleware import ProxyApp, RequestIdMiddleware
 from app.core.migrate import script_heads
+from app.docs.router import mount_docs
 from app.health.router import router as health_router
 from app.keys.router import router as keys_router
 from app.llm.router import router as llm_router
@@ -109,6 +110,8 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         version="0.1.0",
         summary="A governed backend between your apps and AssemblyAI.",
         lifespan=lifespan,
+        docs_url=None,  # app/docs: the same pages with assets served here, not from a CDN
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.schema_heads = script_heads()
@@ -140,5 +143,6 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     app.include_router(sessions_router)
     app.include_router(tokens_router)
     app.include_router(audit_router)
+    mount_docs(app)
     mount_client(app)
     return app
