@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
+import stat
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,10 +42,29 @@ def _as_root() -> bool:
     return os.geteuid() == 0
 
 
-def prepare_system_user(say: Callable[[str], None]) -> None:
-    """As root: make sure the user Postgres will run as exists, and say so."""
+_OTHERS_RX = stat.S_IRGRP | stat.S_IXGRP | stat.S_IROTH | stat.S_IXOTH
+
+
+def closed_parents(data_dir: Path) -> list[Path]:
+    """The folders above `data_dir` that other users cannot read and traverse: pgserver
+    opens them (chmod g+rx,o+rx) so its system user reaches the data directory."""
+    return [
+        p for p in data_dir.parents if p.exists() and (p.stat().st_mode & _OTHERS_RX) != _OTHERS_RX
+    ]
+
+
+def prepare_system_user(data_dir: Path, say: Callable[[str], None]) -> None:
+    """As root: make sure the user Postgres will run as exists, and say what is done."""
     if not _as_root():
         return
+    opened = closed_parents(data_dir)
+    if opened:
+        say(
+            f"As root, the data directory is given to `{SYSTEM_USER}` and these folders above it "
+            "are made readable and traversable by other users (g+rx,o+rx) so it can reach it: "
+            + ", ".join(str(p) for p in opened)
+            + ". Set EMBEDDED_POSTGRES_DIR elsewhere, or DATABASE_URL, to avoid that."
+        )
     why = "Running as root: Postgres refuses to run as root, so the embedded server runs as"
     try:
         pwd.getpwnam(SYSTEM_USER)
@@ -87,7 +107,8 @@ def start(data_dir: Path, say: Callable[[str], None]) -> Embedded:
     from app.core.db import start_embedded_postgres
 
     data_dir = data_dir.resolve()
-    prepare_system_user(say)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    prepare_system_user(data_dir, say)
     was_running = running_pid(data_dir) is not None
     url = start_embedded_postgres(data_dir)
     return Embedded(data_dir, url, started=not was_running)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -54,8 +55,8 @@ def env_for(workdir: Path) -> dict[str, str]:
     }
 
 
-def serve_until_ready(workdir: Path, extra: list[str]) -> str:
-    """Start serve, wait for /readyz, stop it with SIGTERM; returns its output."""
+def serve_until_ready(workdir: Path, extra: list[str], stop: int = signal.SIGTERM) -> str:
+    """Start serve, wait for /readyz, stop it with `stop`; returns its output."""
     port = free_port()
     log = workdir / f"serve-{port}.log"
     with log.open("wb") as out:
@@ -80,7 +81,7 @@ def serve_until_ready(workdir: Path, extra: list[str]) -> str:
             pytest.fail(f"never ready:\n{log.read_text(errors='replace')[-3000:]}")
         assert running_pid(workdir / "pg") is not None
     finally:
-        proc.terminate()
+        proc.send_signal(stop)
         proc.wait(60)
     return log.read_text(errors="replace")
 
@@ -97,13 +98,16 @@ def db(workdir: Path, command: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_serve_stops_the_postgres_it_started_unless_kept(workdir: Path) -> None:
-    output = serve_until_ready(workdir, [])
+    output = serve_until_ready(workdir, [], stop=signal.SIGINT)  # Ctrl-C on `make run`
     assert "started embedded Postgres" in output
     assert "Stopped the embedded Postgres this command started" in output
     assert running_pid(workdir / "pg") is None
     if os.geteuid() == 0:
         assert "Running as root: Postgres refuses to run as root" in output
         assert "`pgserver`" in output
+        # mkdtemp made the work directory 0700: opening it for `pgserver` is said, by name.
+        assert "readable and traversable by other users" in output
+        assert str(workdir) in output
     assert "Traceback" not in output
 
     status = db(workdir, "status")

@@ -98,3 +98,41 @@ def test_metrics_port_serves_metrics_apart(
         assert page.status_code == 200
         assert "aai_reconciler_queue_depth" in page.text
         assert "aai_http_request_duration_seconds" in page.text
+
+
+def test_serve_with_workers_sets_multiprocess_mode_itself(
+    make_database: Callable[..., str], tmp_path: Path
+) -> None:
+    """`aai-proxy serve --workers 2` with no PROMETHEUS_MULTIPROC_DIR: every scrape, whichever
+    worker answers it, counts the requests of both (and the directory goes at exit)."""
+    url = make_database()
+    port = free_port()
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "TMPDIR": str(tmp_path),
+        "APP_ENV": "test",
+        "DATABASE_URL": url,
+        "ASSEMBLYAI_API_KEY": "a-key-never-used-123",
+        "LOG_LEVEL": "WARNING",
+        "ACCESS_LOG": "false",
+    }
+    aai_proxy = str(Path(sys.executable).parent / "aai-proxy")
+    args = [aai_proxy, "serve", "--port", str(port), "--workers", "2"]
+    requests = 40
+    with run_process("serve-2w", args, env, port, timeout=90):
+        with ThreadPoolExecutor(8) as pool:
+
+            def health(_: int) -> int:
+                with httpx.Client(timeout=10) as c:
+                    return c.get(f"http://127.0.0.1:{port}/healthz").status_code
+
+            assert set(pool.map(health, range(requests))) == {200}
+        dirs = list(tmp_path.glob("aai-proxy-metrics-*"))
+        assert len(dirs) == 1, dirs
+        assert len({p.name for p in dirs[0].glob("histogram_*.db")}) >= 2
+        labels = {"route": "/healthz", "method": "GET", "status": "200"}
+        for _ in range(4):
+            page = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+            assert sample(page, "aai_http_request_duration_seconds_count", **labels) == requests
+    assert not list(tmp_path.glob("aai-proxy-metrics-*"))
