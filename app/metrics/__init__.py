@@ -167,13 +167,15 @@ class UpstreamCall:
 
     __slots__ = ("host", "path", "started", "status")
 
-    def __init__(self, host: str, path: str) -> None:
+    def __init__(self, host: str, path: str, started: float | None = None) -> None:
         self.host = host
         self.path = path
         self.status = 0
+        self.started = started if started is not None else 0.0
 
     def __enter__(self) -> UpstreamCall:
-        self.started = time.perf_counter()
+        if not self.started:
+            self.started = time.perf_counter()
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:

@@ -316,7 +316,9 @@ class RestClient(UpstreamHost):
     async def finish_upload(self, stream: PostStream) -> dict[str, Any]:
         """Upstream's answer to an upload sent through `open_upload`, mapped as `upload`."""
         try:
-            answer = await stream.response(self._settings.upstream_timeout_s)
+            with UpstreamCall(self.name, "/v2/upload", stream.opened_at) as call:
+                answer = await stream.response(self._settings.upstream_timeout_s)
+                call.status = answer.status
         except TransportError as exc:
             logger.warning(
                 "upstream.transport_error",

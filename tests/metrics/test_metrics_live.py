@@ -136,3 +136,75 @@ def test_serve_with_workers_sets_multiprocess_mode_itself(
             page = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
             assert sample(page, "aai_http_request_duration_seconds_count", **labels) == requests
     assert not list(tmp_path.glob("aai-proxy-metrics-*"))
+
+
+def test_a_job_flow_shows_in_the_metrics(make_database: Callable[..., str], emulator: Proc) -> None:
+    """Upload, submit, AssemblyAI's webhook, the reconciler's final fetch, an LLM call: each
+    leaves its mark (against the real emulator; the job is never read by a caller, so the
+    reconciler is what finalises it)."""
+    from tests.e2e.webhooks_support import db, key_id_of, wait_until
+    from tests.live import run_service
+    from tests.transcripts.harness import wav_bytes
+
+    url = make_database()
+    raw = create_key_in(url, ALL_SCOPES)
+    key_id = str(key_id_of(url, raw))
+    audio = wav_bytes(0.5)
+    env = {"RECONCILER_TICK_S": "0.2", "RECONCILER_POLL_SCHEDULE_S": "30"}
+    headers = {"Authorization": raw}
+    with run_service(url, emulator.url, env=env) as service, httpx.Client(timeout=30) as client:
+        upload = client.post(f"{service.url}/v2/upload", content=audio, headers=headers)
+        assert upload.status_code == 200, upload.text
+        submit = client.post(
+            f"{service.url}/v2/transcript",
+            json={"audio_url": upload.json()["upload_url"]},
+            headers=headers,
+        )
+        assert submit.status_code == 200, submit.text
+        upstream_id = submit.json()["id"]
+
+        def final() -> bool:
+            row = db(
+                url,
+                lambda c: c.fetchrow(
+                    "SELECT status, webhook_received_at FROM jobs WHERE upstream_id = $1",
+                    upstream_id,
+                ),
+            )
+            return bool(row and row["status"] == "completed" and row["webhook_received_at"])
+
+        wait_until(final, 30, "completion after the webhook")
+        chat = client.post(
+            f"{service.url}/v1/chat/completions",
+            json={
+                "model": "claude-haiku-4-5-20251001",
+                "messages": [{"role": "user", "content": "Say hi"}],
+                "max_tokens": 20,
+            },
+            headers=headers,
+        )
+        assert chat.status_code == 200, chat.text
+        page = client.get(f"{service.url}/metrics").text
+
+    assert sample(page, "aai_upload_bytes_total", status="completed") == len(audio)
+    assert sample(page, "aai_webhook_acks_total", outcome="accepted") >= 1
+    assert sample(page, "aai_webhook_to_final_seconds_count") >= 1
+    assert sample(page, "aai_llm_tokens_total", key_id=key_id, kind="prompt") > 0
+    assert sample(page, "aai_llm_tokens_total", key_id=key_id, kind="completion") > 0
+    submits = sample(
+        page,
+        "aai_upstream_request_duration_seconds_count",
+        host="rest",
+        route="/v2/transcript",
+        outcome="2xx",
+    )
+    assert submits == 1
+    uploads = sample(
+        page,
+        "aai_upstream_request_duration_seconds_count",
+        host="rest",
+        route="/v2/upload",
+        outcome="2xx",
+    )
+    assert uploads == 1
+    assert sample(page, "aai_llm_budget_used_tokens", key_id=key_id) > 0
