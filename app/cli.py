@@ -339,6 +339,10 @@ def worker() -> None:
     settings = load_settings()
     configure_logging(settings.log_level, settings.json_logs, settings.secrets())
     with database(settings) as settings, contextlib.suppress(KeyboardInterrupt):
+        if settings.metrics_enabled and settings.metrics_port is not None:
+            from app.metrics.router import serve_process_metrics
+
+            serve_process_metrics(settings)  # a daemon thread: ends with the process
         typer.secho("Reconciler running (Ctrl-C to stop).", err=True)
         asyncio.run(run_worker(settings))
 

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import json
 import logging
 import os
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
@@ -176,6 +178,45 @@ async def start_metrics(app: FastAPI, settings: Settings, engine: AsyncEngine) -
         "metrics.listening",
         extra={"host": settings.metrics_host, "port": settings.metrics_port},
     )
+
+
+def serve_process_metrics(settings: Settings) -> Callable[[], None]:
+    """`aai-proxy worker`'s own metrics (reconciler, relay, upstream calls) on METRICS_PORT,
+    from a daemon thread (the worker has no HTTP server); METRICS_TOKEN applies. Returns
+    the function that stops it."""
+    from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+    from prometheus_client import make_wsgi_app
+
+    registry = REGISTRY
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    exposition_app = make_wsgi_app(registry)
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") != "/metrics":
+            start_response("404 Not Found", [("Content-Type", "application/json")])
+            return [b'{"error": "NotFound", "detail": "Only /metrics is served here."}']
+        if not _authorized(settings, environ.get("HTTP_AUTHORIZATION")):
+            body = json.dumps(
+                {"error": MetricsUnauthorized.__name__, "detail": MetricsUnauthorized.message}
+            )
+            start_response("401 Unauthorized", [("Content-Type", "application/json")])
+            return [body.encode()]
+        answer: Iterable[bytes] = exposition_app(environ, start_response)
+        return answer
+
+    class QuietHandler(WSGIRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            pass
+
+    port = settings.metrics_port
+    assert port is not None
+    server: WSGIServer = make_server(settings.metrics_host, port, app, handler_class=QuietHandler)
+    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
+    logger.info("metrics.listening", extra={"host": settings.metrics_host, "port": port})
+    return server.shutdown
 
 
 async def stop_metrics(app: FastAPI) -> None:

@@ -208,3 +208,33 @@ def test_a_job_flow_shows_in_the_metrics(make_database: Callable[..., str], emul
     )
     assert uploads == 1
     assert sample(page, "aai_llm_budget_used_tokens", key_id=key_id) > 0
+
+
+def test_worker_serves_its_own_metrics_on_metrics_port(
+    make_database: Callable[..., str], tmp_path: Path
+) -> None:
+    url = make_database()
+    metrics_port = free_port()
+    env = {
+        "APP_ENV": "test",
+        "DATABASE_URL": url,
+        "ASSEMBLYAI_API_KEY": "a-key-never-used-123",
+        "METRICS_PORT": str(metrics_port),
+        "METRICS_TOKEN": "worker-scrape-secret",
+        "LOG_LEVEL": "WARNING",
+    }
+    from app.core.migrate import upgrade
+
+    upgrade(url, "heads")
+    aai_proxy = str(Path(sys.executable).parent / "aai-proxy")
+    with run_process("worker", [aai_proxy, "worker"], env, metrics_port, timeout=60):
+        target = f"http://127.0.0.1:{metrics_port}"
+        refused = httpx.get(f"{target}/metrics")
+        assert refused.status_code == 401
+        assert refused.json()["error"] == "MetricsUnauthorized"
+        auth = {"Authorization": "Bearer worker-scrape-secret"}
+        page = httpx.get(f"{target}/metrics", headers=auth)
+        assert page.status_code == 200
+        assert "aai_relay_deliveries_total" in page.text
+        assert "aai_webhook_to_final_seconds" in page.text
+        assert httpx.get(f"{target}/other", headers=auth).status_code == 404
