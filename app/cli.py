@@ -172,7 +172,8 @@ def start_emulator(settings: Settings) -> subprocess.Popen[bytes]:
     return proc
 
 
-async def _ensure_dev_key(settings: Settings) -> str | None:
+async def _ensure_dev_key(settings: Settings, *, create: bool) -> tuple[bool, str | None]:
+    """(any key existed, the raw development admin key made now when `create`)."""
     from app.core.db import create_engine, create_sessionmaker
     from app.keys import service
     from app.keys.schemas import ALL_SCOPES
@@ -182,9 +183,11 @@ async def _ensure_dev_key(settings: Settings) -> str | None:
     try:
         async with create_sessionmaker(engine)() as session, session.begin():
             if await service.any_key_exists(session):
-                return None
+                return True, None
+            if not create:
+                return False, None
             _, raw = await service.create_key(session, "development admin", ALL_SCOPES)
-            return raw
+            return False, raw
     finally:
         await engine.dispose()
 
@@ -234,14 +237,14 @@ def serve(
     from app.core.migrate import upgrade_in_child
 
     configure_logging(settings.log_level, settings.json_logs, settings.secrets())
+    # SIGTERM as SystemExit from here on, so the clean-up below (emulator, Postgres) runs
+    # whenever it comes; uvicorn also re-raises it once it has shut down.
+    signal.signal(signal.SIGTERM, _exit_on_signal)
     with contextlib.ExitStack() as stack:
         settings = stack.enter_context(database(settings, keep=keep_db))
         if settings.metrics_enabled and workers > 1:
             stack.enter_context(_multiprocess_metrics())
         emulator = start_emulator(settings) if settings.uses_emulator else None
-        # uvicorn re-raises SIGTERM once it has shut down; with the default handler that
-        # would kill this process before the clean-up below (emulator, Postgres) runs.
-        signal.signal(signal.SIGTERM, _exit_on_signal)
         try:
             settings = load_settings()
             assert settings.database_url is not None
@@ -253,8 +256,17 @@ def serve(
                 )
             # The all-scopes key only for a local playground: against the real API (a key
             # configured) an operator creates keys on purpose (`aai-proxy keys create`).
-            if settings.environment == "development" and settings.uses_emulator:
-                raw = asyncio.run(_ensure_dev_key(settings))
+            if settings.environment == "development":
+                playground = settings.uses_emulator
+                existed, raw = asyncio.run(_ensure_dev_key(settings, create=playground))
+                if not existed and not playground:
+                    typer.secho(
+                        "No proxy key exists yet. With ASSEMBLYAI_API_KEY set no development "
+                        "admin key is made; create one: "
+                        "aai-proxy keys create --name admin --scope admin",
+                        fg=typer.colors.YELLOW,
+                        err=True,
+                    )
                 if raw is not None:
                     typer.secho(
                         "\nCreated a development admin key (shown once, store it now):\n"

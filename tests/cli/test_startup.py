@@ -202,7 +202,9 @@ def test_no_development_admin_key_with_a_real_assemblyai_key(
         proc.wait(20)
     output = log.read_text(errors="replace")
     assert not KEY_RE.findall(output), output[-2000:]
-    assert "development admin key" not in output
+    assert "Created a development admin key" not in output
+    assert "No proxy key exists yet" in output
+    assert "aai-proxy keys create --name admin --scope admin" in output
 
     import asyncio
 
