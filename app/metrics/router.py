@@ -155,6 +155,11 @@ async def start_metrics(app: FastAPI, settings: Settings, engine: AsyncEngine) -
     watch_pool(engine)
     app.state.metrics_site = None
     if settings.metrics_port is None:
+        if settings.environment == "production" and settings.metrics_token is None:
+            logger.warning(
+                "metrics.unprotected",
+                extra={"hint": "set METRICS_TOKEN or METRICS_PORT, or block /metrics in front"},
+            )
         return
     from aiohttp import web
 

@@ -157,3 +157,28 @@ async def test_database_down_reported_not_raised(make_settings: Callable[..., Se
 )
 def test_upstream_routes_have_no_ids(path: str, template: str) -> None:
     assert upstream_route(path) == template
+
+
+@pytest.mark.parametrize(
+    ("overrides", "warned"),
+    [
+        ({}, True),
+        ({"metrics_token": SecretStr("scrape-token-1")}, False),
+    ],
+)
+async def test_unprotected_metrics_in_production_are_warned_about(
+    make_settings: Callable[..., Settings],
+    caplog: pytest.LogCaptureFixture,
+    overrides: dict[str, object],
+    warned: bool,
+) -> None:
+    from asgi_lifespan import LifespanManager
+
+    settings = make_settings(
+        APP_ENV="production", assemblyai_api_key=SecretStr("a-real-key-123"), **overrides
+    )
+    app = create_app(settings, configure_logs=False)
+    with caplog.at_level("WARNING", logger="app.metrics.router"):
+        async with LifespanManager(app):
+            pass
+    assert any(r.getMessage() == "metrics.unprotected" for r in caplog.records) is warned
