@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 install: $(STAMP) ## Create the virtualenv and install everything
 
-run: $(STAMP) ## Run the service (embedded Postgres and the emulator when unconfigured)
+run: $(STAMP) ## Run the service on PORT (8000); unconfigured: embedded Postgres (stopped on exit) and the emulator on EMULATOR_PORT (8010); both ports must be free
 	$(BIN)/aai-proxy serve
 
 test: $(STAMP) ## Run the tests (TEST_DATABASE_URL, or an embedded Postgres)

@@ -18,10 +18,14 @@ from app.core.errors import register_error_handlers
 from app.core.logging import configure_logging
 from app.core.middleware import ProxyApp, RequestIdMiddleware
 from app.core.migrate import script_heads
+from app.docs.router import mount_docs
 from app.health.router import router as health_router
 from app.keys.router import router as keys_router
 from app.llm.router import router as llm_router
 from app.llm.worker import stop_summaries
+from app.metrics import MetricsMiddleware, observe_request
+from app.metrics.router import router as metrics_router
+from app.metrics.router import start_metrics, stop_metrics
 from app.sessions.router import router as sessions_router
 from app.tokens.router import MintShortcut
 from app.tokens.router import router as tokens_router
@@ -81,6 +85,8 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         app.state.upstream = create_upstream(settings)
         app.state.upload_rest = create_upload_client(settings)
         app.state.tokens = TokenRuntime.create(settings, engine)
+        if settings.metrics_enabled:
+            await start_metrics(app, settings, engine)
         await start_webhooks(app, settings, database_url)
         logger.info(
             "app.started",
@@ -96,6 +102,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
             yield
         finally:
             await stop_webhooks(app)
+            await stop_metrics(app)
             await stop_summaries()  # after the reconciler: it starts them
             await app.state.tokens.aclose()
             await app.state.upstream.aclose()
@@ -107,6 +114,8 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         version="0.1.0",
         summary="A governed backend between your apps and AssemblyAI.",
         lifespan=lifespan,
+        docs_url=None,  # app/docs: the same pages with assets served here, not from a CDN
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.schema_heads = script_heads()
@@ -123,6 +132,11 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         max_age=600,
     )
     app.add_middleware(RequestIdMiddleware)
+    if settings.metrics_enabled:
+        app.add_middleware(MetricsMiddleware)  # outermost: times everything under it
+        app.observe = observe_request  # the shortcuts, which skip the stack
+        if settings.metrics_port is None:
+            app.include_router(metrics_router)
     register_error_handlers(app)
     app.include_router(health_router)
     app.include_router(keys_router)
@@ -133,5 +147,6 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     app.include_router(sessions_router)
     app.include_router(tokens_router)
     app.include_router(audit_router)
+    mount_docs(app)
     mount_client(app)
     return app

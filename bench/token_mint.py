@@ -5,8 +5,10 @@ the same emulator, measured in one run with the same load generator.
     .venv/bin/python bench/token_mint.py [--seconds 20] [--concurrency 64]
 
 Prints `name: value` lines: mints/s and p50/p99 for both, and `ratio` = ours / peer.
-Targets: ratio >= 1.0 and our p99 <= 50 ms. Needs node and a Postgres server
-(TEST_DATABASE_URL / DATABASE_URL, default postgresql://postgres@127.0.0.1:5432/postgres).
+Targets: ratio >= 1.0 and our p99 <= 50 ms. `METRICS_ENABLED=false` in the environment
+measures without Prometheus metrics (on by default), for the cost per mint of metrics.
+Needs node and a Postgres server (TEST_DATABASE_URL / DATABASE_URL, default
+postgresql://postgres@127.0.0.1:5432/postgres).
 Exits non-zero when it could not measure (a process failed, or over 1% of answers were
 not 200).
 """
@@ -222,6 +224,7 @@ def main() -> None:
     print(f"concurrency: {opts.concurrency}")
     print(f"workers: {opts.workers}")
     print(f"limits: {'redis' if opts.workers > 1 else 'memory'}")
+    print(f"metrics: {os.environ.get('METRICS_ENABLED', 'true')}")
     print(f"seconds: {opts.seconds:.0f}")
     peer_rate = report("peer", peer)
     ours_rate = report("ours", mine)

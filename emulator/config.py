@@ -17,6 +17,9 @@ class EmulatorSettings(BaseSettings):
     region: Literal["us", "eu"] = "us"
     # Fault injection and inspection endpoints (`/_emulator/...`): off unless asked for.
     test_mode: bool = False
+    # Echoed by GET /_emulator/health: `aai-proxy serve` sets a random one to know that the
+    # emulator answering on EMULATOR_PORT is the one it just started.
+    instance_nonce: str = ""
     # Where uploads are kept; in sink mode they are only counted and hashed.
     data_dir: Path = Path(".data/emulator")
     upload_sink: bool = False

@@ -238,7 +238,13 @@ async def config(request: Request) -> Response:
     )
 
 
+async def health(request: Request) -> Response:
+    """Always on (not only in test mode): who is answering on this port."""
+    return JSONResponse({"status": "ok", "nonce": get_state(request).settings.instance_nonce})
+
+
 routes: list[BaseRoute] = [
+    Route("/_emulator/health", health, methods=["GET"]),
     Route("/_emulator/faults", faults, methods=["GET", "POST", "DELETE"]),
     Route("/_emulator/uploads", uploads, methods=["GET"]),
     Route("/_emulator/webhooks", webhooks, methods=["GET"]),

@@ -114,6 +114,16 @@ class Settings(BaseSettings):
     request_header_timeout_s: float = Field(10.0, gt=0)
     request_body_idle_timeout_s: float = Field(30.0, gt=0)
     redis_url: SecretStr | None = None
+    # Stop the embedded Postgres `serve` started when it exits (`--keep-db` keeps it).
+    embedded_postgres_keep: bool = False
+
+    # --- Metrics (Prometheus, `/metrics`) ----------------------------------------------------
+    metrics_enabled: bool = True
+    # When set, scrapes must send `Authorization: Bearer <token>`.
+    metrics_token: SecretStr | None = None
+    # When set, /metrics is served on this port only (every worker shares it), not on PORT.
+    metrics_port: int | None = Field(None, ge=1, le=65535)
+    metrics_host: str = "127.0.0.1"
 
     # --- Emulator (used when no AssemblyAI key is configured) -------------------------------
     emulator_port: int = Field(8010, ge=0, le=65535)
@@ -488,6 +498,8 @@ class Settings(BaseSettings):
         if self.jwt_hs256_secret is not None:
             values.append(self.jwt_hs256_secret.get_secret_value())
         values.extend(self.secrets_keys())
+        if self.metrics_token is not None:
+            values.append(self.metrics_token.get_secret_value())
         return [v for v in values if len(v) >= 4]
 
 

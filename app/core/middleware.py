@@ -6,6 +6,7 @@ from __future__ import annotations
 import inspect
 import os
 import re
+import time
 from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI
@@ -70,6 +71,10 @@ class Shortcut:
         """The endpoint for this HTTP request, or None to leave it to the router."""
         raise NotImplementedError
 
+    def template(self, scope: Scope) -> str:
+        """The route template it serves, for metrics (the path when it has no parameter)."""
+        return str(scope["path"])
+
 
 class ProxyApp(FastAPI):
     """The FastAPI app, with its shortcuts served before the middleware stack.
@@ -89,6 +94,8 @@ class ProxyApp(FastAPI):
     """
 
     shortcuts: tuple[Shortcut, ...] = ()
+    # Records a served shortcut request (route, method, status, seconds): app/metrics.
+    observe: Callable[[str, str, int, float], None] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # Behind a root_path (the app's or the server's) routing is left to the router.
@@ -100,13 +107,17 @@ class ProxyApp(FastAPI):
             if endpoint is not None:
                 request_id = _request_id_or_none_for_browsers(scope)
                 if request_id is not None:
-                    await self._shortcut(endpoint, request_id, scope, receive, send)
+                    started = time.perf_counter()
+                    status = await self._shortcut(endpoint, request_id, scope, receive, send)
+                    if self.observe is not None:
+                        elapsed = time.perf_counter() - started
+                        self.observe(shortcut.template(scope), scope["method"], status, elapsed)
                     return
         await super().__call__(scope, receive, send)
 
     async def _shortcut(
         self, endpoint: Endpoint, request_id: str, scope: Scope, receive: Receive, send: Send
-    ) -> None:
+    ) -> int:
         scope["app"] = self
         token = request_id_var.set(request_id)
         try:
@@ -123,6 +134,7 @@ class ProxyApp(FastAPI):
                 response = unhandled_error_response(exc)
             response.raw_headers.append((b"x-request-id", request_id.encode()))
             await response(scope, receive, send)
+            return response.status_code
         finally:
             request_id_var.reset(token)
 

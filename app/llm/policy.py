@@ -24,6 +24,7 @@ from app.core.config import Settings
 from app.core.db import utcnow
 from app.core.errors import BadRequest, RateLimited
 from app.llm.models import LlmBudgetDay, LlmReservation, LlmUsage
+from app.metrics import LLM_TOKENS
 
 logger = logging.getLogger(__name__)
 
@@ -303,6 +304,9 @@ async def settle(
             summary_id=summary_id,
             streamed=streamed,
         )
+    key = str(reservation.key_id)
+    LLM_TOKENS.labels(key, "prompt").inc(usage.prompt_tokens)
+    LLM_TOKENS.labels(key, "completion").inc(usage.completion_tokens)
 
 
 async def release(sessionmaker: async_sessionmaker[AsyncSession], reservation: Reservation) -> None:

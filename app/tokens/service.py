@@ -25,6 +25,7 @@ from app.core.config import Settings
 from app.core.db import create_sessionmaker, utcnow
 from app.core.errors import AppError, BadRequest, ServiceUnavailable, UpstreamError
 from app.keys.service import Principal
+from app.metrics import TOKEN_MINTS
 from app.sessions.auth import SingleFlight
 from app.tokens.limits import LimiterUnavailable, LimitExceeded, Quota, TokenLimiter
 from app.tokens.models import TokenPolicy
@@ -271,6 +272,7 @@ class TokenRuntime:
         **detail: Any,
     ) -> None:
         """One audit row for a grant or a refusal (never the token)."""
+        TOKEN_MINTS.labels(kind, outcome).inc()
         await self.audit.write(
             key_id=caller.key_id if caller else None,
             end_user=caller.end_user if caller else None,

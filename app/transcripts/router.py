@@ -86,11 +86,33 @@ SUBMIT_ERRORS: dict[int | str, dict[str, Any]] = {
     413: {"description": "Upload larger than MAX_UPLOAD_BYTES"},
     429: {"description": "AssemblyAI is rate limiting this service"},
 }
+
+
+def _inlined(schema: dict[str, Any]) -> dict[str, Any]:
+    """A model's JSON schema with its `$defs` inlined: in a hand-written requestBody a
+    `#/$defs/...` ref points at the OpenAPI document's root, where there are none (ReDoc
+    refuses the whole document)."""
+    defs = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return resolve(defs[ref.removeprefix("#/$defs/")])
+            return {k: resolve(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [resolve(v) for v in node]
+        return node
+
+    resolved: dict[str, Any] = resolve(schema)
+    return resolved
+
+
 _SUBMIT_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
         "content": {
-            "application/json": {"schema": TranscriptCreate.model_json_schema()},
+            "application/json": {"schema": _inlined(TranscriptCreate.model_json_schema())},
             "multipart/form-data": {
                 "schema": {
                     "type": "object",

@@ -20,6 +20,7 @@ from app.core.db import utcnow
 from app.core.errors import AppError, UpstreamError, UpstreamTimeout
 from app.core.http_server import SinkEnded, SinkStalled
 from app.keys.service import Principal, record_audit
+from app.metrics import UPLOAD_BYTES
 from app.uploads.models import Upload, UploadStatus
 from app.uploads.ownership import url_digest
 from app.uploads.streaming import BodyStream, ClientDisconnected, RawBody
@@ -158,6 +159,7 @@ async def _finish(
     upload_url: str | None,
     error: str | None,
 ) -> None:
+    UPLOAD_BYTES.labels(status.value).inc(sent)
     async with sessionmaker() as session, session.begin():
         await session.execute(
             update(Upload)

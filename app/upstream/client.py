@@ -37,6 +37,7 @@ from app.core.errors import (
     UpstreamRejectedKey,
     UpstreamTimeout,
 )
+from app.metrics import UpstreamCall
 from app.upstream.http1 import Answer, GetPool, PostStream, TransportError, open_post
 from app.upstream.transport import (
     error_name,
@@ -201,7 +202,9 @@ class UpstreamHost:
         attempts = self._settings.upstream_retry_attempts if retry else 1
 
         async def attempt() -> httpx.Response:
-            response = await self.http.request(method, path, headers=headers, **kwargs)
+            with UpstreamCall(self.name, path) as call:
+                response = await self.http.request(method, path, headers=headers, **kwargs)
+                call.status = response.status_code
             if response.status_code in RETRYABLE_STATUS:
                 raise _RetryableStatus(
                     response, parse_retry_after(response.headers.get("retry-after"))
@@ -313,7 +316,9 @@ class RestClient(UpstreamHost):
     async def finish_upload(self, stream: PostStream) -> dict[str, Any]:
         """Upstream's answer to an upload sent through `open_upload`, mapped as `upload`."""
         try:
-            answer = await stream.response(self._settings.upstream_timeout_s)
+            with UpstreamCall(self.name, "/v2/upload", stream.opened_at) as call:
+                answer = await stream.response(self._settings.upstream_timeout_s)
+                call.status = answer.status
         except TransportError as exc:
             logger.warning(
                 "upstream.transport_error",
@@ -396,7 +401,9 @@ class TokenHost(UpstreamHost):
         while True:
             attempt += 1
             try:
-                answer = await pool.get(request)
+                with UpstreamCall(self.name, path) as call:
+                    answer = await pool.get(request)
+                    call.status = answer.status
             except (TransportError, TimeoutError) as exc:
                 if attempt < attempts:
                     await self._retry_wait("GET", path, attempt, type(exc).__name__, None)

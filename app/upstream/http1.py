@@ -334,6 +334,7 @@ class PostStream(BodySink):
         self._conn = conn
         self.answer = answer
         self.ended = answer
+        self.opened_at = time.perf_counter()  # for the upload's latency (app/metrics)
 
     def write(self, data: memoryview) -> bool:
         if self._conn.closed:

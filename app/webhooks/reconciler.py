@@ -28,6 +28,7 @@ from app.core.config import Settings
 from app.core.db import utcnow
 from app.core.errors import AppError, RateLimited
 from app.core.tasks import running_alongside
+from app.metrics import WEBHOOK_TO_FINAL
 from app.transcripts.models import FINAL_STATUSES, Job, JobStatus
 from app.transcripts.service import adopt_lost_submit, mark_submit_failed
 from app.upstream.client import Upstream
@@ -377,6 +378,8 @@ class Reconciler:
                     job.error = str(transcript.get("error") or "AssemblyAI reported an error.")
                     job.result = transcript
                 self._release(job, None)
+                if job.webhook_received_at is not None:
+                    WEBHOOK_TO_FINAL.observe((now - job.webhook_received_at).total_seconds())
                 await publish_job_event(session, job, job.status, job_view(job))  # + relay
                 logger.info(
                     "webhooks.reconciler.job_final",

@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.core.config import Settings
 from app.core.db import utcnow
 from app.core.secretbox import SecretUnreadable, secret_box
+from app.metrics import RELAY_DELIVERIES
 from app.transcripts.models import Job
 from app.webhooks.models import RelayAttempt, RelayDelivery, RelayEndpoint
 from app.webhooks.schemas import relay_body
@@ -231,6 +232,7 @@ async def deliver(
             else:
                 delivery.next_attempt_at = utcnow() + timedelta(seconds=delay)
         status = delivery.status
+    RELAY_DELIVERIES.labels(status).inc()
     log = logger.info if status == "delivered" else logger.warning
     log(
         "webhooks.relay.attempt",

@@ -33,6 +33,7 @@ from app.keys.auth import get_principal
 from app.keys.models import ApiKey
 from app.keys.schemas import Scope
 from app.keys.service import Principal
+from app.metrics import WEBHOOK_ACKS
 from app.sessions.auth import require_caller_scope
 from app.transcripts.models import FINAL_STATUSES, Job
 from app.transcripts.service import owner_conditions
@@ -81,6 +82,7 @@ async def _receive(job_id: uuid.UUID, request: Request) -> Response:
         runtime.ack_done()
     if receipt.marked_due and local is not None:
         local.nudge(job_id)
+    WEBHOOK_ACKS.labels("duplicate" if receipt.duplicate else "accepted").inc()
     return Response(_ACK[receipt.duplicate], media_type="application/json")
 
 
@@ -116,6 +118,9 @@ class WebhookShortcut(Shortcut):
         except ValueError:
             return None
         return functools.partial(_receive, job_id)
+
+    def template(self, scope: AsgiScope) -> str:
+        return WEBHOOK_PREFIX + "{job_id}"
 
 
 # --- Live status -------------------------------------------------------------------------

@@ -172,6 +172,7 @@ def test_relay_retries_then_delivers_once_with_one_webhook_id(
         webhook_auth=True,
     )
     stand_in.relay_script["flaky"] = [500, 503, 500]
+    relayed_before = _relay_counts(two_services)
     (job_id,) = insert_jobs(
         shared_db,
         uuid.UUID(created["id"]),
@@ -213,6 +214,23 @@ def test_relay_retries_then_delivers_once_with_one_webhook_id(
         (3, 500),
         (4, 200),
     ]
+    after = _relay_counts(two_services)  # /metrics of both instances, added up
+    assert {k: after[k] - relayed_before.get(k, 0) for k in after} == {
+        "pending": 3,
+        "delivered": 1,
+    } | {k: 0 for k in after if k not in ("pending", "delivered")}
+
+
+def _relay_counts(services: tuple[Proc, Proc]) -> dict[str, float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    counts: dict[str, float] = {}
+    for service in services:
+        for family in text_string_to_metric_families(httpx.get(f"{service.url}/metrics").text):
+            for s in family.samples:
+                if s.name == "aai_relay_deliveries_total":
+                    counts[s.labels["status"]] = counts.get(s.labels["status"], 0) + s.value
+    return counts
 
 
 def test_410_disables_the_endpoint(
