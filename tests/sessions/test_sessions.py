@@ -162,5 +162,6 @@ async def test_reading_the_session_signed_out_is_an_answer_not_an_error(
         # The OpenAPI document says so.
         schema = (await client.get("/openapi.json")).json()
         read = schema["paths"]["/api/session"]["get"]["responses"]
-        assert "200" in read and "401" in read
+        assert "200" in read
+        assert "401" in read
         assert "SignedOut" in str(read["200"])

@@ -55,7 +55,8 @@ async def test_list_and_read_carry_the_file_name_and_duration(jobs: Any, new_key
     await wait_until(completed)
     one = (await client.get(f"/api/transcripts/{job_id}", headers=auth)).json()
     assert one["filename"] == "Board meeting.wav"
-    assert one["audio_duration"] is not None and one["audio_duration"] > 0
+    assert one["audio_duration"] is not None
+    assert one["audio_duration"] > 0
 
     items = (await client.get("/api/transcripts", headers=auth)).json()["items"]
     by_id = {item["id"]: item for item in items}
