@@ -145,6 +145,9 @@ export function sentence(err) {
     return "Microphone access was refused. Allow it in the browser's site settings and try again.";
   }
   if (err && err.name === "NotFoundError") return "No microphone was found.";
+  if (err && err.name === "OverconstrainedError") {
+    return "The chosen microphone is not available. Pick another one, or the default.";
+  }
   if (err && err.name === "NotReadableError") return "The microphone is in use by another application.";
   if (err && typeof err.message === "string" && err.message && err.message.length < 200) {
     return err.message.endsWith(".") ? err.message : `${err.message}.`;

@@ -150,7 +150,9 @@ export function mountFiles(root, { stats, banner, config = {} }) {
       // A refused upload leaves no full bar behind.
       setProgress(0);
       progressBox.hidden = true;
-      banner.show(sentence(err));
+      if (err instanceof ApiError && err.status === 413 && limit) {
+        banner.show(`“${file.name}” is too large; files up to ${formatBytes(limit)} can be transcribed.`);
+      } else banner.show(sentence(err));
     } finally {
       input.value = "";
     }

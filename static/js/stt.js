@@ -175,7 +175,8 @@ export function mountStt(root, { stats, config = {} }) {
       if (socket.readyState === WebSocket.CONNECTING) socket.onopen = () => socket.close(1000, "failed");
       else if (socket.readyState === WebSocket.OPEN) {
         // Give Termination a moment, then close whatever the server did.
-        Promise.race([terminated, new Promise((r) => setTimeout(r, TERMINATION_TIMEOUT_MS))]).then(() => {
+        const ended = terminated; // this session's, even if Start is pressed again meanwhile
+        Promise.race([ended, new Promise((r) => setTimeout(r, TERMINATION_TIMEOUT_MS))]).then(() => {
           if (socket.readyState === WebSocket.OPEN) socket.close(1000, "failed");
         });
       }

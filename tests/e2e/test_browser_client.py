@@ -395,5 +395,13 @@ def test_developer_settings_sit_behind_advanced(page: Any) -> None:
             assert page.locator(f"#view-{view} {field}").first.is_visible()
     # The microphone picker lists the inputs (the fake device once access was granted).
     page.click("#tab-stt")
-    assert page.locator("#stt-mic option").count() >= 1
+    wait_for(page, "document.querySelectorAll('#stt-mic option').length >= 2", 5_000)
+    labels = page.eval_on_selector_all("#stt-mic option", "os => os.map(o => o.textContent)")
+    assert labels[0] == "Default microphone"
+    assert any("Fake Audio Input" in label for label in labels[1:]), labels
+    # A choice is remembered and shown in the other view's picker too.
+    chosen = page.eval_on_selector_all("#stt-mic option", "os => os[1].value")
+    page.select_option("#stt-mic", chosen)
+    assert page.input_value("#agent-mic") == chosen
+    assert page.evaluate("localStorage.getItem('aai-proxy:microphone')") == chosen
     assert page.get_attribute("#view-stt [role=meter]", "aria-labelledby") == "stt-meter-label"
