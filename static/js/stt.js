@@ -214,6 +214,12 @@ export function mountStt(root, { stats, config = {} }) {
       s.sampleRate = RATE;
       if ($("stt-speakers").checked) options.speaker_labels = true;
       const grant = await api("/api/tokens/streaming", { method: "POST", body: options });
+      if (stopping) {
+        // Stopped before the connection was made: nothing to end.
+        cleanup();
+        setStatus("Stopped");
+        return;
+      }
       ws = new WebSocket(withToken(grant.websocket_url, grant.token));
       ws.binaryType = "arraybuffer";
       let resolve;
@@ -246,7 +252,16 @@ export function mountStt(root, { stats, config = {} }) {
   }
 
   async function stop() {
-    if (!ws) return;
+    if (!ws) {
+      // Stop while the token is still being minted: the start gives up when it arrives.
+      if (startBtn.disabled && !stopping) {
+        stopping = true;
+        refocus = document.activeElement === stopBtn;
+        stopBtn.disabled = true;
+        setStatus("Stopping…");
+      }
+      return;
+    }
     stopping = true;
     refocus = document.activeElement === stopBtn; // Start gets it back once enabled
     stopBtn.disabled = true;

@@ -187,5 +187,5 @@ def test_landmarks_names_and_focus(page: Any) -> None:
     page.wait_for_function("document.getElementById('stt-start').disabled")
     assert page.evaluate("document.activeElement.id") == "stt-stop"
     page.keyboard.press("Enter")
-    page.wait_for_function("!document.getElementById('stt-start').disabled", timeout=10_000)
+    page.wait_for_function("!document.getElementById('stt-start').disabled", timeout=20_000)
     assert page.evaluate("document.activeElement.id") == "stt-start"
