@@ -20,12 +20,19 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[dev,recognition]'
 	@touch $(STAMP)
 
-install: $(STAMP) ## Create the virtualenv and install everything
+# Node tools for the browser tests (axe-core, pinned in package.json); skipped without npm.
+NODE_STAMP := node_modules/.installed
+$(NODE_STAMP): package.json
+	@if command -v npm >/dev/null 2>&1; then \
+	  npm install --no-audit --no-fund --no-package-lock --silent && touch $(NODE_STAMP); \
+	else echo "npm not found: the accessibility tests will be skipped"; fi
+
+install: $(STAMP) $(NODE_STAMP) ## Create the virtualenv and install everything
 
 run: $(STAMP) ## Run the service on PORT (8000); unconfigured: embedded Postgres (stopped on exit) and the emulator on EMULATOR_PORT (8010); both ports must be free
 	$(BIN)/aai-proxy serve
 
-test: $(STAMP) ## Run the tests (TEST_DATABASE_URL, or an embedded Postgres)
+test: $(STAMP) $(NODE_STAMP) ## Run the tests (TEST_DATABASE_URL, or an embedded Postgres)
 	$(BIN)/python scripts/run_tests.py $(PYTEST_ARGS)
 
 lint: $(STAMP) ## ruff and mypy (strict)

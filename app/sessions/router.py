@@ -20,10 +20,11 @@ from app.sessions.auth import (
     check_origin,
     identity_state,
     key_by_secret,
+    resolve_caller,
     session_expiry,
 )
 from app.sessions.models import AppSession
-from app.sessions.schemas import SessionCreate, SessionRead
+from app.sessions.schemas import SessionCreate, SessionRead, SignedOut
 
 router = APIRouter(prefix="/api/session", tags=["sessions"])
 
@@ -106,9 +107,38 @@ async def create_session(
     )
 
 
-@router.get("", response_model=SessionRead, responses=_ERRORS)
-async def read_session(caller: CallerDep) -> SessionRead:
-    """Who the current credentials (cookie, key or JWT) say the caller is."""
+@router.get(
+    "",
+    response_model=SessionRead | SignedOut,
+    responses={401: {"description": "The Authorization header's key or JWT is refused"}},
+)
+async def read_session(
+    request: Request, response: Response, session: SessionDep, settings: SettingsDep
+) -> SessionRead | SignedOut:
+    """Who the current credentials (cookie, key or JWT) say the caller is.
+
+    A visitor with no credentials, or whose session cookie has ended, is signed out: 200
+    with `{"signed_in": false}` (a page asks this at load; a signed-out visitor is not an
+    error). A refused Authorization header is still 401, and every other route still
+    answers 401 without credentials.
+    """
+    response.headers["Cache-Control"] = "no-store"
+    try:
+        caller = await resolve_caller(request, session)
+    except Unauthorized as exc:
+        if request.headers.get("authorization") is not None:
+            raise
+        if request.cookies.get(settings.session_cookie_name):
+            # The cookie is dead: clear it, so the browser stops sending it.
+            response.delete_cookie(
+                settings.session_cookie_name,
+                path="/",
+                secure=_secure(request, settings),
+                httponly=True,
+                samesite="strict",
+            )
+        return SignedOut(detail=exc.message)
+    request.state.principal = caller
     return SessionRead(
         key_id=caller.key_id,
         key_name=caller.key_name,

@@ -23,6 +23,7 @@ from app.llm.summaries import list_summaries, summary_views
 from app.sessions.auth import require_caller_scope
 from app.transcripts import service
 from app.transcripts.models import JobStatus
+from app.transcripts.names import file_names
 from app.transcripts.policy import check_submit
 from app.transcripts.schemas import (
     AppSubmitOptions,
@@ -342,7 +343,9 @@ async def submit_api(
         )
         if submitted.replayed:
             response.status_code = 200
-        return JobRead.of(submitted.job)
+        async with _sessionmaker(request)() as session:
+            names = await file_names(session, [submitted.job])
+        return JobRead.of(submitted.job, names.get(submitted.job.id))
     if idempotency_key is not None:
         raise BadRequest(
             "Idempotency-Key applies to JSON submits: upload first (POST /api/uploads), "
@@ -365,7 +368,7 @@ async def submit_api(
     submitted = await service.submit_job(
         _sessionmaker(request), upstream.rest, settings, principal, plan, options=options
     )
-    return JobRead.of(submitted.job)
+    return JobRead.of(submitted.job, body.filename)
 
 
 @router.get("/api/transcripts", response_model=JobList, responses=_AUTH)
@@ -384,8 +387,9 @@ async def list_api(
         status=status.value if status else None,
         cursor=decode_cursor(cursor) if cursor else None,
     )
+    names = await file_names(session, jobs)
     return JobList(
-        items=[JobRead.of(job) for job in jobs],
+        items=[JobRead.of(job, names.get(job.id)) for job in jobs],
         next_cursor=encode_cursor(next_position) if next_position else None,
     )
 
@@ -394,7 +398,7 @@ async def list_api(
 async def get_api(job_id: uuid.UUID, session: SessionDep, principal: TranscriptsDep) -> JobRead:
     """Our view of one job: status, times, upstream id, error, summaries."""
     job = await service.owned(session, principal, job_id)
-    read = JobRead.of(job)
+    read = JobRead.of(job, (await file_names(session, [job])).get(job.id))
     read.summaries = summary_views(await list_summaries(session, job.id))
     return read
 

@@ -57,7 +57,10 @@ class JobRead(BaseModel):
     audio_url: str
     error: str | None
     speech_model: str | None
-    audio_duration: float | None
+    audio_duration: float | None = Field(description="Seconds of audio, once completed.")
+    filename: str | None = Field(
+        None, description="The uploaded file's name, when the job was submitted with a file."
+    )
     created_at: datetime
     updated_at: datetime
     submitted_at: datetime | None
@@ -69,8 +72,9 @@ class JobRead(BaseModel):
     )
 
     @classmethod
-    def of(cls, job: Job) -> JobRead:
+    def of(cls, job: Job, filename: str | None = None) -> JobRead:
         read = cls.model_validate(job)
+        read.filename = filename
         if job.upstream_id and job.deleted_at is None:
             read.transcript_url = f"/v2/transcript/{job.upstream_id}"
         return read

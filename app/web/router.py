@@ -73,6 +73,17 @@ async def index() -> FileResponse:
     return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 
 
+@page_router.get("/favicon.svg")
+@page_router.get("/favicon.ico")
+async def favicon() -> FileResponse:
+    # Browsers ask for /favicon.ico on their own; both answer with the SVG icon.
+    return FileResponse(
+        STATIC_DIR / "favicon.svg",
+        media_type="image/svg+xml",
+        headers={"Cache-Control": "public, max-age=86400"},
+    )
+
+
 def mount_client(app: FastAPI) -> None:
     """Add the client: `/` and its assets under `/js` and `/css` (prefixes no API uses)."""
     app.include_router(router)

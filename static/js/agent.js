@@ -3,7 +3,7 @@
 import { api, closeSentence, sentence } from "./api.js";
 import { readProcessing, startCapture, startPlayback, unlockAudio } from "./audio.js";
 import { base64ToBytes, bytesToBase64 } from "./dsp.js";
-import { withToken } from "./stt.js";
+import { handFocus, withToken } from "./stt.js";
 
 const RATE = 24000;
 const RESUME_WINDOW_MS = 30000;
@@ -51,6 +51,8 @@ export function mountAgent(root, { stats, voices }) {
   });
 
   let ws = null;
+  let failed = false; // a local failure (e.g. the microphone refused) ends the call: no resume
+  let refocus = false;
   let capture = null;
   let playback = null;
   let ready = false;
@@ -78,14 +80,27 @@ export function mountAgent(root, { stats, voices }) {
     s.state = text;
   }
 
+  const SPEAKERS = { user: "You", agent: "Agent" };
+
+  /** A message; user and agent bubbles say who spoke. Returns the element whose text changes. */
   function bubble(kind, text, partial = false) {
     log.querySelector(".empty")?.remove();
     const el = document.createElement("p");
     el.className = `msg ${kind}${partial ? " partial" : ""}`;
-    el.textContent = text;
+    const body = document.createElement("span");
+    body.className = "text";
+    body.textContent = text;
+    const who = SPEAKERS[kind];
+    if (who) {
+      const label = document.createElement("span");
+      label.className = "who-said";
+      label.textContent = `${who}:`;
+      el.append(label, " ");
+    }
+    el.append(body);
     log.append(el);
     el.scrollIntoView({ block: "nearest" });
-    return el;
+    return body;
   }
 
   function send(event) {
@@ -156,7 +171,7 @@ export function mountAgent(root, { stats, voices }) {
         userPartial.textContent = msg.text ?? msg.transcript ?? msg.delta ?? "";
         break;
       case "transcript.user":
-        if (userPartial) userPartial.remove();
+        if (userPartial) userPartial.parentElement.remove();
         userPartial = null;
         bubble("user", msg.text ?? msg.transcript ?? "");
         break;
@@ -176,7 +191,7 @@ export function mountAgent(root, { stats, voices }) {
         break;
       case "tool.call":
         pendingTools.push({ call_id: msg.call_id, result: runTool(msg.name, msg.arguments) });
-        bubble("system", `Tool ${msg.name} called.`);
+        bubble("system tool", `Tool call: ${msg.name}()`);
         break;
       case "reply.done":
         if (msg.status === "interrupted") {
@@ -196,7 +211,8 @@ export function mountAgent(root, { stats, voices }) {
         break;
       case "error":
       case "session.error":
-        bubble("system", msg.message || msg.error || "The agent reported an error.");
+        bubble("system error", `The agent reported an error: ${msg.message || msg.error || "no detail"}`);
+        s.errors = (s.errors || 0) + 1;
         break;
       default:
         break;
@@ -205,6 +221,7 @@ export function mountAgent(root, { stats, voices }) {
 
   async function beginCapture() {
     capture = await startCapture({
+      deviceId: $("agent-mic").value,
       targetRate: RATE,
       frameMs: 50,
       processing: readProcessing(root),
@@ -222,8 +239,8 @@ export function mountAgent(root, { stats, voices }) {
     ready = false;
     s.closeCode = event.code;
     ws = null;
-    if (hangingUp) {
-      setStatus("Ended");
+    if (hangingUp || failed) {
+      if (!failed) setStatus("Ended");
       teardown();
       return;
     }
@@ -244,17 +261,28 @@ export function mountAgent(root, { stats, voices }) {
   }
 
   function fail(err) {
+    // Say what went wrong and end the call: a refused microphone is not a dropped
+    // connection, so no resume session is opened and the close code is not the message.
+    failed = true;
     setStatus(sentence(err), "error");
-    if (ws) ws.close();
+    s.failed = sentence(err);
+    if (ws) ws.close(1000, "failed");
     teardown();
   }
 
   async function start() {
     unlockAudio(); // inside the click, before any await
-    startBtn.disabled = true;
     stopBtn.disabled = false;
+    handFocus(startBtn, stopBtn);
+    startBtn.disabled = true;
     hangingUp = false;
+    failed = false;
+    s.failed = null;
     sessionId = null;
+    // A new call: tool results owed to an earlier call answer nothing in this one.
+    pendingTools = [];
+    userPartial = null;
+    agentBubble = null;
     setStatus("Connecting…");
     try {
       playback = await startPlayback({
@@ -270,6 +298,7 @@ export function mountAgent(root, { stats, voices }) {
 
   async function stop() {
     hangingUp = true;
+    refocus = document.activeElement === stopBtn;
     stopBtn.disabled = true;
     if (capture) await capture.stop().catch(() => {});
     capture = null;
@@ -282,8 +311,21 @@ export function mountAgent(root, { stats, voices }) {
     capture = null;
     playback?.stop();
     playback = null;
+    pendingTools = [];
     startBtn.disabled = false;
+    if (refocus || document.activeElement === stopBtn) startBtn.focus();
+    refocus = false;
     stopBtn.disabled = true;
+  }
+
+  function clear() {
+    for (const el of [...log.children]) el.remove();
+    userPartial = null;
+    agentBubble = null;
+    const empty = document.createElement("p");
+    empty.className = "muted empty";
+    empty.textContent = "Cleared. Press Talk to start a new conversation.";
+    log.append(empty);
   }
 
   const muteBtn = $("agent-mute");
@@ -295,7 +337,14 @@ export function mountAgent(root, { stats, voices }) {
   });
   startBtn.addEventListener("click", start);
   stopBtn.addEventListener("click", stop);
+  $("agent-clear").addEventListener("click", clear);
   addEventListener("pagehide", () => ws?.close(1000, "page closed"));
   // For tests and debugging: drop the socket as a network failure would.
-  return { start, stop, drop: () => ws?.close(4000, "test drop") };
+  return {
+    start,
+    stop,
+    clear,
+    halt: () => (ws || capture ? stop() : undefined),
+    drop: () => ws?.close(4000, "test drop"),
+  };
 }

@@ -20,6 +20,16 @@ export class ApiError extends Error {
   }
 }
 
+// Called with the error when a request is refused with 401: the session (cookie or JWT) has
+// ended, so the page goes back to sign-in instead of looking signed in.
+let unauthorizedHandler = null;
+export function onUnauthorized(handler) {
+  unauthorizedHandler = handler;
+}
+export function reportUnauthorized(err) {
+  if (err instanceof ApiError && err.status === 401 && unauthorizedHandler) unauthorizedHandler(err);
+}
+
 export function authHeaders() {
   return jwt ? { Authorization: `Bearer ${jwt}` } : {};
 }
@@ -57,7 +67,7 @@ export async function errorFromResponse(response) {
   return new ApiError(message, response.status, code);
 }
 
-export async function api(path, { method = "GET", body, headers = {}, signal } = {}) {
+export async function api(path, { method = "GET", body, headers = {}, signal, signIn = false } = {}) {
   const init = {
     method,
     headers: { Accept: "application/json", ...authHeaders(), ...headers },
@@ -77,7 +87,11 @@ export async function api(path, { method = "GET", body, headers = {}, signal } =
     if (err.name === "AbortError") throw err;
     throw new ApiError("The service could not be reached. Check your connection.");
   }
-  if (!response.ok) throw await errorFromResponse(response);
+  if (!response.ok) {
+    const err = await errorFromResponse(response);
+    if (!signIn) reportUnauthorized(err);
+    throw err;
+  }
   if (response.status === 204) return null;
   const type = response.headers.get("Content-Type") || "";
   return type.includes("json") ? response.json() : response.text();
@@ -102,6 +116,28 @@ export function closeSentence(code, reason = "") {
   return reason && !CLOSE_SENTENCES[code] ? `${sentence} ${reason}` : sentence;
 }
 
+/** A byte count for people: "1.5 MB", "20 KB". */
+export function formatBytes(bytes) {
+  const units = ["bytes", "KB", "MB", "GB", "TB"];
+  let value = Number(bytes) || 0;
+  let i = 0;
+  while (value >= 1000 && i < units.length - 1) {
+    value /= 1000;
+    i += 1;
+  }
+  const shown = i === 0 ? String(Math.round(value)) : value.toFixed(value < 10 ? 1 : 0).replace(/\.0$/, "");
+  return `${shown} ${units[i]}`;
+}
+
+/** A duration in seconds as m:ss (or h:mm:ss). */
+export function formatDuration(seconds) {
+  const total = Math.max(0, Math.round(Number(seconds) || 0));
+  const h = Math.floor(total / 3600);
+  const m = Math.floor((total % 3600) / 60);
+  const s = String(total % 60).padStart(2, "0");
+  return h ? `${h}:${String(m).padStart(2, "0")}:${s}` : `${m}:${s}`;
+}
+
 /** Turn anything thrown into something a person can read (never a stack trace). */
 export function sentence(err) {
   if (err instanceof ApiError) return err.message;
@@ -109,6 +145,9 @@ export function sentence(err) {
     return "Microphone access was refused. Allow it in the browser's site settings and try again.";
   }
   if (err && err.name === "NotFoundError") return "No microphone was found.";
+  if (err && err.name === "OverconstrainedError") {
+    return "The chosen microphone is not available. Pick another one, or the default.";
+  }
   if (err && err.name === "NotReadableError") return "The microphone is in use by another application.";
   if (err && typeof err.message === "string" && err.message && err.message.length < 200) {
     return err.message.endsWith(".") ? err.message : `${err.message}.`;
@@ -123,7 +162,11 @@ export async function fetchEvents(path, onEvent, signal) {
     credentials: "same-origin",
     signal,
   });
-  if (!response.ok) throw await errorFromResponse(response);
+  if (!response.ok) {
+    const err = await errorFromResponse(response);
+    reportUnauthorized(err);
+    throw err;
+  }
   const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
   let buffer = "";
   for (;;) {

@@ -1,7 +1,8 @@
 // The page: sign-in (proxy key → session cookie, or a JWT from an embedding app), tabs, and
 // the three views. Test hooks live on window.__aai (views) and window.__aaiStats (numbers).
 import { mountAgent } from "./agent.js";
-import { ApiError, api, authMode, sentence, setJwt } from "./api.js";
+import { mountMicrophonePickers } from "./audio.js";
+import { ApiError, api, authMode, onUnauthorized, sentence, setJwt } from "./api.js";
 import { mountFiles } from "./files.js";
 import { mountStt } from "./stt.js";
 
@@ -65,7 +66,9 @@ function showSignIn() {
 
 async function currentSession() {
   try {
-    return await api("/api/session");
+    const session = await api("/api/session", { signIn: true });
+    // A signed-out visitor gets 200 {"signed_in": false}: no error in the console at load.
+    return session && session.signed_in !== false ? session : null;
   } catch (err) {
     if (err instanceof ApiError && [401, 403, 404, 405].includes(err.status)) return null;
     throw err;
@@ -77,9 +80,13 @@ $("signin-form").addEventListener("submit", async (event) => {
   const input = $("signin-key");
   banner.clear();
   try {
-    const session = await api("/api/session", { method: "POST", body: { key: input.value.trim() } });
+    const session = await api("/api/session", {
+      method: "POST",
+      body: { key: input.value.trim() },
+      signIn: true,
+    });
     input.value = ""; // the key is not kept anywhere on the page
-    await enter(session);
+    await enter(session, { focus: true });
   } catch (err) {
     banner.show(sentence(err));
   }
@@ -87,23 +94,45 @@ $("signin-form").addEventListener("submit", async (event) => {
 
 $("sign-out").addEventListener("click", async () => {
   try {
-    await api("/api/session", { method: "DELETE" });
+    await api("/api/session", { method: "DELETE", signIn: true });
   } catch {
-    // already gone
+    // already gone: signing out of an ended session still signs out
   }
   location.reload();
 });
+
+// Any request refused with 401 means the session (cookie or embedding JWT) has ended: stop
+// what is running and go back to sign-in, rather than look signed in with nothing working.
+let signedIn = false;
+function sessionEnded() {
+  if (!signedIn) return;
+  signedIn = false;
+  stats.sessionEnded = (stats.sessionEnded || 0) + 1;
+  for (const view of Object.values(views)) view.halt?.();
+  if (authMode() === "jwt") {
+    banner.show("The embedding app's sign-in has expired. Reload the app to continue.");
+    return;
+  }
+  showSignIn();
+  banner.show("Your session has ended. Sign in again.", "info");
+}
+onUnauthorized(sessionEnded);
 
 let mounted = false;
 const views = {};
 window.__aai = views;
 
-async function enter(session) {
+async function enter(session, { focus = false } = {}) {
   const label = session?.end_user || session?.key_name || (authMode() === "jwt" ? "Embedded" : "Signed in");
+  signedIn = true;
   showApp(label);
   const initial = tabs.find((t) => `#${t.id.replace("tab-", "")}` === location.hash) || tabs[0];
-  selectTab(initial);
-  if (mounted) return;
+  // After signing in, focus moves to the view's tab (the form it came from is gone).
+  selectTab(initial, focus);
+  if (mounted) {
+    views.files.loadList(true);
+    return;
+  }
   mounted = true;
   let voices = [];
   try {
@@ -113,7 +142,8 @@ async function enter(session) {
   }
   views.stt = mountStt($("view-stt"), { stats, banner, config: stats.config || {} });
   views.agent = mountAgent($("view-agent"), { stats, banner, voices });
-  views.files = mountFiles($("view-files"), { stats, banner });
+  views.files = mountFiles($("view-files"), { stats, banner, config: stats.config || {} });
+  mountMicrophonePickers();
   const frame = $("stt-frame");
   if (stats.config?.frame_ms) frame.value = String(stats.config.frame_ms);
   views.files.loadList(true);

@@ -39,6 +39,64 @@ export function unlockAudio() {
   if (sharedContext.state !== "running") sharedContext.resume().catch(() => {});
 }
 
+/** The level meter: the bar's width, and the value a screen reader reads (role="meter"). */
+function showLevel(bar, level) {
+  const percent = Math.round(level * 100);
+  bar.style.width = `${level * 100}%`;
+  const meter = bar.parentElement;
+  if (meter && meter.getAttribute("aria-valuenow") !== String(percent)) {
+    meter.setAttribute("aria-valuenow", String(percent));
+  }
+}
+
+// --- Microphone picker: every <select class="mic-select"> lists the audio inputs ---------
+const MIC_PREFERENCE = "aai-proxy:microphone";
+
+export function preferredMicrophone() {
+  try {
+    return localStorage.getItem(MIC_PREFERENCE) || "";
+  } catch {
+    return "";
+  }
+}
+
+/** Fill the pickers from enumerateDevices (labels are blank until access is granted). */
+export async function refreshMicrophones() {
+  const selects = [...document.querySelectorAll("select.mic-select")];
+  if (!selects.length || !navigator.mediaDevices?.enumerateDevices) return [];
+  let devices = [];
+  try {
+    devices = (await navigator.mediaDevices.enumerateDevices()).filter((d) => d.kind === "audioinput");
+  } catch {
+    return [];
+  }
+  const chosen = preferredMicrophone();
+  const real = devices.filter((d) => d.deviceId && d.deviceId !== "default");
+  for (const select of selects) {
+    const options = [new Option("Default microphone", "")];
+    real.forEach((d, i) => options.push(new Option(d.label || `Microphone ${i + 1}`, d.deviceId)));
+    select.replaceChildren(...options);
+    select.value = real.some((d) => d.deviceId === chosen) ? chosen : "";
+  }
+  return real;
+}
+
+/** Wire the pickers once: a choice is remembered and shown in every view. */
+export function mountMicrophonePickers() {
+  for (const select of document.querySelectorAll("select.mic-select")) {
+    select.addEventListener("change", () => {
+      try {
+        localStorage.setItem(MIC_PREFERENCE, select.value);
+      } catch {
+        // private mode: the choice lasts for this page only
+      }
+      for (const other of document.querySelectorAll("select.mic-select")) other.value = select.value;
+    });
+  }
+  navigator.mediaDevices?.addEventListener?.("devicechange", () => refreshMicrophones());
+  return refreshMicrophones();
+}
+
 const loaded = new WeakMap();
 async function ensureModule(ctx, url) {
   let modules = loaded.get(ctx);
@@ -52,12 +110,12 @@ async function ensureModule(ctx, url) {
  * frame of `frameMs` as the audio clock produces it. `meter` is an element whose width
  * shows the input level.
  */
-export async function startCapture({ targetRate, frameMs = 100, processing, onFrame, meter }) {
+export async function startCapture({ targetRate, frameMs = 100, processing, onFrame, meter, deviceId = "" }) {
   const ctx = await audioContext();
-  const stream = await navigator.mediaDevices.getUserMedia({
-    audio: { channelCount: 1, ...processing },
-    video: false,
-  });
+  const audio = { channelCount: 1, ...processing };
+  if (deviceId) audio.deviceId = { exact: deviceId };
+  const stream = await navigator.mediaDevices.getUserMedia({ audio, video: false });
+  refreshMicrophones(); // labels are readable once access is granted
   await ensureModule(ctx, CAPTURE_URL);
   const source = ctx.createMediaStreamSource(stream);
   const node = new AudioWorkletNode(ctx, "aai-capture", {
@@ -72,7 +130,7 @@ export async function startCapture({ targetRate, frameMs = 100, processing, onFr
   const stopped = new Promise((resolve) => (stoppedResolve = resolve));
   node.port.onmessage = ({ data }) => {
     if (data.type === "frame") onFrame(data.pcm);
-    else if (data.type === "level" && meter) meter.style.width = `${meterValue(data.rms) * 100}%`;
+    else if (data.type === "level" && meter) showLevel(meter, meterValue(data.rms));
     else if (data.type === "stopped") stoppedResolve(data.frames);
   };
   source.connect(node);
@@ -86,7 +144,7 @@ export async function startCapture({ targetRate, frameMs = 100, processing, onFr
       source.disconnect();
       node.disconnect();
       for (const track of stream.getTracks()) track.stop();
-      if (meter) meter.style.width = "0";
+      if (meter) showLevel(meter, 0);
     },
   };
 }

@@ -1,6 +1,17 @@
 // Files: upload with progress, a job card that follows the job live over SSE, the transcript
 // in paragraphs, summaries from presets, and the job list with paging and delete.
-import { ApiError, api, authHeaders, authMode, errorFromResponse, fetchEvents, sentence } from "./api.js";
+import {
+  ApiError,
+  api,
+  authHeaders,
+  authMode,
+  errorFromResponse,
+  fetchEvents,
+  formatBytes,
+  formatDuration,
+  reportUnauthorized,
+  sentence,
+} from "./api.js";
 
 const PAGE_SIZE = 10;
 const FINAL = new Set(["completed", "error", "failed", "deleted"]);
@@ -35,7 +46,11 @@ export function uploadWithProgress(url, file, fields, onProgress) {
         headers: { "Content-Type": xhr.getResponseHeader("Content-Type") || "application/json" },
       });
       if (xhr.status >= 200 && xhr.status < 300) resolve(await response.json());
-      else reject(await errorFromResponse(response));
+      else {
+        const err = await errorFromResponse(response);
+        reportUnauthorized(err);
+        reject(err);
+      }
     };
     xhr.send(form);
   });
@@ -59,7 +74,30 @@ function el(tag, attrs = {}, ...children) {
   return node;
 }
 
-export function mountFiles(root, { stats, banner }) {
+/** A job's name for people: its file name, else a dated placeholder (never a UUID). */
+export function jobName(job) {
+  if (job.filename) return job.filename;
+  const when = job.created_at ? new Date(job.created_at).toLocaleString() : "";
+  return when ? `Recording of ${when}` : "Recording";
+}
+
+/** Save text as a file (works with a cookie, a key header or a JWT alike). */
+function saveText(text, filename, type) {
+  const url = URL.createObjectURL(new Blob([text], { type }));
+  const a = document.createElement("a");
+  a.href = url;
+  a.download = filename;
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 1000);
+}
+
+function baseName(name) {
+  return (name || "transcript").replace(/\.[A-Za-z0-9]{1,5}$/, "") || "transcript";
+}
+
+export function mountFiles(root, { stats, banner, config = {} }) {
   const $ = (id) => root.querySelector(`#${id}`);
   const input = $("file-input");
   const drop = $("drop");
@@ -73,6 +111,8 @@ export function mountFiles(root, { stats, banner }) {
   const s = (stats.files = { progress: [], statuses: [], summaries: 0, jobId: null });
   let cursor = null;
   let events = null; // EventSource or AbortController of the followed job
+  const limit = Number(config.max_upload_bytes) || 0;
+  if (limit) $("upload-limit").textContent = ` (up to ${formatBytes(limit)})`;
 
   function setProgress(fraction) {
     const value = Math.round(fraction * 100);
@@ -84,8 +124,16 @@ export function mountFiles(root, { stats, banner }) {
   async function handleFile(file) {
     if (!file) return;
     banner.clear();
-    progressBox.hidden = false;
     s.progress = [];
+    // Checked before sending: a file over the limit would be refused after its upload.
+    if (limit && file.size > limit) {
+      s.refusedBeforeUpload = (s.refusedBeforeUpload || 0) + 1;
+      progressBox.hidden = true;
+      banner.show(`“${file.name}” is ${formatBytes(file.size)}; files up to ${formatBytes(limit)} can be transcribed.`);
+      input.value = "";
+      return;
+    }
+    progressBox.hidden = false;
     setProgress(0);
     try {
       // Upload-and-submit in one request: the file streams through the service to AssemblyAI.
@@ -96,10 +144,15 @@ export function mountFiles(root, { stats, banner }) {
       const job = await uploadWithProgress("/api/transcripts", file, fields, setProgress);
       setProgress(1);
       s.jobId = job.id;
-      showJob(job, file.name);
+      showJob({ ...job, filename: job.filename || file.name });
       loadList(true);
     } catch (err) {
-      banner.show(sentence(err));
+      // A refused upload leaves no full bar behind.
+      setProgress(0);
+      progressBox.hidden = true;
+      if (err instanceof ApiError && err.status === 413 && limit) {
+        banner.show(`“${file.name}” is too large; files up to ${formatBytes(limit)} can be transcribed.`);
+      } else banner.show(sentence(err));
     } finally {
       input.value = "";
     }
@@ -142,19 +195,34 @@ export function mountFiles(root, { stats, banner }) {
     events = null;
   }
 
-  function showJob(job, name) {
+  function showJob(job) {
     card.hidden = false;
     card.dataset.id = job.id;
     card.dataset.upstream = job.upstream_id || "";
+    card.dataset.name = jobName(job);
     const status = job.status || "queued";
+    const meta = job.audio_duration ? `Duration ${formatDuration(job.audio_duration)}` : "";
     card.replaceChildren(
       el(
         "div",
         { class: "row spread" },
-        el("h2", {}, name || job.filename || "Transcript"),
-        el("span", { class: `badge ${status}`, id: "job-status" }, status),
+        el("h2", { id: "job-title" }, jobName(job)),
+        el("span", { class: `badge ${status}`, id: "job-status", role: "status" }, status),
       ),
+      el("p", { class: "muted small", id: "job-meta" }, meta),
       el("p", { class: "muted small", id: "job-error" }, job.error || ""),
+      el(
+        "div",
+        { class: "tools", id: "job-tools", hidden: "" },
+        el("button", { type: "button", id: "job-copy", onclick: () => copyText() }, "Copy text"),
+        ...["txt", "srt", "vtt"].map((format) =>
+          el(
+            "button",
+            { type: "button", "data-download": format, onclick: () => download(format) },
+            `Download ${format.toUpperCase()}`,
+          ),
+        ),
+      ),
       el("div", { id: "job-text" }),
       el(
         "div",
@@ -190,16 +258,39 @@ export function mountFiles(root, { stats, banner }) {
 
   async function showTranscript(id) {
     const box = card.querySelector("#job-text");
+    const upstream = encodeURIComponent(card.dataset.upstream);
     try {
-      // Paragraphs come from the AssemblyAI-compatible surface (cached once complete).
-      const data = await api(`/v2/transcript/${encodeURIComponent(card.dataset.upstream)}/paragraphs`);
-      const paragraphs = data.paragraphs || [];
-      box.replaceChildren(
-        ...paragraphs.map((p) =>
-          el("p", { class: "paragraph" }, el("span", { class: "time" }, fmtTime(p.start)), p.text),
-        ),
-      );
-      if (!paragraphs.length) box.textContent = "The transcript is empty.";
+      // From the AssemblyAI-compatible surface (cached once complete). With speaker labels
+      // the transcript has utterances, one per speaker turn: those are shown, labelled;
+      // otherwise its paragraphs.
+      const transcript = await api(`/v2/transcript/${upstream}`);
+      const utterances = transcript.utterances || [];
+      if (utterances.length) {
+        box.replaceChildren(
+          ...utterances.map((u) =>
+            el(
+              "p",
+              { class: "utterance" },
+              el("span", { class: "time" }, fmtTime(u.start)),
+              el("span", { class: "speaker" }, `Speaker ${u.speaker}:`),
+              u.text,
+            ),
+          ),
+        );
+      } else {
+        const data = await api(`/v2/transcript/${upstream}/paragraphs`);
+        const paragraphs = data.paragraphs || [];
+        box.replaceChildren(
+          ...paragraphs.map((p) =>
+            el("p", { class: "paragraph" }, el("span", { class: "time" }, fmtTime(p.start)), p.text),
+          ),
+        );
+      }
+      if (!box.children.length) box.textContent = "The transcript is empty.";
+      card.querySelector("#job-tools").hidden = !box.children.length;
+      if (transcript.audio_duration) {
+        card.querySelector("#job-meta").textContent = `Duration ${formatDuration(transcript.audio_duration)}`;
+      }
       s.transcriptShown = true;
       card.querySelector("#job-summaries").hidden = false;
       refreshSummaries(id);
@@ -208,16 +299,59 @@ export function mountFiles(root, { stats, banner }) {
     }
   }
 
+  function transcriptText() {
+    const lines = [...card.querySelectorAll("#job-text > p")].map((p) =>
+      [...p.childNodes]
+        .filter((n) => !(n.classList && n.classList.contains("time")))
+        .map((n) => n.textContent)
+        .join(" ")
+        .replace(/\s+/g, " ")
+        .trim(),
+    );
+    return lines.join("\n\n");
+  }
+
+  async function copyText() {
+    const button = card.querySelector("#job-copy");
+    try {
+      await navigator.clipboard.writeText(transcriptText());
+      button.textContent = "Copied";
+      s.copied = (s.copied || 0) + 1;
+      setTimeout(() => (button.textContent = "Copy text"), 2000);
+    } catch {
+      banner.show("The browser did not allow copying. Select the text and copy it instead.");
+    }
+  }
+
+  async function download(format) {
+    const name = baseName(card.dataset.name);
+    try {
+      if (format === "txt") {
+        saveText(`${transcriptText()}\n`, `${name}.txt`, "text/plain");
+      } else {
+        const text = await api(`/v2/transcript/${encodeURIComponent(card.dataset.upstream)}/${format}`, {
+          headers: { Accept: "text/plain, */*" },
+        });
+        saveText(String(text), `${name}.${format}`, format === "vtt" ? "text/vtt" : "application/x-subrip");
+      }
+      s.downloads = (s.downloads || 0) + 1;
+    } catch (err) {
+      banner.show(sentence(err));
+    }
+  }
+
   async function summarize(id, preset) {
     const button = card.querySelector(`[data-preset="${preset}"]`);
-    button.disabled = true;
+    // aria-disabled, not disabled: the button keeps keyboard focus while it works.
+    if (button.getAttribute("aria-disabled") === "true") return;
+    button.setAttribute("aria-disabled", "true");
     try {
       await api(`/api/transcripts/${id}/summaries`, { method: "POST", body: { preset } });
       await waitForSummaries(id);
     } catch (err) {
       banner.show(sentence(err));
     } finally {
-      button.disabled = false;
+      button.removeAttribute("aria-disabled");
     }
   }
 
@@ -269,14 +403,30 @@ export function mountFiles(root, { stats, banner }) {
 
   function jobRow(job) {
     const when = job.created_at ? new Date(job.created_at).toLocaleString() : "";
+    const name = jobName(job);
+    const meta = [job.audio_duration ? formatDuration(job.audio_duration) : "", when].filter(Boolean).join(" · ");
+    // Each row's buttons have their own accessible names ("Open talk.wav, 12/4/2026, …").
+    const label = job.filename ? `${name}, ${when}` : name;
     return el(
       "li",
       { "data-id": job.id },
       el("span", { class: `badge ${job.status}` }, job.status),
-      el("span", { class: "name" }, job.upstream_id || job.id),
-      el("span", { class: "muted small" }, when),
-      el("button", { type: "button", onclick: () => showJob(job) }, "Open"),
-      el("button", { type: "button", class: "danger", onclick: () => remove(job) }, "Delete"),
+      el("span", { class: "name", title: name }, name),
+      el("span", { class: "meta" }, meta),
+      el(
+        "button",
+        {
+          type: "button",
+          "aria-label": `Open ${label}`,
+          onclick: () => {
+            showJob(job);
+            card.querySelector("#job-title").setAttribute("tabindex", "-1");
+            card.querySelector("#job-title").focus();
+          },
+        },
+        "Open",
+      ),
+      el("button", { type: "button", class: "danger", "aria-label": `Delete ${label}`, onclick: () => remove(job) }, "Delete"),
     );
   }
 
@@ -284,7 +434,11 @@ export function mountFiles(root, { stats, banner }) {
     if (!confirm("Delete this transcript? Its text is removed here and at AssemblyAI.")) return;
     try {
       await api(`/api/transcripts/${job.id}`, { method: "DELETE" });
-      list.querySelector(`[data-id="${job.id}"]`)?.remove();
+      const row = list.querySelector(`[data-id="${job.id}"]`);
+      // Focus goes to the next row (or the previous, or Refresh), not to the page's top.
+      const next = row?.nextElementSibling || row?.previousElementSibling;
+      row?.remove();
+      (next?.querySelector("button") || $("jobs-refresh")).focus();
       if (card.dataset.id === job.id) {
         stopFollowing();
         card.hidden = true;
@@ -310,5 +464,5 @@ export function mountFiles(root, { stats, banner }) {
   $("jobs-refresh").addEventListener("click", () => loadList(true));
   more.addEventListener("click", () => loadList(false));
 
-  return { loadList, handleFile };
+  return { loadList, handleFile, halt: stopFollowing };
 }

@@ -16,6 +16,15 @@ export function withToken(websocketUrl, token) {
   return url.toString();
 }
 
+/** Move focus from a button that is about to disable itself to one that stays usable. */
+export function handFocus(from, to) {
+  if (document.activeElement === from && to && !to.disabled) to.focus();
+}
+
+function clock(date = new Date()) {
+  return date.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+}
+
 export function mountStt(root, { stats, config = {} }) {
   // 16 kHz unless the service is configured otherwise (TOKEN_STREAMING_SAMPLE_RATE).
   const RATE = config.stt_sample_rate || DEFAULT_RATE;
@@ -30,8 +39,18 @@ export function mountStt(root, { stats, config = {} }) {
   let capture = null;
   let stopping = false;
   let terminated = null; // resolves when Termination arrives or the socket closes
+  let refocus = false;
+  let sessions = 0; // sessions started on this page (a divider goes between them)
   const turns = new Map(); // turn_order → element
-  const s = (stats.stt = { framesSent: 0, bytesSent: 0, turns: 0, finals: 0, state: "idle", closeCode: null });
+  const s = (stats.stt = {
+    framesSent: 0,
+    bytesSent: 0,
+    turns: 0,
+    finals: 0,
+    state: "idle",
+    closeCode: null,
+    sessions: 0,
+  });
 
   function setStatus(text, kind = "") {
     status.textContent = text;
@@ -45,12 +64,16 @@ export function mountStt(root, { stats, config = {} }) {
     if (!el) {
       el = document.createElement("p");
       el.className = "turn";
+      el.dataset.at = clock();
       turns.set(msg.turn_order, el);
       turnsBox.append(el);
       s.turns += 1;
     }
     el.classList.toggle("partial", !msg.end_of_turn);
     el.replaceChildren();
+    const time = document.createElement("time");
+    time.textContent = el.dataset.at; // when the turn began, on this computer's clock
+    el.append(time);
     if (msg.speaker_label) {
       const who = document.createElement("span");
       who.className = "speaker";
@@ -127,6 +150,7 @@ export function mountStt(root, { stats, config = {} }) {
 
   async function beginCapture() {
     capture = await startCapture({
+      deviceId: $("stt-mic").value,
       targetRate: RATE,
       frameMs: clampFrameMs($("stt-frame").value),
       processing: readProcessing(root),
@@ -138,20 +162,50 @@ export function mountStt(root, { stats, config = {} }) {
 
   function fail(err) {
     setStatus(sentence(err), "error");
+    s.failed = sentence(err);
+    // The socket may be open (e.g. the microphone was refused after Begin): end the session
+    // properly, so it stops being billed, without its close replacing this message.
+    const socket = ws;
+    if (socket) {
+      socket.onclose = (event) => {
+        s.closeCode = event.code;
+        terminated?.resolve?.();
+      };
+      sendTerminate();
+      if (socket.readyState === WebSocket.CONNECTING) socket.onopen = () => socket.close(1000, "failed");
+      else if (socket.readyState === WebSocket.OPEN) {
+        // Give Termination a moment, then close whatever the server did.
+        const ended = terminated; // this session's, even if Start is pressed again meanwhile
+        Promise.race([ended, new Promise((r) => setTimeout(r, TERMINATION_TIMEOUT_MS))]).then(() => {
+          if (socket.readyState === WebSocket.OPEN) socket.close(1000, "failed");
+        });
+      }
+    }
     cleanup();
+    startBtn.textContent = "Start";
   }
 
   async function start() {
     if (ws) return;
     unlockAudio(); // inside the click, before any await
-    startBtn.disabled = true;
     stopBtn.disabled = false;
+    handFocus(startBtn, stopBtn);
+    startBtn.disabled = true;
     stopping = false;
+    s.failed = null;
     s.terminateSent = false;
     s.terminated = false;
     s.closeCode = null;
     s.sendLog = [];
     turns.clear(); // turn_order starts again at 0 in a new session; earlier turns stay shown
+    sessions += 1;
+    s.sessions = sessions;
+    if (turnsBox.querySelector(".turn")) {
+      const divider = document.createElement("p");
+      divider.className = "divider";
+      divider.textContent = `New session, ${clock()}`;
+      turnsBox.append(divider);
+    }
     setStatus("Connecting…");
     try {
       // Every (re)connection mints a fresh single-use token.
@@ -160,6 +214,12 @@ export function mountStt(root, { stats, config = {} }) {
       s.sampleRate = RATE;
       if ($("stt-speakers").checked) options.speaker_labels = true;
       const grant = await api("/api/tokens/streaming", { method: "POST", body: options });
+      if (stopping) {
+        // Stopped before the connection was made: nothing to end.
+        cleanup();
+        setStatus("Stopped");
+        return;
+      }
       ws = new WebSocket(withToken(grant.websocket_url, grant.token));
       ws.binaryType = "arraybuffer";
       let resolve;
@@ -192,8 +252,18 @@ export function mountStt(root, { stats, config = {} }) {
   }
 
   async function stop() {
-    if (!ws) return;
+    if (!ws) {
+      // Stop while the token is still being minted: the start gives up when it arrives.
+      if (startBtn.disabled && !stopping) {
+        stopping = true;
+        refocus = document.activeElement === stopBtn;
+        stopBtn.disabled = true;
+        setStatus("Stopping…");
+      }
+      return;
+    }
     stopping = true;
+    refocus = document.activeElement === stopBtn; // Start gets it back once enabled
     stopBtn.disabled = true;
     setStatus("Finishing…");
     // The capture's last partial frame goes out before Terminate.
@@ -214,15 +284,39 @@ export function mountStt(root, { stats, config = {} }) {
     clearTimeout(drainTimer);
     drainTimer = null;
     ws = null;
+    // Words still dimmed when the session ends will not firm up now: show them as cut off.
+    for (const el of turnsBox.querySelectorAll(".turn.partial")) {
+      el.classList.remove("partial");
+      el.classList.add("unfinished");
+    }
     startBtn.disabled = false;
+    if (refocus || document.activeElement === stopBtn) startBtn.focus();
+    refocus = false;
     stopBtn.disabled = true;
     if (!stopping) return;
     startBtn.textContent = "Start";
   }
 
+  function clear() {
+    for (const el of [...turnsBox.children]) el.remove();
+    turns.clear();
+    const empty = document.createElement("p");
+    empty.className = "muted empty";
+    empty.textContent = "Cleared. Press Start and speak.";
+    turnsBox.append(empty);
+  }
+
   startBtn.addEventListener("click", start);
   stopBtn.addEventListener("click", stop);
+  $("stt-clear").addEventListener("click", clear);
   // Closing or leaving the page still ends the session, so it stops being billed.
   addEventListener("pagehide", sendTerminate);
-  return { start, stop };
+  return {
+    start,
+    stop,
+    clear,
+    halt: () => (ws ? stop() : undefined),
+    // For tests: drop the socket as a network failure would.
+    drop: () => ws?.close(4000, "test drop"),
+  };
 }

@@ -412,6 +412,10 @@ def test_voice_agent_session_playback_tools_interruption_resume(page: Any, emula
     playback = stats(page, "agent.playback")
     assert playback["flushes"] >= 1, playback
     wait_for(page, "window.__aaiStats.agent.playback.buffered === 0")
+    # Bubbles say who spoke; the tool call is a system note.
+    assert page.locator("#agent-log .msg.user .who-said").first.inner_text() == "You:"
+    assert page.locator("#agent-log .msg.agent .who-said").first.inner_text() == "Agent:"
+    assert page.locator("#agent-log .msg.system.tool").count() >= 1
     screenshot(page, "agent")
 
     # A dropped connection resumes the session with a fresh token.

@@ -125,3 +125,43 @@ async def test_cors_preflight_allowed_and_refused(make_app: Callable[..., Any]) 
         # A simple request from another origin gets no CORS grant either.
         simple = await client.get("/healthz", headers={"Origin": EVIL})
         assert "access-control-allow-origin" not in simple.headers
+
+
+async def test_reading_the_session_signed_out_is_an_answer_not_an_error(
+    make_app: Callable[..., Any], committed_key: Callable[..., Any]
+) -> None:
+    raw, _ = await committed_key(STREAMING)
+    async with make_app(cors_origins=[APP_ORIGIN]) as app, client_for(app) as client:
+        # No credentials: the page asks at load; a signed-out visitor is not an error.
+        nobody = await client.get("/api/session")
+        assert nobody.status_code == 200, nobody.text
+        assert nobody.json()["signed_in"] is False
+        assert "set-cookie" not in nobody.headers
+        # Every other route still refuses without credentials.
+        assert (await client.post("/api/tokens/streaming")).status_code == 401
+        # A refused Authorization header stays 401: explicit credentials were wrong.
+        wrong = await client.get("/api/session", headers={"Authorization": "aaip_wrong12345"})
+        assert wrong.status_code == 401
+        # A live cookie: signed in.
+        await client.post("/api/session", json={"key": raw})
+        me = await client.get("/api/session")
+        assert me.json()["signed_in"] is True
+        assert me.json()["via"] == "session"
+        # An ended cookie: signed out, and the dead cookie is cleared.
+        cookie_value = client.cookies["aaip_session"]
+        assert (
+            await client.delete("/api/session", headers={"Origin": APP_ORIGIN})
+        ).status_code == 204
+        client.cookies.set("aaip_session", cookie_value)
+        ended = await client.get("/api/session")
+        assert ended.status_code == 200
+        assert ended.json() == {"signed_in": False, "detail": ended.json()["detail"]}
+        assert "ended" in ended.json()["detail"]
+        assert "aaip_session" in ended.headers["set-cookie"]
+        assert cookie_value not in ended.text
+        # The OpenAPI document says so.
+        schema = (await client.get("/openapi.json")).json()
+        read = schema["paths"]["/api/session"]["get"]["responses"]
+        assert "200" in read
+        assert "401" in read
+        assert "SignedOut" in str(read["200"])

@@ -59,3 +59,13 @@ async def test_client_can_be_turned_off(make_settings: Callable[..., Settings]) 
         assert (await c.get("/")).status_code == 404
         assert (await c.get("/js/app.js")).status_code == 404
         assert (await c.get("/api/voices")).status_code == 200
+
+
+async def test_favicon_is_served_at_both_addresses(client: AsyncClient) -> None:
+    for path in ("/favicon.svg", "/favicon.ico"):
+        icon = await client.get(path)
+        assert icon.status_code == 200, path
+        assert icon.headers["content-type"].startswith("image/svg+xml"), path
+        assert icon.text.lstrip().startswith("<svg"), path
+    page = (await client.get("/")).text
+    assert '<link rel="icon" href="/favicon.svg"' in page
