@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from app.audit.router import router as audit_router
+from app.core.boundary import TrustedProxies
 from app.core.config import Settings, get_settings
 from app.core.db import create_engine, create_sessionmaker
 from app.core.errors import register_error_handlers
@@ -108,6 +109,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     app.state.schema_heads = script_heads()
     # The compatible mint routes and AssemblyAI's webhook skip the stack below (ProxyApp).
     app.shortcuts = (MintShortcut(), WebhookShortcut())
+    app.trusted_proxies = TrustedProxies(settings.forwarded_allow_ips)
     # Only configured origins; credentials so the session cookie rides along.
     app.add_middleware(
         CORSMiddleware,

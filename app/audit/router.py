@@ -11,6 +11,7 @@ from fastapi import APIRouter, Query, Request
 
 from app.audit import service
 from app.audit.schemas import AuditPage, AuditRead, Budget, KeyUsage, UsageReport
+from app.core.boundary import BoundaryRoute
 from app.core.db import utcnow
 from app.core.deps import SessionDep
 from app.core.errors import BadRequest, Forbidden
@@ -20,7 +21,7 @@ from app.tokens.service import TokenRuntime
 
 logger = logging.getLogger(__name__)
 
-router = APIRouter(prefix="/api", tags=["audit"])
+router = APIRouter(prefix="/api", tags=["audit"], route_class=BoundaryRoute)
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"description": "A bad cursor or time range"},

@@ -4,13 +4,14 @@ import uuid
 
 from fastapi import APIRouter, Request, status
 
+from app.core.boundary import BoundaryRoute
 from app.core.deps import SessionDep, client_ip
 from app.keys import service
 from app.keys.auth import AdminDep
 from app.keys.schemas import KeyCreate, KeyCreated, KeyRead
 from app.webhooks.signing import create_signing_secret
 
-router = APIRouter(prefix="/api/keys", tags=["keys"])
+router = APIRouter(prefix="/api/keys", tags=["keys"], route_class=BoundaryRoute)
 
 _AUTH_ERRORS: dict[int | str, dict[str, str]] = {
     401: {"description": "Missing or invalid key"},

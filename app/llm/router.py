@@ -3,7 +3,6 @@ transcript summaries."""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import socket
@@ -14,9 +13,10 @@ from fastapi import APIRouter, BackgroundTasks, Depends, Request, Response, stat
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.core.boundary import BoundaryRoute, parse_json
 from app.core.config import Settings
 from app.core.deps import SessionDep, SettingsDep, UpstreamDep, read_limited
-from app.core.errors import BadRequest, Conflict, NotFound
+from app.core.errors import Conflict, NotFound
 from app.keys.schemas import Scope
 from app.keys.service import Principal
 from app.llm import policy, service, summaries
@@ -29,7 +29,7 @@ from app.upstream.client import Upstream
 
 logger = logging.getLogger(__name__)
 
-router = APIRouter(tags=["llm"])
+router = APIRouter(tags=["llm"], route_class=BoundaryRoute)
 
 # Any caller kind (proxy key, app session cookie, app JWT) resolves to its key's scopes.
 # Requesting a summary spends LLM tokens (`llm`); reading summaries is a transcript read.
@@ -70,17 +70,14 @@ async def chat_completions(
     upstream: UpstreamDep,
 ) -> Response:
     """Create a chat completion through LLM Gateway (governed; `stream: true` passed through)."""
-    try:
-        body = json.loads(
-            await read_limited(
-                request,
-                settings.llm_max_request_bytes,
-                f"The request body is over LLM_MAX_REQUEST_BYTES "
-                f"({settings.llm_max_request_bytes} bytes).",
-            )
+    body = parse_json(
+        await read_limited(
+            request,
+            settings.llm_max_request_bytes,
+            f"The request body is over LLM_MAX_REQUEST_BYTES "
+            f"({settings.llm_max_request_bytes} bytes).",
         )
-    except ValueError as exc:
-        raise BadRequest("The body must be JSON.") from exc
+    )
     payload, model, reserve_tokens = service.prepare(body, settings)
     await service.check_transcript_access(session, principal.key_id, payload)
     # End the request's transaction before a call that may take a minute: authentication

@@ -6,6 +6,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.core.boundary import INT32_MAX
+
 EndUser = Annotated[str, Field(min_length=1, max_length=200)]
 Keyterm = Annotated[str, Field(min_length=1, max_length=50)]
 
@@ -80,7 +82,7 @@ class TokenPolicyUpdate(BaseModel):
 
     max_expires_in_s: int | None = Field(None, ge=1, le=600)
     max_session_s: int | None = Field(None, ge=60, le=10800)
-    key_mints_per_minute: int | None = Field(None, ge=0)
-    end_user_mints_per_minute: int | None = Field(None, ge=0)
-    key_daily_session_s: int | None = Field(None, ge=0)
-    end_user_daily_session_s: int | None = Field(None, ge=0)
+    key_mints_per_minute: int | None = Field(None, ge=0, le=INT32_MAX)
+    end_user_mints_per_minute: int | None = Field(None, ge=0, le=INT32_MAX)
+    key_daily_session_s: int | None = Field(None, ge=0, le=INT32_MAX)
+    end_user_daily_session_s: int | None = Field(None, ge=0, le=INT32_MAX)
