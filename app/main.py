@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from app.audit.router import router as audit_router
+from app.core import boundary_openapi
 from app.core.boundary import TrustedProxies
 from app.core.config import Settings, get_settings
 from app.core.db import create_engine, create_sessionmaker
@@ -132,4 +133,5 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     app.include_router(tokens_router)
     app.include_router(audit_router)
     mount_client(app)
+    boundary_openapi.install(app)
     return app

@@ -26,11 +26,12 @@ import json
 import math
 import re
 from collections.abc import Callable, Coroutine, Iterable
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import parse_qsl
 
 from fastapi import HTTPException
 from fastapi.routing import APIRoute
+from pydantic import BeforeValidator
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Scope
@@ -292,3 +293,31 @@ class BoundaryRoute(APIRoute):
             return await handler(BoundaryRequest(request.scope, request.receive, request._send))
 
         return route
+
+
+# --- Numbers and times as the document says them ---------------------------------------------
+
+
+def _json_integer(value: object) -> object:
+    """JSON Schema's integer: 3 and 3.0, never `true` or "3" (pydantic's lax mode takes
+    both, so a schema-violating request would be accepted)."""
+    if isinstance(value, bool) or isinstance(value, str):
+        raise ValueError("must be an integer")
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def _not_a_number(value: object) -> object:
+    """A date or date-time given as text: pydantic alone takes `0.5` or `1700000000` as a
+    Unix time, which the document (format date / date-time) does not allow."""
+    if isinstance(value, str) and re.fullmatch(r"\s*[-+]?[\d.eE+-]+\s*", value):
+        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value.strip()):
+            raise ValueError("must be an ISO 8601 date or date-time, not a number")
+    return value
+
+
+# An integer as JSON Schema means it (request bodies).
+JsonInt = Annotated[int, BeforeValidator(_json_integer)]
+# A date or date-time query parameter: ISO 8601 text only.
+IsoTime = BeforeValidator(_not_a_number)

@@ -152,17 +152,33 @@ def register_error_handlers(app: FastAPI) -> None:
         return error_response(422, "ValidationError", _describe_validation(exc), errors=errors)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         name = _HTTP_NAMES.get(exc.status_code, "HTTPError")
         response = error_response(exc.status_code, name, str(exc.detail))
         if exc.headers:
             response.headers.update(exc.headers)
+        if exc.status_code == 405:
+            # Starlette names the methods of the first route on the path only; a path
+            # served by several routes (GET and POST /v2/transcript) allows them all.
+            response.headers["Allow"] = ", ".join(allowed_methods(app, request.url.path))
         return response
 
     @app.exception_handler(Exception)
     async def _unhandled(_: Request, exc: Exception) -> JSONResponse:
         # Reached only for errors outside RequestIdMiddleware, which answers the rest.
         return unhandled_error_response(exc)
+
+
+def allowed_methods(app: FastAPI, path: str) -> list[str]:
+    """Every method some route serves at `path`, in a stable order."""
+    methods: set[str] = set()
+    for route in app.router.routes:
+        route_methods = getattr(route, "methods", None)
+        regex = getattr(route, "path_regex", None)
+        if route_methods and regex is not None and regex.match(path):
+            methods.update(route_methods)
+    order = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
+    return sorted(methods, key=lambda m: (order.index(m) if m in order else len(order), m))
 
 
 def unhandled_error_response(exc: BaseException) -> JSONResponse:

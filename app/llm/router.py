@@ -7,7 +7,7 @@ import logging
 import os
 import socket
 import uuid
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, BackgroundTasks, Depends, Request, Response, status
 from sqlalchemy import select
@@ -61,7 +61,30 @@ _SUMMARY_ERRORS: dict[int | str, dict[str, str]] = {
 }
 
 
-@router.post("/v1/chat/completions", responses=_CHAT_ERRORS)
+# Parsed by the route itself (passed through to LLM Gateway); documented here.
+_CHAT_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["model", "messages"],
+                    "properties": {
+                        "model": {"type": "string", "maxLength": 100},
+                        "messages": {"type": "array", "minItems": 1, "items": {"type": "object"}},
+                        "max_tokens": {"type": "integer", "minimum": 1},
+                        "stream": {"type": "boolean"},
+                    },
+                    "additionalProperties": True,
+                }
+            }
+        },
+    }
+}
+
+
+@router.post("/v1/chat/completions", responses=_CHAT_ERRORS, openapi_extra=_CHAT_BODY)
 async def chat_completions(
     request: Request,
     principal: LlmDep,

@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.core.boundary import BoundaryRoute, parse_json
+from app.core.boundary import BoundaryRoute, IsoTime, parse_json
 from app.core.config import Settings
 from app.core.deps import SessionDep, SettingsDep, UpstreamDep, read_limited
 from app.core.errors import BadRequest, NotFound
@@ -58,6 +58,10 @@ IdempotencyKey = Annotated[
     ),
 ]
 
+
+CreatedOnQuery = Annotated[
+    date | None, IsoTime, Query(description="Only jobs created that UTC day")
+]
 TranscriptIdQuery = Annotated[
     str | None,
     Query(
@@ -208,7 +212,7 @@ async def list_v2(
     principal: TranscriptsDep,
     limit: Annotated[int, Query(ge=1, le=200)] = 10,
     status: Literal["queued", "processing", "completed", "error"] | None = None,
-    created_on: date | None = None,
+    created_on: CreatedOnQuery = None,
     before_id: TranscriptIdQuery = None,
     after_id: TranscriptIdQuery = None,
     throttled_only: bool | None = None,
