@@ -26,7 +26,7 @@ import json
 import math
 import re
 from collections.abc import Callable, Coroutine, Iterable
-from typing import Annotated, Any
+from typing import Any
 from urllib.parse import parse_qsl
 
 from fastapi import HTTPException
@@ -317,7 +317,8 @@ def _not_a_number(value: object) -> object:
     return value
 
 
-# An integer as JSON Schema means it (request bodies).
-JsonInt = Annotated[int, BeforeValidator(_json_integer)]
+# An integer as JSON Schema means it (request bodies), used after the field's constraints
+# (so the document keeps them as minimum/maximum): `Annotated[int, Field(ge=1), JSON_INT]`.
+JSON_INT = BeforeValidator(_json_integer)
 # A date or date-time query parameter: ISO 8601 text only.
 IsoTime = BeforeValidator(_not_a_number)

@@ -9,6 +9,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
+from starlette.types import Scope
 
 from app.core.logging import request_id_var
 
@@ -160,7 +162,7 @@ def register_error_handlers(app: FastAPI) -> None:
         if exc.status_code == 405:
             # Starlette names the methods of the first route on the path only; a path
             # served by several routes (GET and POST /v2/transcript) allows them all.
-            response.headers["Allow"] = ", ".join(allowed_methods(app, request.url.path))
+            response.headers["Allow"] = ", ".join(allowed_methods(app, request.scope))
         return response
 
     @app.exception_handler(Exception)
@@ -169,16 +171,14 @@ def register_error_handlers(app: FastAPI) -> None:
         return unhandled_error_response(exc)
 
 
-def allowed_methods(app: FastAPI, path: str) -> list[str]:
-    """Every method some route serves at `path`, in a stable order."""
-    methods: set[str] = set()
-    for route in app.router.routes:
-        route_methods = getattr(route, "methods", None)
-        regex = getattr(route, "path_regex", None)
-        if route_methods and regex is not None and regex.match(path):
-            methods.update(route_methods)
-    order = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
-    return sorted(methods, key=lambda m: (order.index(m) if m in order else len(order), m))
+def allowed_methods(app: FastAPI, scope: Scope) -> list[str]:
+    """Every method some route serves at this request's path (routing asked per method)."""
+    allowed = []
+    for method in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"):
+        probe = {**scope, "method": method}
+        if any(route.matches(probe)[0] == Match.FULL for route in app.router.routes):
+            allowed.append(method)
+    return allowed
 
 
 def unhandled_error_response(exc: BaseException) -> JSONResponse:

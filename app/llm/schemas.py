@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from app.core.boundary import JsonInt
+from app.core.boundary import JSON_INT
 
 Preset = Literal["bullets", "paragraph", "chapters", "action_items", "custom"]
 PRESETS: tuple[str, ...] = ("bullets", "paragraph", "chapters", "action_items", "custom")
@@ -51,7 +51,7 @@ class SummaryRequest(BaseModel):
     preset: Preset | None = None
     prompt: str | None = Field(None, min_length=1, max_length=20_000)
     model: str | None = Field(None, max_length=100)
-    bullets: JsonInt | None = Field(None, ge=1, le=50)
+    bullets: Annotated[int, Field(ge=1, le=50), JSON_INT] | None = None
 
     @model_validator(mode="after")
     def _one_kind(self) -> SummaryRequest:

@@ -18,12 +18,12 @@ from pydantic import SecretStr
 from schemathesis.config._checks import PositiveDataAcceptanceConfig
 
 from app.core.config import Settings
-from app.main import create_app
 from app.keys.schemas import ALL_SCOPES
+from app.main import create_app
 from tests.live import Proc, create_key_in, run_service
 
 # Bounded so the whole run stays well under 3 minutes on a 2-core machine.
-MAX_EXAMPLES = 25
+MAX_EXAMPLES = 20
 
 
 @pytest.fixture(scope="module")
