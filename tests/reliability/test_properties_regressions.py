@@ -10,16 +10,24 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import jsonschema_rs
 import pytest
 from fastapi import FastAPI
+from fastapi.routing import APIRoute
 from httpx import AsyncClient
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from app.core.boundary import MAX_JSON_DEPTH, TrustedProxies, apply_forwarded, parse_json
+from app.core.boundary import (
+    MAX_JSON_DEPTH,
+    BoundaryRoute,
+    TrustedProxies,
+    apply_forwarded,
+    parse_json,
+)
 from app.core.db import create_sessionmaker, utcnow
 from app.core.security import hash_key
 from app.keys import service as keys_service
@@ -341,3 +349,19 @@ async def test_an_empty_list_cursor_is_no_cursor(client: AsyncClient, admin_key:
     for query in ("before_id=", "after_id=", "before_id=&after_id="):
         response = await client.get(f"/v2/transcript?{query}", headers=auth)
         assert response.status_code == 200, (query, response.text)
+
+
+def _routes(routes: Any) -> Iterator[Any]:
+    for route in routes:
+        included = getattr(route, "original_router", None)  # FastAPI includes lazily
+        if included is not None:
+            yield from _routes(included.routes)
+        else:
+            yield route
+
+
+def test_every_route_crosses_the_boundary(app: FastAPI) -> None:
+    """By construction: every API route decodes JSON through parse_json."""
+    api_routes = [r for r in _routes(app.routes) if isinstance(r, APIRoute)]
+    assert len(api_routes) > 30
+    assert [r.path for r in api_routes if not isinstance(r, BoundaryRoute)] == []
