@@ -9,7 +9,7 @@ import socket
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, BackgroundTasks, Depends, Request, Response, status
+from fastapi import APIRouter, BackgroundTasks, Depends, Path, Request, Response, status
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -35,6 +35,9 @@ router = APIRouter(tags=["llm"], route_class=BoundaryRoute)
 # Requesting a summary spends LLM tokens (`llm`); reading summaries is a transcript read.
 LlmDep = Annotated[Principal, Depends(require_caller_scope(Scope.llm.value))]
 TranscriptsDep = Annotated[Principal, Depends(require_caller_scope(Scope.transcripts.value))]
+
+# Our job id or AssemblyAI's transcript id.
+TranscriptIdPath = Annotated[str, Path(max_length=100)]
 
 # Identifies this process's claims on summaries run right after a request.
 API_OWNER = f"{socket.gethostname()}:{os.getpid()}:api"
@@ -171,7 +174,7 @@ async def run_now(
     responses={**_SUMMARY_ERRORS, 200: {"description": "The existing summary"}},
 )
 async def create_summary(
-    transcript_id: str,
+    transcript_id: TranscriptIdPath,
     body: SummaryRequest,
     request: Request,
     response: Response,
@@ -205,7 +208,7 @@ async def create_summary(
     responses={404: {"description": "No such transcript for this key"}, **_AUTH_ERRORS},
 )
 async def list_summaries(
-    transcript_id: str, principal: TranscriptsDep, session: SessionDep
+    transcript_id: TranscriptIdPath, principal: TranscriptsDep, session: SessionDep
 ) -> list[SummaryRead]:
     """List a transcript's summaries with their status, result and usage."""
     job = await owned_job(session, principal, transcript_id)
@@ -218,7 +221,10 @@ async def list_summaries(
     responses={404: {"description": "No such transcript or summary for this key"}, **_AUTH_ERRORS},
 )
 async def get_summary(
-    transcript_id: str, summary_id: uuid.UUID, principal: TranscriptsDep, session: SessionDep
+    transcript_id: TranscriptIdPath,
+    summary_id: uuid.UUID,
+    principal: TranscriptsDep,
+    session: SessionDep,
 ) -> SummaryRead:
     """One summary of a transcript."""
     job = await owned_job(session, principal, transcript_id)

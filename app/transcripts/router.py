@@ -369,7 +369,7 @@ async def list_api(
     principal: TranscriptsDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     status: JobStatus | None = None,
-    cursor: str | None = None,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> JobList:
     """List this key's jobs, newest first, with cursor pagination."""
     jobs, next_position = await service.list_jobs(
