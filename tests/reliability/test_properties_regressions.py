@@ -365,3 +365,31 @@ def test_every_route_crosses_the_boundary(app: FastAPI) -> None:
     api_routes = [r for r in _routes(app.routes) if isinstance(r, APIRoute)]
     assert len(api_routes) > 30
     assert [r.path for r in api_routes if not isinstance(r, BoundaryRoute)] == []
+
+
+async def test_a_websocket_with_nul_in_its_query_is_closed_before_accept(app: FastAPI) -> None:
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "websocket.connect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "websocket",
+        "path": "/v3/ws",
+        "raw_path": b"/v3/ws",
+        "query_string": b"token=a%00b",
+        "headers": [],
+        "client": ("127.0.0.1", 5000),
+        "root_path": "",
+    }
+    await app(scope, receive, send)
+    assert sent == [
+        {
+            "type": "websocket.close",
+            "code": 1008,
+            "reason": "The query parameter `token` contains a NUL character.",
+        }
+    ]
