@@ -285,7 +285,9 @@ def serve(
                 reload=reload,
                 log_config=None,
                 access_log=settings.access_log,
-                proxy_headers=True,
+                # X-Forwarded-For is parsed strictly by the app itself (FORWARDED_ALLOW_IPS; see
+                # app/core/boundary.py): uvicorn's parser would pass `unknown` on as the client.
+                proxy_headers=False,
                 # uvicorn's httptools protocol plus the body tap for uploads (see there).
                 http="app.core.http_server:TapProtocol",
             )

@@ -11,7 +11,8 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from app.audit.router import router as audit_router
-from app.core import http_server
+from app.core import boundary_openapi, http_server
+from app.core.boundary import TrustedProxies
 from app.core.config import Settings, get_settings
 from app.core.db import create_engine, create_sessionmaker
 from app.core.errors import register_error_handlers
@@ -121,6 +122,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     app.state.schema_heads = script_heads()
     # The compatible mint routes and AssemblyAI's webhook skip the stack below (ProxyApp).
     app.shortcuts = (MintShortcut(), WebhookShortcut())
+    app.trusted_proxies = TrustedProxies(settings.forwarded_allow_ips)
     # Only configured origins; credentials so the session cookie rides along.
     app.add_middleware(
         CORSMiddleware,
@@ -149,4 +151,5 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     app.include_router(audit_router)
     mount_docs(app)
     mount_client(app)
+    boundary_openapi.install(app)
     return app

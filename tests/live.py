@@ -158,6 +158,7 @@ def run_service(
         "warning",
         "--http",
         "app.core.http_server:TapProtocol",
+        "--no-proxy-headers",  # as `aai-proxy serve`: the app parses X-Forwarded-For
     ]
     full_env = {**service_env(database_url, emulator_url, port), **(env or {})}
     with run_process("service", args, full_env, port) as proc:

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Query, Request
 
 from app.audit import service
 from app.audit.schemas import AuditPage, AuditRead, Budget, KeyUsage, UsageReport
+from app.core.boundary import BoundaryRoute, IsoTime
 from app.core.db import utcnow
 from app.core.deps import SessionDep
 from app.core.errors import BadRequest, Forbidden
@@ -20,7 +21,7 @@ from app.tokens.service import TokenRuntime
 
 logger = logging.getLogger(__name__)
 
-router = APIRouter(prefix="/api", tags=["audit"])
+router = APIRouter(prefix="/api", tags=["audit"], route_class=BoundaryRoute)
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"description": "A bad cursor or time range"},
@@ -43,8 +44,8 @@ async def list_audit(
     end_user: Annotated[str | None, Query(max_length=200)] = None,
     action: Annotated[str | None, Query(max_length=64)] = None,
     outcome: Annotated[str | None, Query(max_length=32)] = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: Annotated[datetime | None, IsoTime] = None,
+    until: Annotated[datetime | None, IsoTime] = None,
     cursor: Annotated[str | None, Query(max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> AuditPage:
@@ -82,8 +83,8 @@ async def usage(
     session: SessionDep,
     caller: CallerDep,
     key_id: uuid.UUID | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: Annotated[datetime | None, IsoTime] = None,
+    until: Annotated[datetime | None, IsoTime] = None,
 ) -> UsageReport:
     """Token grants, refusals and granted session-seconds per key and end user (default:
     today, UTC)."""

@@ -37,7 +37,10 @@ def decode_cursor(cursor: str) -> int:
         text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         if not text.startswith("a"):
             raise ValueError(text)
-        return int(text[1:])
+        last_id = int(text[1:])
+        if not 0 < last_id < 2**63:  # a bigint id
+            raise ValueError(text)
+        return last_id
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise BadRequest("cursor is not one this service gave out.") from None
 

@@ -237,6 +237,8 @@ class Settings(BaseSettings):
     key_cache_ttl_s: float = Field(5.0, ge=0)
     # Browser origins allowed by CORS and by the Origin check on cookie-authenticated writes.
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Peers (addresses, networks, or `*`) whose X-Forwarded-For/-Proto are believed.
+    forwarded_allow_ips: str = "127.0.0.1,::1"
     session_cookie_name: str = "aaip_session"
     session_ttl_s: int = Field(8 * 3600, ge=60)
     # None = Secure when the request (or PUBLIC_BASE_URL) is https.

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core.boundary import valid_ip
 from app.core.config import Settings
 from app.core.db import get_session
 from app.core.errors import PayloadTooLarge
@@ -19,8 +20,10 @@ def _settings(request: Request) -> Settings:
 
 
 def client_ip(request: Request) -> str | None:
-    """The peer address as the ASGI server saw it (None when the transport has none)."""
-    return request.client.host if request.client else None
+    """The client's IP address (the peer's, or what a trusted proxy forwarded: see
+    app/core/boundary.py); None when there is none or it is not an IP address (a Unix
+    socket, a server that rewrote it), so nothing unparsed reaches an INET column."""
+    return valid_ip(request.client.host) if request.client else None
 
 
 async def read_limited(request: Request, limit: int, too_large: str) -> bytes:

@@ -11,9 +11,10 @@ from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.core.boundary import TrustedProxies, apply_forwarded, refusal_body, scope_refusal
 from app.core.errors import AppError, unhandled_error_response
 from app.core.logging import request_id_var
 
@@ -96,8 +97,17 @@ class ProxyApp(FastAPI):
     shortcuts: tuple[Shortcut, ...] = ()
     # Records a served shortcut request (route, method, status, seconds): app/metrics.
     observe: Callable[[str, str, int, float], None] | None = None
+    # Peers whose X-Forwarded-For is believed (FORWARDED_ALLOW_IPS); None: nobody's.
+    trusted_proxies: TrustedProxies | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            # The input boundary (app/core/boundary.py): before anything reads the request.
+            if self.trusted_proxies is not None:
+                apply_forwarded(scope, self.trusted_proxies)
+            if (refusal := scope_refusal(scope)) is not None:
+                await _refuse(refusal, scope, receive, send)
+                return
         # Behind a root_path (the app's or the server's) routing is left to the router.
         if scope["type"] == "http" and not (self.root_path or scope.get("root_path")):
             endpoint = None
@@ -137,6 +147,21 @@ class ProxyApp(FastAPI):
             return response.status_code
         finally:
             request_id_var.reset(token)
+
+
+async def _refuse(detail: str, scope: Scope, receive: Receive, send: Send) -> None:
+    """Answer a request refused at the boundary: 400 (a WebSocket: closed before accept)."""
+    if scope["type"] == "websocket":
+        await send({"type": "websocket.close", "code": 1008, "reason": detail[:120]})
+        return
+    incoming = None
+    for name, value in scope["headers"]:
+        if name == b"x-request-id":
+            incoming = value.decode("latin-1")
+            break
+    response = JSONResponse(refusal_body(scope["path"], detail), status_code=400)
+    response.raw_headers.append((b"x-request-id", _request_id(incoming).encode()))
+    await response(scope, receive, send)
 
 
 def _request_id_or_none_for_browsers(scope: Scope) -> str | None:

@@ -7,9 +7,10 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.core.boundary import BoundaryRoute
 from app.core.errors import error_response
 
-router = APIRouter(tags=["health"])
+router = APIRouter(tags=["health"], route_class=BoundaryRoute)
 
 
 @router.get("/healthz")

@@ -4,6 +4,7 @@ import uuid
 
 from fastapi import APIRouter, Request, status
 
+from app.core.boundary import BoundaryRoute
 from app.core.deps import SessionDep, SettingsDep, client_ip
 from app.core.secretbox import secret_box
 from app.keys import service
@@ -11,7 +12,7 @@ from app.keys.auth import AdminDep
 from app.keys.schemas import KeyCreate, KeyCreated, KeyRead
 from app.webhooks.signing import create_signing_secret
 
-router = APIRouter(prefix="/api/keys", tags=["keys"])
+router = APIRouter(prefix="/api/keys", tags=["keys"], route_class=BoundaryRoute)
 
 _AUTH_ERRORS: dict[int | str, dict[str, str]] = {
     401: {"description": "Missing or invalid key"},

@@ -20,7 +20,7 @@ ALL_SCOPES = [s.value for s in Scope]
 
 class KeyCreate(BaseModel):
     name: str = Field(min_length=1, max_length=200)
-    scopes: list[Scope] = Field(min_length=1)
+    scopes: list[Scope] = Field(min_length=1, max_length=len(Scope))
 
 
 class KeyRead(BaseModel):

@@ -3,20 +3,20 @@ transcript summaries."""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import socket
 import uuid
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, BackgroundTasks, Depends, Request, Response, status
+from fastapi import APIRouter, BackgroundTasks, Depends, Path, Request, Response, status
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.core.boundary import BoundaryRoute, parse_json
 from app.core.config import Settings
 from app.core.deps import SessionDep, SettingsDep, UpstreamDep, read_limited
-from app.core.errors import BadRequest, Conflict, NotFound
+from app.core.errors import Conflict, NotFound
 from app.keys.schemas import Scope
 from app.keys.service import Principal
 from app.llm import policy, service, summaries
@@ -29,12 +29,15 @@ from app.upstream.client import Upstream
 
 logger = logging.getLogger(__name__)
 
-router = APIRouter(tags=["llm"])
+router = APIRouter(tags=["llm"], route_class=BoundaryRoute)
 
 # Any caller kind (proxy key, app session cookie, app JWT) resolves to its key's scopes.
 # Requesting a summary spends LLM tokens (`llm`); reading summaries is a transcript read.
 LlmDep = Annotated[Principal, Depends(require_caller_scope(Scope.llm.value))]
 TranscriptsDep = Annotated[Principal, Depends(require_caller_scope(Scope.transcripts.value))]
+
+# Our job id or AssemblyAI's transcript id.
+TranscriptIdPath = Annotated[str, Path(max_length=100)]
 
 # Identifies this process's claims on summaries run right after a request.
 API_OWNER = f"{socket.gethostname()}:{os.getpid()}:api"
@@ -68,7 +71,30 @@ _SUMMARY_ERRORS: dict[int | str, dict[str, str]] = {
 }
 
 
-@router.post("/v1/chat/completions", responses=_CHAT_ERRORS)
+# Parsed by the route itself (passed through to LLM Gateway); documented here.
+_CHAT_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["model", "messages"],
+                    "properties": {
+                        "model": {"type": "string", "maxLength": 100},
+                        "messages": {"type": "array", "minItems": 1, "items": {"type": "object"}},
+                        "max_tokens": {"type": "integer", "minimum": 1},
+                        "stream": {"type": "boolean"},
+                    },
+                    "additionalProperties": True,
+                }
+            }
+        },
+    }
+}
+
+
+@router.post("/v1/chat/completions", responses=_CHAT_ERRORS, openapi_extra=_CHAT_BODY)
 async def chat_completions(
     request: Request,
     principal: LlmDep,
@@ -77,17 +103,14 @@ async def chat_completions(
     upstream: UpstreamDep,
 ) -> Response:
     """Create a chat completion through LLM Gateway (governed; `stream: true` passed through)."""
-    try:
-        body = json.loads(
-            await read_limited(
-                request,
-                settings.llm_max_request_bytes,
-                f"The request body is over LLM_MAX_REQUEST_BYTES "
-                f"({settings.llm_max_request_bytes} bytes).",
-            )
+    body = parse_json(
+        await read_limited(
+            request,
+            settings.llm_max_request_bytes,
+            f"The request body is over LLM_MAX_REQUEST_BYTES "
+            f"({settings.llm_max_request_bytes} bytes).",
         )
-    except ValueError as exc:
-        raise BadRequest("The body must be JSON.") from exc
+    )
     payload, model, reserve_tokens = service.prepare(body, settings)
     await service.check_transcript_access(session, principal.key_id, payload)
     # End the request's transaction before a call that may take a minute: authentication
@@ -158,7 +181,7 @@ async def run_now(
     responses={**_SUMMARY_ERRORS, 200: {"description": "The existing summary"}},
 )
 async def create_summary(
-    transcript_id: str,
+    transcript_id: TranscriptIdPath,
     body: SummaryRequest,
     request: Request,
     response: Response,
@@ -192,7 +215,7 @@ async def create_summary(
     responses={404: {"description": "No such transcript for this key"}, **_AUTH_ERRORS},
 )
 async def list_summaries(
-    transcript_id: str, principal: TranscriptsDep, session: SessionDep
+    transcript_id: TranscriptIdPath, principal: TranscriptsDep, session: SessionDep
 ) -> list[SummaryRead]:
     """List a transcript's summaries with their status, result and usage."""
     job = await owned_job(session, principal, transcript_id)
@@ -205,7 +228,10 @@ async def list_summaries(
     responses={404: {"description": "No such transcript or summary for this key"}, **_AUTH_ERRORS},
 )
 async def get_summary(
-    transcript_id: str, summary_id: uuid.UUID, principal: TranscriptsDep, session: SessionDep
+    transcript_id: TranscriptIdPath,
+    summary_id: uuid.UUID,
+    principal: TranscriptsDep,
+    session: SessionDep,
 ) -> SummaryRead:
     """One summary of a transcript."""
     job = await owned_job(session, principal, transcript_id)

@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response, status
 from sqlalchemy import delete, update
 
+from app.core.boundary import BoundaryRoute
 from app.core.config import Settings
 from app.core.db import utcnow
 from app.core.deps import SessionDep, SettingsDep, client_ip
@@ -26,7 +27,7 @@ from app.sessions.auth import (
 from app.sessions.models import AppSession
 from app.sessions.schemas import SessionCreate, SessionRead, SignedOut
 
-router = APIRouter(prefix="/api/session", tags=["sessions"])
+router = APIRouter(prefix="/api/session", tags=["sessions"], route_class=BoundaryRoute)
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "Invalid key or no session"},

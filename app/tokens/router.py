@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from starlette.types import Scope
 
+from app.core.boundary import BoundaryRoute
 from app.core.config import Settings
 from app.core.deps import SessionDep, client_ip
 from app.core.errors import AppError, Forbidden
@@ -42,7 +43,7 @@ from app.tokens.service import (
 )
 from app.upstream.client import Upstream
 
-router = APIRouter(tags=["tokens"])
+router = APIRouter(tags=["tokens"], route_class=BoundaryRoute)
 
 NO_STORE = {"Cache-Control": "no-store"}
 _ERRORS: dict[int | str, dict[str, Any]] = {

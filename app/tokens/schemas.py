@@ -4,7 +4,9 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
+
+from app.core.boundary import INT32_MAX, JSON_INT
 
 EndUser = Annotated[str, Field(min_length=1, max_length=200)]
 Keyterm = Annotated[str, Field(min_length=1, max_length=50)]
@@ -19,11 +21,11 @@ class TokenResponse(BaseModel):
 class _TokenRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    expires_in_seconds: int | None = Field(
-        None, ge=1, le=600, description="How long the token may be redeemed (default: policy max)"
+    expires_in_seconds: Annotated[int, Field(ge=1, le=600), JSON_INT] | None = Field(
+        None, description="How long the token may be redeemed (default: policy max)"
     )
-    max_session_duration_seconds: int | None = Field(
-        None, ge=60, le=10800, description="Cap on the session length (default: policy max)"
+    max_session_duration_seconds: Annotated[int, Field(ge=60, le=10800), JSON_INT] | None = Field(
+        None, description="Cap on the session length (default: policy max)"
     )
     end_user: EndUser | None = Field(
         None,
@@ -35,17 +37,17 @@ class _TokenRequest(BaseModel):
 class StreamingTokenRequest(_TokenRequest):
     """Streaming options go into `websocket_url`; upstream validates them again on connect."""
 
-    sample_rate: int | None = Field(None, ge=8000, le=48000)
+    sample_rate: Annotated[int, Field(ge=8000, le=48000), JSON_INT] | None = None
     encoding: Literal["pcm_s16le", "pcm_mulaw"] | None = None
     speech_model: str | None = Field(None, pattern=r"^[a-z0-9][a-z0-9.\-]{0,63}$")
-    speaker_labels: bool | None = None
-    format_turns: bool | None = None
+    speaker_labels: StrictBool | None = None
+    format_turns: StrictBool | None = None
     keyterms_prompt: list[Keyterm] | None = Field(None, max_length=100)
     prompt: str | None = Field(None, min_length=1, max_length=2000)
     domain: Literal["medical-v1"] | None = None
-    min_turn_silence: int | None = Field(None, ge=0, le=10_000)
-    max_turn_silence: int | None = Field(None, ge=0, le=10_000)
-    inactivity_timeout: int | None = Field(None, ge=5, le=3600)
+    min_turn_silence: Annotated[int, Field(ge=0, le=10_000), JSON_INT] | None = None
+    max_turn_silence: Annotated[int, Field(ge=0, le=10_000), JSON_INT] | None = None
+    inactivity_timeout: Annotated[int, Field(ge=5, le=3600), JSON_INT] | None = None
 
 
 class AgentTokenRequest(_TokenRequest):
@@ -78,9 +80,13 @@ class TokenPolicyUpdate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    max_expires_in_s: int | None = Field(None, ge=1, le=600)
-    max_session_s: int | None = Field(None, ge=60, le=10800)
-    key_mints_per_minute: int | None = Field(None, ge=0)
-    end_user_mints_per_minute: int | None = Field(None, ge=0)
-    key_daily_session_s: int | None = Field(None, ge=0)
-    end_user_daily_session_s: int | None = Field(None, ge=0)
+    max_expires_in_s: Annotated[int, Field(ge=1, le=600), JSON_INT] | None = None
+    max_session_s: Annotated[int, Field(ge=60, le=10800), JSON_INT] | None = None
+    key_mints_per_minute: Annotated[int, Field(ge=0, le=INT32_MAX), JSON_INT] | None = None
+    end_user_mints_per_minute: Annotated[int, Field(ge=0, le=INT32_MAX), JSON_INT] | None = Field(
+        None
+    )
+    key_daily_session_s: Annotated[int, Field(ge=0, le=INT32_MAX), JSON_INT] | None = None
+    end_user_daily_session_s: Annotated[int, Field(ge=0, le=INT32_MAX), JSON_INT] | None = Field(
+        None
+    )

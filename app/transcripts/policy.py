@@ -66,9 +66,18 @@ class SubmitPlan:
         return str(self.params["audio_url"])
 
 
+# Longest URL (audio_url, webhook_url) and caller webhook header accepted; the header name
+# is a String(200) column.
+MAX_URL_LENGTH = 4096
+MAX_HEADER_NAME_LENGTH = 200
+MAX_HEADER_VALUE_LENGTH = 4096
+
+
 def _http_url(value: object, name: str) -> str:
     if not isinstance(value, str) or not value.strip():
         raise BadRequest(f"`{name}` must be a non-empty URL string.")
+    if len(value) > MAX_URL_LENGTH:
+        raise BadRequest(f"`{name}` is longer than {MAX_URL_LENGTH} characters.")
     parts = urlsplit(value.strip())
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise BadRequest(f"`{name}` must be an http(s) URL.")
@@ -131,6 +140,14 @@ def _caller_webhook(body: dict[str, Any]) -> CallerWebhook | None:
         raise BadRequest("`webhook_auth_header_name` must be a non-empty string.")
     if value is not None and not isinstance(value, str):
         raise BadRequest("`webhook_auth_header_value` must be a string.")
+    if name is not None and len(name) > MAX_HEADER_NAME_LENGTH:
+        raise BadRequest(
+            f"`webhook_auth_header_name` is longer than {MAX_HEADER_NAME_LENGTH} characters."
+        )
+    if value is not None and len(value) > MAX_HEADER_VALUE_LENGTH:
+        raise BadRequest(
+            f"`webhook_auth_header_value` is longer than {MAX_HEADER_VALUE_LENGTH} characters."
+        )
     return CallerWebhook(url=url, auth_header_name=name, auth_header_value=value)
 
 

@@ -3,17 +3,17 @@ unchanged) and the app surface under `/api/transcripts` (ids are our job ids).""
 
 from __future__ import annotations
 
-import json
 import uuid
 from datetime import UTC, date, datetime, time
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.core.boundary import BoundaryRoute, IsoTime, parse_json
 from app.core.config import Settings
 from app.core.deps import SessionDep, SettingsDep, UpstreamDep, read_limited
 from app.core.errors import BadRequest, NotFound
@@ -43,7 +43,7 @@ from app.uploads.router import open_body, upload_body
 from app.uploads.streaming import MultipartBody, is_multipart
 from app.upstream.client import Upstream
 
-router = APIRouter(tags=["transcripts"])
+router = APIRouter(tags=["transcripts"], route_class=BoundaryRoute)
 # The AssemblyAI-compatible surface answers errors in upstream's shape (app/uploads/compat.py).
 compat_router = APIRouter(tags=["transcripts"], route_class=CompatRoute)
 
@@ -58,6 +58,19 @@ IdempotencyKey = Annotated[
         description="Same key and body: the same job, no second submit. Other body: 409.",
     ),
 ]
+
+
+CreatedOnQuery = Annotated[
+    date | None, IsoTime, Query(description="Only jobs created that UTC day")
+]
+TranscriptIdQuery = Annotated[
+    str | None,
+    Query(
+        max_length=100,
+        description="A transcript id from this list (404 if unknown); empty = absent.",
+    ),
+]
+TranscriptIdPath = Annotated[str, Path(max_length=100, description="AssemblyAI's transcript id")]
 
 # A submit is a few parameters; even 1,000 key terms fit many times over.
 MAX_SUBMIT_BODY_BYTES = 1024 * 1024
@@ -153,10 +166,7 @@ async def _json_body(request: Request) -> Any:
         MAX_SUBMIT_BODY_BYTES,
         f"A submit body is limited to {MAX_SUBMIT_BODY_BYTES} bytes.",
     )
-    try:
-        return json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise BadRequest("The request body is not valid JSON.") from None
+    return parse_json(body)
 
 
 def _app_options(body: Any) -> tuple[Any, AppSubmitOptions]:
@@ -219,20 +229,26 @@ async def submit_v2(
     return JSONResponse(present(job, obj))
 
 
-@compat_router.get("/v2/transcript", response_model=TranscriptList, responses=_AUTH)
+@compat_router.get(
+    "/v2/transcript",
+    response_model=TranscriptList,
+    responses={**_AUTH, 404: {"description": "before_id or after_id is not a transcript here"}},
+)
 async def list_v2(
     request: Request,
     session: SessionDep,
     principal: TranscriptsDep,
     limit: Annotated[int, Query(ge=1, le=200)] = 10,
     status: Literal["queued", "processing", "completed", "error"] | None = None,
-    created_on: date | None = None,
-    before_id: str | None = None,
-    after_id: str | None = None,
+    created_on: CreatedOnQuery = None,
+    before_id: TranscriptIdQuery = None,
+    after_id: TranscriptIdQuery = None,
     throttled_only: bool | None = None,
 ) -> TranscriptList:
     """List this key's transcripts, newest first, in AssemblyAI's list shape."""
     del throttled_only  # accepted for compatibility; jobs here are never throttled
+    # An empty cursor (`?before_id=`) is no cursor, as upstream treats it.
+    before_id, after_id = before_id or None, after_id or None
     created = datetime.combine(created_on, time(), tzinfo=UTC) if created_on else None
     page = await service.list_upstream_shape(
         session,
@@ -277,7 +293,10 @@ async def list_v2(
 
 @compat_router.get("/v2/transcript/{transcript_id}", responses=_READ_ERRORS)
 async def get_v2(
-    transcript_id: str, session: SessionDep, principal: TranscriptsDep, upstream: UpstreamDep
+    transcript_id: TranscriptIdPath,
+    session: SessionDep,
+    principal: TranscriptsDep,
+    upstream: UpstreamDep,
 ) -> JSONResponse:
     """Get a transcript: served from Postgres once final, else fetched from AssemblyAI."""
     job = await service.owned_by_upstream_id(session, principal, transcript_id)
@@ -287,8 +306,8 @@ async def get_v2(
 
 @compat_router.get("/v2/transcript/{transcript_id}/{resource}", responses=_READ_ERRORS)
 async def get_v2_subresource(
-    transcript_id: str,
-    resource: str,
+    transcript_id: TranscriptIdPath,
+    resource: Annotated[str, Path(max_length=32)],
     request: Request,
     session: SessionDep,
     principal: TranscriptsDep,
@@ -310,7 +329,10 @@ async def get_v2_subresource(
 
 @compat_router.delete("/v2/transcript/{transcript_id}", responses=_READ_ERRORS)
 async def delete_v2(
-    transcript_id: str, session: SessionDep, principal: TranscriptsDep, upstream: UpstreamDep
+    transcript_id: TranscriptIdPath,
+    session: SessionDep,
+    principal: TranscriptsDep,
+    upstream: UpstreamDep,
 ) -> JSONResponse:
     """Delete a transcript upstream and purge our copy of its text."""
     job = await service.owned_by_upstream_id(session, principal, transcript_id)
@@ -377,7 +399,7 @@ async def list_api(
     principal: TranscriptsDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     status: JobStatus | None = None,
-    cursor: str | None = None,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> JobList:
     """List this key's jobs, newest first, with cursor pagination."""
     jobs, next_position = await service.list_jobs(
@@ -398,6 +420,8 @@ async def list_api(
 async def get_api(job_id: uuid.UUID, session: SessionDep, principal: TranscriptsDep) -> JobRead:
     """Our view of one job: status, times, upstream id, error, summaries."""
     job = await service.owned(session, principal, job_id)
+    if job.deleted_at is not None:
+        raise NotFound("Transcript not found.")  # as GET /v2/transcript/{id} says
     read = JobRead.of(job, (await file_names(session, [job])).get(job.id))
     read.summaries = summary_views(await list_summaries(session, job.id))
     return read

@@ -6,7 +6,7 @@ import json
 import uuid
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -35,15 +35,21 @@ class TranscriptCreate(AppSubmitOptions):
 
     model_config = ConfigDict(extra="allow")
 
-    audio_url: str = Field(description="A URL AssemblyAI can fetch, e.g. an upload_url.")
-    speech_models: list[str] | None = Field(
-        None, description="Ordered fallback list; default from DEFAULT_SPEECH_MODELS."
+    audio_url: str = Field(
+        max_length=4096, description="A URL AssemblyAI can fetch, e.g. an upload_url."
+    )
+    speech_models: list[Annotated[str, Field(max_length=64)]] | None = Field(
+        None,
+        max_length=10,
+        description="Ordered fallback list; default from DEFAULT_SPEECH_MODELS.",
     )
     webhook_url: str | None = Field(
-        None, description="Your own webhook: stored and called by this service, never upstream."
+        None,
+        max_length=4096,
+        description="Your own webhook: stored and called by this service, never upstream.",
     )
-    webhook_auth_header_name: str | None = None
-    webhook_auth_header_value: str | None = None
+    webhook_auth_header_name: str | None = Field(None, max_length=200)
+    webhook_auth_header_value: str | None = Field(None, max_length=4096)
 
 
 class JobRead(BaseModel):

@@ -13,14 +13,14 @@ from __future__ import annotations
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from fastapi.routing import APIRoute
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from app.core.boundary import BoundaryRoute
 from app.core.errors import AppError
 
 
-class CompatRoute(APIRoute):
+class CompatRoute(BoundaryRoute):
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
 

@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from app.core.boundary import BoundaryRoute
 from app.core.config import Settings
 from app.core.errors import BadRequest
 from app.core.http_server import EXTENSION as TAP_EXTENSION
@@ -26,7 +27,7 @@ from app.uploads.streaming import (
 )
 from app.upstream.client import RestClient
 
-router = APIRouter(tags=["uploads"])
+router = APIRouter(tags=["uploads"], route_class=BoundaryRoute)
 # The AssemblyAI-compatible path answers errors in upstream's shape.
 compat_router = APIRouter(tags=["uploads"], route_class=CompatRoute)
 

@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from starlette.types import Receive
 
+from app.core.boundary import parse_json
 from app.core.errors import AppError, BadRequest, PayloadTooLarge
 from app.core.http_server import BodySink, BodyTap, ClientGone
 
@@ -274,9 +274,9 @@ class MultipartBody(BodyStream):
         if raw is None or not raw.strip():
             return None
         try:
-            value = json.loads(raw)
-        except ValueError:
-            raise self._fail(BadRequest(f"The form field `{name}` is not valid JSON.")) from None
+            value = parse_json(raw, what=f"The form field `{name}`")
+        except BadRequest as exc:
+            raise self._fail(exc) from None
         if not isinstance(value, dict):
             raise self._fail(BadRequest(f"The form field `{name}` must be a JSON object."))
         return value

@@ -10,6 +10,7 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 
+from app.core.boundary import BoundaryRoute
 from app.core.deps import SettingsDep
 from app.web.voices import DEFAULT_VOICE, VOICES
 
@@ -21,8 +22,8 @@ mimetypes.add_type("text/javascript", ".js")
 mimetypes.add_type("text/javascript", ".mjs")
 mimetypes.add_type("text/css", ".css")
 
-router = APIRouter(tags=["browser client"])
-page_router = APIRouter(include_in_schema=False)
+router = APIRouter(tags=["browser client"], route_class=BoundaryRoute)
+page_router = APIRouter(include_in_schema=False, route_class=BoundaryRoute)
 
 
 class Voice(BaseModel):

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sse_starlette import EventSourceResponse
 from starlette.types import Scope as AsgiScope
 
+from app.core.boundary import INT64_MAX, BoundaryRoute
 from app.core.config import Settings
 from app.core.db import utcnow
 from app.core.deps import SessionDep, SettingsDep, read_limited
@@ -46,7 +47,7 @@ from app.webhooks.signing import rotate_signing_secret
 
 logger = logging.getLogger(__name__)
 
-router = APIRouter(tags=["webhooks"])
+router = APIRouter(tags=["webhooks"], route_class=BoundaryRoute)
 
 # Keys, app session cookies (what a browser's EventSource can send) and JWTs.
 CallerTranscriptsDep = Annotated[Principal, Depends(require_caller_scope(Scope.transcripts.value))]
@@ -226,7 +227,9 @@ async def job_events(
         try:
             last_event_id = max(0, int(raw_last))
         except ValueError:
-            raise BadRequest("Last-Event-ID must be an event id from this stream.") from None
+            last_event_id = -1
+        if not 0 <= last_event_id <= INT64_MAX:  # event ids are bigint
+            raise BadRequest("Last-Event-ID must be an event id from this stream.")
     return EventSourceResponse(
         _job_stream(
             request.app.state.sessionmaker,

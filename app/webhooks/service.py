@@ -14,12 +14,12 @@ a second only delays its job, because every unfinished job is on the poll schedu
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from app.core.boundary import parse_json
 from app.core.db import utcnow
 from app.core.errors import BadRequest, NotFound, Unauthorized
 from app.core.security import hash_key, secrets_equal
@@ -77,9 +77,11 @@ class Receipt:
 
 def _parse(body: bytes) -> tuple[str | None, str | None]:
     """(transcript_id, status) from upstream's `{"transcript_id": ..., "status": ...}`."""
+    # Deep, non-JSON or unstorable (NUL, lone surrogate) bodies are unusable: the delivery
+    # is then refused with 400, after the secret was checked (401 first), never a 5xx.
     try:
-        payload = json.loads(body)
-    except ValueError:
+        payload = parse_json(body)
+    except BadRequest:
         return None, None
     if not isinstance(payload, dict) or not isinstance(payload.get("transcript_id"), str):
         return None, None
