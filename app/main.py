@@ -12,7 +12,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from app.audit.router import router as audit_router
 from app.core import boundary_openapi, http_server
-from app.core.boundary import TrustedProxies
+from app.core.boundary import BoundaryRoute, TrustedProxies
 from app.core.config import Settings, get_settings
 from app.core.db import create_engine, create_sessionmaker
 from app.core.errors import register_error_handlers
@@ -118,6 +118,8 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         docs_url=None,  # app/docs: the same pages with assets served here, not from a CDN
         redoc_url=None,
     )
+    # Routes added on the app itself (the docs pages) cross the input boundary too.
+    app.router.route_class = BoundaryRoute
     app.state.settings = settings
     app.state.schema_heads = script_heads()
     # The compatible mint routes and AssemblyAI's webhook skip the stack below (ProxyApp).

@@ -26,13 +26,14 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.responses import Response
 
+from app.core.boundary import BoundaryRoute
 from app.core.config import Settings
 from app.core.errors import Unauthorized
 from app.metrics import watch_pool
 
 logger = logging.getLogger(__name__)
 
-router = APIRouter(tags=["operations"])
+router = APIRouter(tags=["operations"], route_class=BoundaryRoute)
 
 _DB_TIMEOUT_S = 2.0
 _QUEUE = text(

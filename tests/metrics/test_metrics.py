@@ -7,6 +7,7 @@ from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
+from cryptography.fernet import Fernet
 from httpx import AsyncClient
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
@@ -175,7 +176,10 @@ async def test_unprotected_metrics_in_production_are_warned_about(
     from asgi_lifespan import LifespanManager
 
     settings = make_settings(
-        APP_ENV="production", assemblyai_api_key=SecretStr("a-real-key-123"), **overrides
+        APP_ENV="production",
+        assemblyai_api_key=SecretStr("a-real-key-123"),
+        secrets_key=SecretStr(Fernet.generate_key().decode()),
+        **overrides,
     )
     app = create_app(settings, configure_logs=False)
     with caplog.at_level("WARNING", logger="app.metrics.router"):

@@ -64,15 +64,16 @@ async def test_list_and_read_carry_the_file_name_and_duration(jobs: Any, new_key
     assert by_id[plain.json()["id"]]["filename"] is None
     assert by_id[later.json()["id"]]["filename"] == "later.mp3"
 
-    # Another key submitting the same upload_url does not see this key's file name.
+    # Another key can't submit this key's upload_url (docs/tenancy.md), so it never sees the
+    # file or its name.
     other = {"Authorization": await new_key()}
     theirs = await client.post(
         "/api/transcripts", json={"audio_url": form.json()["upload_url"]}, headers=other
     )
-    assert theirs.status_code == 201, theirs.text
-    assert theirs.json()["filename"] is None
+    assert theirs.status_code == 403, theirs.text
+    assert theirs.json()["error"] == "UploadNotOwned"
     listed = (await client.get("/api/transcripts", headers=other)).json()["items"]
-    assert [item["filename"] for item in listed] == [None]
+    assert listed == []
 
 
 async def test_the_documented_schema_names_the_fields(jobs: Any) -> None:
