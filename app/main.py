@@ -21,6 +21,8 @@ from app.health.router import router as health_router
 from app.keys.router import router as keys_router
 from app.llm.router import router as llm_router
 from app.llm.worker import stop_summaries
+from app.relay.router import router as relay_router
+from app.relay.service import RelayRuntime
 from app.sessions.router import router as sessions_router
 from app.tokens.router import MintShortcut
 from app.tokens.router import router as tokens_router
@@ -77,6 +79,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         app.state.upstream = create_upstream(settings)
         app.state.upload_rest = create_upload_client(settings)
         app.state.tokens = TokenRuntime.create(settings, engine)
+        app.state.relay = RelayRuntime(settings, app.state.tokens, app.state.sessionmaker)
         await start_webhooks(app, settings, database_url)
         logger.info(
             "app.started",
@@ -91,6 +94,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         try:
             yield
         finally:
+            await app.state.relay.aclose()  # first: open sessions are terminated upstream
             await stop_webhooks(app)
             await stop_summaries()  # after the reconciler: it starts them
             await app.state.tokens.aclose()
@@ -128,6 +132,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     app.include_router(webhooks_router)
     app.include_router(sessions_router)
     app.include_router(tokens_router)
+    app.include_router(relay_router)
     app.include_router(audit_router)
     mount_client(app)
     return app
