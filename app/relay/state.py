@@ -24,9 +24,10 @@ from app.core.security import hash_key
 
 logger = logging.getLogger(__name__)
 
-# Shaped like a proxy key ("aaip_" + more), so log redaction removes it anywhere; the "."
-# never occurs in a key (URL-safe base64), so the two cannot be confused.
-TOKEN_PREFIX = "aaip_rt."
+# Shaped like a proxy key ("aaip_" + URL-safe characters), so log redaction removes it
+# anywhere; a key is always 48 characters and a relay token 51, so they cannot be confused.
+TOKEN_PREFIX = "aaip_rt_"
+TOKEN_LENGTH = len(TOKEN_PREFIX) + 43
 LEASE_S = 30.0  # a session renews its slot every LEASE_S / 3
 
 # KEYS: the sets to join; ARGV[1]: now; ARGV[2]: lease deadline; ARGV[3]: member;
@@ -64,7 +65,7 @@ def new_token() -> str:
 
 
 def looks_like_relay_token(value: str | None) -> bool:
-    return bool(value) and str(value).startswith(TOKEN_PREFIX)
+    return value is not None and len(value) == TOKEN_LENGTH and value.startswith(TOKEN_PREFIX)
 
 
 class RelayState:
