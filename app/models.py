@@ -2,7 +2,7 @@
 
 from app.keys.models import ApiKey, AuditEvent
 from app.llm.models import LlmBudgetDay, LlmReservation, LlmUsage, Summary
-from app.relay.models import RelaySession
+from app.relay.models import AgentPolicy, RelaySession
 from app.sessions.models import AppSession
 from app.tokens.models import TokenPolicy
 from app.transcripts.models import Job, TranscriptResource
@@ -20,6 +20,7 @@ __all__ = [
     "ApiKey",
     "AppSession",
     "RelaySession",
+    "AgentPolicy",
     "TokenPolicy",
     "AuditEvent",
     "Job",

@@ -2,9 +2,10 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Float, ForeignKey, Index, Integer, String
-from sqlalchemy.dialects.postgresql import UUID
+from sqlalchemy import Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.core.db import Base, utcnow
@@ -37,3 +38,22 @@ class RelaySession(Base):
     # "client_gone" (closed without Terminate), "shutdown".
     ended_by: Mapped[str | None] = mapped_column(String(32))
     client_terminated: Mapped[bool | None]
+
+
+class AgentPolicy(Base):
+    """Per-key Voice Agent policy applied to the client's `session.update` on `/v1/ws`.
+
+    `locked` names fields the client may not change ("system_prompt", "greeting", "tools",
+    "voice"); a field set here but not locked is merged (see app/relay/agent_policy.py)."""
+
+    __tablename__ = "relay_agent_policies"
+
+    key_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("api_keys.id", ondelete="CASCADE"), primary_key=True
+    )
+    system_prompt: Mapped[str | None] = mapped_column(Text)
+    greeting: Mapped[str | None] = mapped_column(Text)
+    tools: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONB)
+    voices: Mapped[list[str] | None] = mapped_column(ARRAY(Text))
+    locked: Mapped[list[str]] = mapped_column(ARRAY(Text), default=list)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import timedelta
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -12,9 +13,14 @@ from fastapi import APIRouter, Request, WebSocket
 from fastapi.responses import JSONResponse
 
 from app.core.db import utcnow
+from app.core.deps import SessionDep, client_ip
 from app.core.errors import Forbidden
+from app.keys import service as keys_service
+from app.keys.auth import AdminDep
 from app.keys.service import Principal
 from app.relay.auth import SCOPE
+from app.relay.models import AgentPolicy
+from app.relay.schemas import AgentPolicyRead, AgentPolicyUpdate
 from app.relay.service import RelayRuntime
 from app.relay.state import RelayGrant
 from app.sessions.auth import resolve_caller
@@ -226,3 +232,65 @@ async def app_agents_relay_token(
 ) -> JSONResponse:
     """A relay token and this service's `/v1/ws` URL a browser opens with it."""
     return await _app_mint("agents", request, body or AgentTokenRequest())
+
+
+_ADMIN_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "Missing or invalid key"},
+    403: {"description": "Key lacks the admin scope"},
+    404: {"description": "No such key"},
+}
+
+
+def _policy_read(key_id: uuid.UUID, row: AgentPolicy | None) -> AgentPolicyRead:
+    if row is None:
+        return AgentPolicyRead(key_id=key_id)
+    return AgentPolicyRead(
+        key_id=key_id,
+        system_prompt=row.system_prompt,
+        greeting=row.greeting,
+        tools=row.tools,
+        voices=row.voices,
+        locked=list(row.locked or []),  # type: ignore[arg-type]
+    )
+
+
+@router.get(
+    "/api/relay/agent-policies/{key_id}", response_model=AgentPolicyRead, responses=_ADMIN_ERRORS
+)
+async def get_agent_policy(key_id: uuid.UUID, session: SessionDep, _: AdminDep) -> AgentPolicyRead:
+    """A key's Voice Agent policy on the `/v1/ws` relay."""
+    await keys_service.get_key(session, key_id)
+    return _policy_read(key_id, await session.get(AgentPolicy, key_id))
+
+
+@router.put(
+    "/api/relay/agent-policies/{key_id}", response_model=AgentPolicyRead, responses=_ADMIN_ERRORS
+)
+async def put_agent_policy(
+    key_id: uuid.UUID,
+    body: AgentPolicyUpdate,
+    request: Request,
+    session: SessionDep,
+    admin: AdminDep,
+) -> AgentPolicyRead:
+    """Set a key's Voice Agent policy: values to lock or merge into `session.update`."""
+    await keys_service.get_key(session, key_id)
+    row = await session.get(AgentPolicy, key_id)
+    if row is None:
+        row = AgentPolicy(key_id=key_id)
+        session.add(row)
+    for name, value in body.model_dump().items():
+        setattr(row, name, sorted(set(value)) if name == "locked" else value)
+    await session.flush()
+    _runtime(request).agent_policies.invalidate(key_id)
+    await keys_service.record_audit(
+        session,
+        action="relay.agent_policy",
+        outcome="ok",
+        principal=admin,
+        subject=str(key_id),
+        client_ip=client_ip(request),
+        locked=sorted(set(body.locked)),
+        fields=[n for n, v in body.model_dump().items() if v is not None and n != "locked"],
+    )
+    return _policy_read(key_id, row)

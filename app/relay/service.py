@@ -45,7 +45,9 @@ from app.core.config import Settings
 from app.core.db import utcnow
 from app.core.errors import AppError
 from app.keys.service import Principal
+from app.relay import agent_policy
 from app.relay import policy as codes
+from app.relay.agent_policy import AgentPolicyCache, AgentRules
 from app.relay.auth import SCOPE, authenticate
 from app.relay.meter import Meter
 from app.relay.models import RelaySession
@@ -108,6 +110,8 @@ class Live:
     client_open: bool = True
     upstream_session_id: str | None = None
     termination: dict[str, Any] = field(default_factory=dict)
+    rules: AgentRules | None = None  # the key's Voice Agent policy (agents only)
+    updates: int = 0  # session.update events passed upstream
 
     def audio_seconds(self) -> float:
         if "audio_duration_seconds" in self.termination:
@@ -143,6 +147,7 @@ class RelayRuntime:
             "streaming": Product("streaming", "/v3/ws", settings.streaming_ws_url, key),
             "agents": Product("agents", "/v1/ws", settings.agents_ws_url, f"Bearer {key}"),
         }
+        self.agent_policies = AgentPolicyCache(sessionmaker, settings.key_cache_ttl_s)
         self.closing = asyncio.Event()
         self.open: set[asyncio.Task[Any]] = set()
 
@@ -249,6 +254,9 @@ class RelayRuntime:
                     ws.query_params, list(ws.query_params.keys()), settings
                 )
             policy = await self.tokens.policies.get(caller.key_id)
+            rules = None
+            if product.kind == "agents":
+                rules = await self.agent_policies.get(caller.key_id)
         except AppError as exc:
             await self._refuse(ws, product, caller, ctx, codes.UNAUTHORIZED, exc.message)
             return
@@ -261,7 +269,7 @@ class RelayRuntime:
                 ws, product, caller, ctx, codes.STORAGE_UNAVAILABLE, "Relay storage unreachable"
             )
             return
-        live = Live(id=uuid.uuid4(), product=product, caller=caller, shape=shape)
+        live = Live(id=uuid.uuid4(), product=product, caller=caller, shape=shape, rules=rules)
         limits = (settings.ws_relay_key_max_sessions, settings.ws_relay_end_user_max_sessions)
         try:
             refused = await self.state.acquire(
@@ -453,9 +461,33 @@ class RelayRuntime:
             if agents:
                 if '"input.audio"' in text:
                     live.agent_audio_b64 += max(0, len(text) - 40)
+                elif '"session.update"' in text and live.rules is not None:
+                    ruled = await self._agent_rules(ws, live, text)
+                    if ruled is None:
+                        continue
+                    text = ruled
             elif '"Terminate"' in text and _type_of(text) == "Terminate":
                 live.client_terminated = True
             await upstream.send(text)
+
+    async def _agent_rules(self, ws: WebSocket, live: Live, text: str) -> str | None:
+        """The `session.update` as the key's policy makes it, or None when refused (the
+        client got an `error` event)."""
+        assert live.rules is not None
+        event = _json(text)
+        if live.rules.empty or event.get("type") != "session.update":
+            return text
+        try:
+            ruled = agent_policy.apply(live.rules, event, first=live.updates == 0)
+        except agent_policy.Refused as exc:
+            logger.info(
+                "relay.agent.update_refused",
+                extra={"session_id": str(live.id), "key_id": str(live.caller.key_id)},
+            )
+            await self._to_client(ws, live, agent_policy.error_event(str(exc)))
+            return None
+        live.updates += 1
+        return json.dumps(ruled)
 
     async def _to_client(self, ws: WebSocket, live: Live, message: str | bytes) -> None:
         if not live.client_open:

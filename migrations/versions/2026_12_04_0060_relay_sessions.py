@@ -1,4 +1,4 @@
-"""relay sessions: one row per relayed live session (/v3/ws, /v1/ws)
+"""relay sessions (one row per relayed live session) and per-key Voice Agent policies
 
 Revision ID: 0060
 Revises: 0040
@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects import postgresql
 
 revision: str = "0060"
 down_revision: str | Sequence[str] | None = "0040"
@@ -49,8 +50,26 @@ def upgrade() -> None:
         ["key_id", "started_at"],
         unique=False,
     )
+    op.create_table(
+        "relay_agent_policies",
+        sa.Column("key_id", sa.UUID(), nullable=False),
+        sa.Column("system_prompt", sa.Text(), nullable=True),
+        sa.Column("greeting", sa.Text(), nullable=True),
+        sa.Column("tools", postgresql.JSONB(astext_type=sa.Text()), nullable=True),
+        sa.Column("voices", postgresql.ARRAY(sa.Text()), nullable=True),
+        sa.Column("locked", postgresql.ARRAY(sa.Text()), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["key_id"],
+            ["api_keys.id"],
+            name=op.f("fk_relay_agent_policies_key_id_api_keys"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("key_id", name=op.f("pk_relay_agent_policies")),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("relay_agent_policies")
     op.drop_index("ix_relay_sessions_key_id_started_at", table_name="relay_sessions")
     op.drop_table("relay_sessions")
