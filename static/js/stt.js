@@ -3,6 +3,7 @@
 import { api, closeSentence, sentence } from "./api.js";
 import { readProcessing, startCapture, unlockAudio } from "./audio.js";
 import { clampFrameMs } from "./dsp.js";
+import { grantPath } from "./relay.js";
 
 const DEFAULT_RATE = 16000;
 const TERMINATION_TIMEOUT_MS = 5000;
@@ -159,7 +160,7 @@ export function mountStt(root, { stats, config = {} }) {
       const options = { sample_rate: RATE, encoding: "pcm_s16le" };
       s.sampleRate = RATE;
       if ($("stt-speakers").checked) options.speaker_labels = true;
-      const grant = await api("/api/tokens/streaming", { method: "POST", body: options });
+      const grant = await api(grantPath(config, "streaming"), { method: "POST", body: options });
       ws = new WebSocket(withToken(grant.websocket_url, grant.token));
       ws.binaryType = "arraybuffer";
       let resolve;
