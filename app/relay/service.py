@@ -57,6 +57,10 @@ from app.tokens.limits import LimiterUnavailable, LimitExceeded
 from app.tokens.service import TokenRuntime
 
 logger = logging.getLogger(__name__)
+# The upstream sockets' own logger: never at DEBUG, where websockets logs every header (the
+# service's key) and every frame (the user's speech and transcripts).
+UPSTREAM_LOG = logging.getLogger("app.relay.upstream")
+UPSTREAM_LOG.setLevel(logging.INFO)
 
 Kind = Literal["streaming", "agents"]
 TERMINATE = '{"type": "Terminate"}'
@@ -396,6 +400,7 @@ class RelayRuntime:
                 compression=None,
                 user_agent_header=ws.headers.get("user-agent") or "aai-proxy relay",
                 close_timeout=settings.ws_relay_terminate_wait_s,
+                logger=UPSTREAM_LOG,
             )
         except InvalidStatus as exc:
             status = exc.response.status_code

@@ -322,6 +322,35 @@ def test_relay_token_via_app_route_is_bound_to_its_end_user(
     assert rows == [("bound-u", "relay_token")]
 
 
+def test_session_cookie_needs_this_services_origin(
+    relay: Proc, emu: httpx.Client, key: str
+) -> None:
+    signed_in = httpx.post(f"{relay.url}/api/session", json={"key": key})
+    assert signed_in.status_code == 201, signed_in.text
+    cookie = signed_in.cookies["aaip_session"]
+    SECRETS.append(cookie)
+    headers = {"Cookie": f"aaip_session={cookie}"}
+    before = set(sessions(emu))
+    # Cross-site WebSocket hijacking: a foreign page's socket carries the cookie too.
+    for origin in ("https://evil.example", None):
+        extra = {"Origin": origin} if origin else {}
+        code, reason = asyncio.run(refused(ws_url(relay), {**headers, **extra}))
+        assert code == 1008
+        assert "Origin" in reason
+    assert set(sessions(emu)) == before
+
+    async def own_page() -> None:
+        async with websockets.connect(
+            ws_url(relay), additional_headers={**headers, "Origin": relay.url}
+        ) as ws:
+            await begin(ws)
+            await ws.send(json.dumps({"type": "Terminate"}))
+            code, _ = await closed_with(ws)
+            assert code == 1000
+
+    asyncio.run(own_page())
+
+
 def test_disallowed_parameters_are_refused_before_upstream(
     relay: Proc, emu: httpx.Client, key: str
 ) -> None:
@@ -503,8 +532,12 @@ def test_session_cap_terminates_then_closes_3008(capped: Proc, emu: httpx.Client
 
 def test_no_key_or_token_in_any_log_line(relay: Proc) -> None:
     assert SECRETS, "the tests above ran first and used keys and tokens"
-    log = relay.log.read_text(errors="replace")
-    assert "relay.session.ended" in log  # the log is not empty: sessions were logged
+    deadline = time.monotonic() + 5
+    while "relay.session.ended" not in (log := relay.log.read_text(errors="replace")):
+        assert time.monotonic() < deadline, "no session was logged"
+        time.sleep(0.1)
+    # DEBUG is on, yet upstream sockets log no headers or frames.
+    assert "websockets.client" not in log
     for secret in SECRETS:
         assert secret not in log
     assert "emulator-test-key" not in log
