@@ -116,20 +116,21 @@ class Live:
     termination: dict[str, Any] = field(default_factory=dict)
     rules: AgentRules | None = None  # the key's Voice Agent policy (agents only)
     updates: int = 0  # session.update events passed upstream
+    ending: bool = False  # the relay sent Terminate (or closed the agent session)
 
     def audio_seconds(self) -> float:
-        if "audio_duration_seconds" in self.termination:
-            try:
-                return float(self.termination["audio_duration_seconds"])
-            except (TypeError, ValueError):
-                pass
+        """Counted from the PCM bytes sent (`/v1/ws`: the base64 `input.audio` payloads at
+        24 kHz); for an encoding the relay cannot count, upstream's `Termination` figure."""
         if self.product.kind == "agents":
             return self.agent_audio_b64 * 3 / 4 / (24_000 * 2)
         if self.shape is not None:
             seconds = self.shape.audio_seconds(self.audio_bytes)
             if seconds is not None:
                 return seconds
-        return 0.0
+        try:
+            return float(self.termination.get("audio_duration_seconds") or 0.0)
+        except (TypeError, ValueError):
+            return 0.0
 
 
 class RelayRuntime:
@@ -344,6 +345,10 @@ class RelayRuntime:
             outcome = await self._pump(ws, upstream, live, meter)
         finally:
             session_s = time.monotonic() - live.started if live.started else 0.0
+            if not (live.ending or live.termination or live.client_terminated):
+                # Any other way out (the client gone before accept, an error): the upstream
+                # session must not run on.
+                await self._end_upstream(upstream, live)
             with contextlib.suppress(Exception):
                 await upstream.close()
             try:
@@ -436,6 +441,8 @@ class RelayRuntime:
             with contextlib.suppress(RuntimeError, OSError, WebSocketDisconnect):
                 await ws.accept()
                 await ws.close(codes.INTERNAL_ERROR, _reason(f"Upstream refused: HTTP {status}"))
+        except (OSError, WebSocketDisconnect):
+            pass  # the client is gone already
         await self._audit(
             live.product,
             live.caller,
@@ -536,6 +543,7 @@ class RelayRuntime:
 
     async def _end_upstream(self, upstream: ClientConnection, live: Live) -> None:
         """Stop the bill: `Terminate` (streaming) or close the agent session."""
+        live.ending = True
         with contextlib.suppress(ConnectionClosed, OSError):
             if live.product.kind == "streaming":
                 await upstream.send(TERMINATE)
