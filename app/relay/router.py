@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import uuid
 from datetime import timedelta
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from fastapi import APIRouter, Request, WebSocket
+from fastapi import APIRouter, Query, Request, WebSocket
 from fastapi.responses import JSONResponse
+from sqlalchemy import select
 
 from app.core.db import utcnow
 from app.core.deps import SessionDep, client_ip
@@ -19,11 +20,16 @@ from app.keys import service as keys_service
 from app.keys.auth import AdminDep
 from app.keys.service import Principal
 from app.relay.auth import SCOPE
-from app.relay.models import AgentPolicy
-from app.relay.schemas import AgentPolicyRead, AgentPolicyUpdate
+from app.relay.models import AgentPolicy, RelaySession
+from app.relay.schemas import (
+    AgentPolicyRead,
+    AgentPolicyUpdate,
+    RelaySessionPage,
+    RelaySessionRead,
+)
 from app.relay.service import RelayRuntime
 from app.relay.state import RelayGrant
-from app.sessions.auth import resolve_caller
+from app.sessions.auth import CallerDep, resolve_caller
 from app.tokens.limits import LimiterUnavailable, LimitExceeded
 from app.tokens.schemas import (
     AgentTokenRequest,
@@ -294,3 +300,30 @@ async def put_agent_policy(
         fields=[n for n, v in body.model_dump().items() if v is not None and n != "locked"],
     )
     return _policy_read(key_id, row)
+
+
+@router.get(
+    "/api/relay/sessions",
+    response_model=RelaySessionPage,
+    responses={401: {"description": "Missing or invalid credentials"}},
+)
+async def list_relay_sessions(
+    session: SessionDep,
+    caller: CallerDep,
+    open_only: Annotated[bool, Query(alias="open")] = False,
+    key_id: uuid.UUID | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> RelaySessionPage:
+    """Relayed sessions, newest first (`open=true`: only those running now). An admin sees
+    every key's, a key its own, a session or JWT end user only theirs."""
+    query = select(RelaySession).order_by(RelaySession.started_at.desc()).limit(limit)
+    if not caller.has("admin"):
+        key_id = caller.key_id
+        if caller.via != "key" and caller.end_user is not None:
+            query = query.where(RelaySession.end_user == caller.end_user)
+    if key_id is not None:
+        query = query.where(RelaySession.key_id == key_id)
+    if open_only:
+        query = query.where(RelaySession.ended_at.is_(None))
+    rows = await session.scalars(query)
+    return RelaySessionPage(items=[RelaySessionRead.model_validate(r) for r in rows])

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -29,3 +30,28 @@ class AgentPolicyRead(AgentPolicyUpdate):
     model_config = ConfigDict(extra="forbid", from_attributes=True)
 
     key_id: uuid.UUID
+
+
+class RelaySessionRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    kind: str
+    key_id: uuid.UUID | None
+    end_user: str | None
+    via: str
+    upstream_session_id: str | None
+    speech_model: str | None
+    started_at: datetime
+    ended_at: datetime | None = Field(description="null while the session is open")
+    session_s: float
+    audio_s: float
+    charged_s: int
+    close_code: int | None
+    close_reason: str | None
+    ended_by: str | None
+    client_terminated: bool | None
+
+
+class RelaySessionPage(BaseModel):
+    items: list[RelaySessionRead]

@@ -207,6 +207,36 @@ def test_session_is_metered_in_postgres_usage_and_audit(
     assert audit[0]["detail"]["audio_s"] == pytest.approx(1.0, abs=0.01)
 
 
+def test_open_sessions_are_listed_live(relay: Proc, key: str) -> None:
+    def listed(**params: Any) -> list[dict[str, Any]]:
+        answer = httpx.get(
+            f"{relay.url}/api/relay/sessions", params=params, headers={"Authorization": key}
+        )
+        assert answer.status_code == 200, answer.text
+        items: list[dict[str, Any]] = answer.json()["items"]
+        return items
+
+    async def run() -> str:
+        async with websockets.connect(
+            ws_url(relay), additional_headers={"Authorization": key, "X-End-User": "live-u"}
+        ) as ws:
+            first = await begin(ws)
+            await asyncio.sleep(0.3)
+            (now_open,) = await asyncio.to_thread(listed, open="true")
+            assert now_open["ended_at"] is None
+            assert now_open["end_user"] == "live-u"
+            await ws.send(json.dumps({"type": "Terminate"}))
+            await closed_with(ws)
+            return str(first["id"])
+
+    upstream_id = asyncio.run(run())
+    time.sleep(0.5)
+    assert listed(open="true") == []
+    (ended,) = listed()
+    assert ended["upstream_session_id"] == upstream_id
+    assert ended["ended_by"] == "client"
+
+
 # --- the client goes away: the bill stops --------------------------------------------------
 
 
