@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -43,6 +44,9 @@ def relay(database_url: str, emulator: Proc) -> Iterator[Proc]:
         "WS_RELAY_END_USER_MAX_SESSIONS": "1",
         "WS_RELAY_TERMINATE_WAIT_S": "3",
     }
+    if os.environ.get("TEST_REDIS_URL"):
+        # Tokens, open-session slots and the budget in Redis, as with several instances.
+        env["REDIS_URL"] = os.environ["TEST_REDIS_URL"]
     with run_service(database_url, emulator.url, env) as proc:
         yield proc
 
