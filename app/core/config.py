@@ -56,8 +56,9 @@ LLM_MODELS_BY_REGION: dict[str, tuple[str, ...]] = {
 }
 EU_LLM_MODEL_PREFIXES = ("claude-", "gemini-")
 
-# Query parameters of /v3/ws a relayed client may send by default: what the SDKs send,
-# without webhook_url and its auth header (a session's webhook is the service's business).
+# Query parameters of /v3/ws a relayed client may send by default: what the SDKs (Python
+# 1.8, Node 4.41) send, without webhook_url and its auth header (a session's webhook is
+# the service's business).
 RELAY_DEFAULT_PARAMS = (
     "sample_rate",
     "encoding",
@@ -91,6 +92,12 @@ RELAY_DEFAULT_PARAMS = (
     "mode",
     "llm_gateway",
     "customer_support_audio_capture",
+    "_customer_support_audio_capture",
+    "acknowledge_silence",
+    "agent_context",
+    "interruption_delay",
+    "session_heartbeat",
+    "turn_left_pad_ms",
 )
 UPSTREAM_MAX_UPLOAD_BYTES = 2_200_000_000  # /v2/upload: 2.2 GB
 PLACEHOLDER_SECRETS = {"changeme", "change-me", "secret", "your_api_key", "YOUR_API_KEY"}
