@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import socket
 import time
 from collections.abc import Iterator
 
@@ -13,7 +14,7 @@ import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from tests.live import Proc, create_key_in, free_port, run_service
+from tests.live import Proc, create_key_in, run_service
 
 pytestmark = pytest.mark.e2e
 
@@ -27,10 +28,14 @@ def key(database_url: str) -> str:
 
 @pytest.fixture
 def nowhere(database_url: str, emulator: Proc) -> Iterator[Proc]:
-    """A service whose streaming host has nothing listening."""
-    env = {"ASSEMBLYAI_STREAMING_BASE_URL": f"http://127.0.0.1:{free_port()}"}
-    with run_service(database_url, emulator.url, env) as proc:
-        yield proc
+    """A service whose streaming host has nothing listening: the port stays bound (never
+    listening) for the test, so no other process can take it meanwhile."""
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        port = held.getsockname()[1]
+        env = {"ASSEMBLYAI_STREAMING_BASE_URL": f"http://127.0.0.1:{port}"}
+        with run_service(database_url, emulator.url, env) as proc:
+            yield proc
 
 
 def test_unreachable_upstream_is_502_and_charges_nothing(nowhere: Proc, key: str) -> None:
