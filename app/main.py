@@ -27,6 +27,8 @@ from app.llm.worker import stop_summaries
 from app.metrics import MetricsMiddleware, observe_request
 from app.metrics.router import router as metrics_router
 from app.metrics.router import start_metrics, stop_metrics
+from app.relay.router import router as relay_router
+from app.relay.service import RelayRuntime
 from app.sessions.router import router as sessions_router
 from app.tokens.router import MintShortcut
 from app.tokens.router import router as tokens_router
@@ -88,6 +90,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         app.state.tokens = TokenRuntime.create(settings, engine)
         if settings.metrics_enabled:
             await start_metrics(app, settings, engine)
+        app.state.relay = RelayRuntime(settings, app.state.tokens, app.state.sessionmaker)
         await start_webhooks(app, settings, database_url)
         logger.info(
             "app.started",
@@ -102,6 +105,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         try:
             yield
         finally:
+            await app.state.relay.aclose()  # first: open sessions are terminated upstream
             await stop_webhooks(app)
             await stop_metrics(app)
             await stop_summaries()  # after the reconciler: it starts them
@@ -150,6 +154,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     app.include_router(webhooks_router)
     app.include_router(sessions_router)
     app.include_router(tokens_router)
+    app.include_router(relay_router)
     app.include_router(audit_router)
     mount_docs(app)
     mount_client(app)

@@ -2,6 +2,7 @@
 
 from app.keys.models import ApiKey, AuditEvent
 from app.llm.models import LlmBudgetDay, LlmReservation, LlmUsage, Summary
+from app.relay.models import AgentPolicy, RelaySession
 from app.sessions.models import AppSession
 from app.tokens.models import TokenPolicy
 from app.transcripts.models import Job, TranscriptResource
@@ -18,6 +19,8 @@ from app.webhooks.models import (
 __all__ = [
     "ApiKey",
     "AppSession",
+    "RelaySession",
+    "AgentPolicy",
     "TokenPolicy",
     "AuditEvent",
     "Job",

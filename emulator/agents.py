@@ -387,6 +387,13 @@ class AgentSession:
         except AgentError as exc:
             await self.error(exc.code, exc.message)
             return
+        # What the session now runs with, for tests (the relay's agent policy).
+        self.record.extra["config"] = {
+            "system_prompt": config.system_prompt,
+            "greeting": config.greeting,
+            "voice": config.voice,
+            "tools": [str(t.get("name")) for t in config.tools],
+        }
         if self.conv is not None:
             self.conv.config = config
             self._configure_input(config)

@@ -39,6 +39,10 @@ class UsageCounts(BaseModel):
     granted_session_s: int = 0
     streaming_grants: int = 0
     agents_grants: int = 0
+    relay_sessions: int = Field(0, description="Relayed live sessions that ended (/v3/ws, /v1/ws)")
+    relay_session_s: int = Field(0, description="Session-seconds charged for relayed sessions")
+    relay_audio_s: float = Field(0.0, description="Audio seconds sent through the relay")
+    relay_refusals: int = Field(0, description="Relayed sessions refused before upstream")
 
 
 class Budget(BaseModel):

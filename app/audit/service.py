@@ -8,7 +8,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Integer, func, select
+from sqlalchemy import Float, Integer, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit.schemas import EndUserUsage, KeyUsage, UsageCounts
@@ -16,6 +16,7 @@ from app.core.errors import BadRequest
 from app.keys.models import ApiKey, AuditEvent
 
 TOKEN_ACTIONS = ("token.streaming", "token.agents")
+RELAY_ACTIONS = ("relay.streaming", "relay.agents")  # one "ended" row per relayed session
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,22 @@ async def list_events(
     return rows[:limit], next_cursor
 
 
-def _add(target: UsageCounts, action: str, outcome: str, count: int, seconds: int) -> None:
+def _add(
+    target: UsageCounts,
+    action: str,
+    outcome: str,
+    count: int,
+    seconds: int,
+    relay: tuple[int, float] = (0, 0.0),
+) -> None:
+    if action in RELAY_ACTIONS:
+        if outcome == "ended":
+            target.relay_sessions += count
+            target.relay_session_s += relay[0]
+            target.relay_audio_s = round(target.relay_audio_s + relay[1], 3)
+        elif outcome == "refused":
+            target.relay_refusals += count
+        return
     if outcome == "granted":
         target.grants += count
         target.granted_session_s += seconds
@@ -91,10 +107,15 @@ async def usage(
     key_id: uuid.UUID | None,
     end_user: str | None,
 ) -> list[KeyUsage]:
-    """Token grants, refusals and granted session-seconds per key and per end user."""
+    """Token grants, refusals and granted session-seconds per key and per end user, and
+    relayed sessions with the session-seconds charged for them."""
     seconds = func.coalesce(
         func.sum(AuditEvent.detail["granted_session_s"].astext.cast(Integer)), 0
     )
+    relay_seconds = func.coalesce(
+        func.sum(AuditEvent.detail["charged_session_s"].astext.cast(Integer)), 0
+    )
+    relay_audio = func.coalesce(func.sum(AuditEvent.detail["audio_s"].astext.cast(Float)), 0.0)
     query = (
         select(
             AuditEvent.key_id,
@@ -103,9 +124,11 @@ async def usage(
             AuditEvent.outcome,
             func.count(),
             seconds,
+            relay_seconds,
+            relay_audio,
         )
         .where(
-            AuditEvent.action.in_(TOKEN_ACTIONS),
+            AuditEvent.action.in_(TOKEN_ACTIONS + RELAY_ACTIONS),
             AuditEvent.at >= since,
             AuditEvent.at < until,
             AuditEvent.key_id.is_not(None),
@@ -125,17 +148,18 @@ async def usage(
         )
     keys: dict[uuid.UUID, KeyUsage] = {}
     users: dict[tuple[uuid.UUID, str], EndUserUsage] = {}
-    for kid, user, action, outcome, count, secs in rows:
+    for kid, user, action, outcome, count, secs, relay_s, audio_s in rows:
+        relay = (int(relay_s), float(audio_s))
         entry = keys.get(kid)
         if entry is None:
             entry = keys[kid] = KeyUsage(key_id=kid, key_name=names.get(kid), end_users=[])
-        _add(entry, action, outcome, int(count), int(secs))
+        _add(entry, action, outcome, int(count), int(secs), relay)
         if user is not None:
             per_user = users.get((kid, user))
             if per_user is None:
                 per_user = users[(kid, user)] = EndUserUsage(end_user=user)
                 entry.end_users.append(per_user)
-            _add(per_user, action, outcome, int(count), int(secs))
+            _add(per_user, action, outcome, int(count), int(secs), relay)
     for entry in keys.values():
         entry.end_users.sort(key=lambda u: (-u.granted_session_s, u.end_user))
     return sorted(keys.values(), key=lambda k: (-k.granted_session_s, str(k.key_id)))

@@ -58,6 +58,49 @@ LLM_MODELS_BY_REGION: dict[str, tuple[str, ...]] = {
 }
 EU_LLM_MODEL_PREFIXES = ("claude-", "gemini-")
 
+# Query parameters of /v3/ws a relayed client may send by default: what the SDKs (Python
+# 1.8, Node 4.41) send, without webhook_url and its auth header (a session's webhook is
+# the service's business).
+RELAY_DEFAULT_PARAMS = (
+    "sample_rate",
+    "encoding",
+    "speech_model",
+    "language_code",
+    "language_codes",
+    "language_detection",
+    "domain",
+    "inactivity_timeout",
+    "format_turns",
+    "keyterms_prompt",
+    "prompt",
+    "min_turn_silence",
+    "max_turn_silence",
+    "min_end_of_turn_silence_when_confident",
+    "end_of_turn_confidence_threshold",
+    "vad_threshold",
+    "filter_profanity",
+    "speaker_labels",
+    "speaker_labels_revision_interval_ms",
+    "max_speakers",
+    "voice_focus",
+    "voice_focus_threshold",
+    "noise_suppression_model",
+    "noise_suppression_threshold",
+    "continuous_partials",
+    "include_partial_turns",
+    "redact_pii",
+    "redact_pii_policies",
+    "redact_pii_sub",
+    "mode",
+    "llm_gateway",
+    "customer_support_audio_capture",
+    "_customer_support_audio_capture",
+    "acknowledge_silence",
+    "agent_context",
+    "interruption_delay",
+    "session_heartbeat",
+    "turn_left_pad_ms",
+)
 UPSTREAM_MAX_UPLOAD_BYTES = 2_200_000_000  # /v2/upload: 2.2 GB
 PLACEHOLDER_SECRETS = {"changeme", "change-me", "secret", "your_api_key", "YOUR_API_KEY"}
 
@@ -280,6 +323,43 @@ class Settings(BaseSettings):
     secrets_key: SecretStr | None = None
     sse_heartbeat_s: float = Field(15.0, gt=0)
     sse_final_grace_s: float = Field(30.0, ge=0)
+
+    # --- Live relay: /v3/ws and /v1/ws through the service (app/relay) -------------------
+    # Open relayed sessions at once per key and per end user of a key (0 = no limit);
+    # counted in Redis across instances when REDIS_URL is set.
+    ws_relay_key_max_sessions: int = Field(20, ge=0)
+    ws_relay_end_user_max_sessions: int = Field(2, ge=0)
+    # Cap on a relayed session's length; 0 = the key's token policy maximum (TOKEN_MAX_SESSION_S
+    # or its per-key override). A relay token's max_session_duration_seconds can lower it.
+    ws_relay_max_session_s: int = Field(0, ge=0, le=10800)
+    # Session-seconds are charged to the daily budget in slices of this many seconds, ahead
+    # of use; the unused part of the last slice is given back when the session ends.
+    ws_relay_budget_slice_s: int = Field(10, ge=1, le=600)
+    # Longest lifetime of a relay token (`?token=`); requests above are clamped.
+    ws_relay_token_max_expires_in_s: int = Field(60, ge=1, le=600)
+    # Query parameters a client may send on /v3/ws (others: close 3006 before upstream).
+    ws_relay_allowed_params: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: list(RELAY_DEFAULT_PARAMS)
+    )
+    # `speech_model` values allowed on /v3/ws; empty = any.
+    ws_relay_speech_models: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # A client that takes nothing for this long while messages wait for it is closed (4408).
+    ws_relay_stall_timeout_s: float = Field(10.0, gt=0)
+    # Messages buffered per direction (each at most WS_RELAY_MAX_MESSAGE_BYTES).
+    ws_relay_queue_messages: int = Field(16, ge=1, le=1024)
+    ws_relay_max_message_bytes: int = Field(1024 * 1024, ge=1024, le=16 * 1024 * 1024)
+    # After the relay sends Terminate (client gone, budget or cap), how long it waits for
+    # upstream's Termination before closing upstream itself.
+    ws_relay_terminate_wait_s: float = Field(5.0, gt=0)
+    ws_relay_connect_timeout_s: float = Field(10.0, gt=0)
+    # The browser client's live and agent views: "token" (direct to AssemblyAI with a
+    # temporary token) or "relay" (through this service's /v3/ws and /v1/ws).
+    browser_live_mode: Literal["token", "relay"] = "token"
+
+    @field_validator("ws_relay_allowed_params", "ws_relay_speech_models", mode="before")
+    @classmethod
+    def _relay_lists(cls, value: object) -> object:
+        return _env_list(value, empty=[])
 
     # --- Browser client (static/, app/web) --------------------------------------------------
     browser_client_enabled: bool = True

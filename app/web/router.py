@@ -44,6 +44,7 @@ class ClientConfig(BaseModel):
     embed_origins: list[str]
     max_upload_bytes: int
     uses_emulator: bool
+    live_mode: str = "token"  # BROWSER_LIVE_MODE: "token" (direct) or "relay" (this service)
 
 
 @router.get("/api/voices", response_model=VoiceCatalogue)
@@ -65,6 +66,7 @@ async def client_config(settings: SettingsDep) -> ClientConfig:
         embed_origins=list(settings.cors_origins),
         max_upload_bytes=settings.max_upload_bytes,
         uses_emulator=settings.uses_emulator,
+        live_mode=settings.browser_live_mode,
     )
 
 

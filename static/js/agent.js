@@ -4,6 +4,7 @@ import { api, closeSentence, sentence } from "./api.js";
 import { readProcessing, startCapture, startPlayback, unlockAudio } from "./audio.js";
 import { base64ToBytes, bytesToBase64 } from "./dsp.js";
 import { handFocus, withToken } from "./stt.js";
+import { grantPath } from "./relay.js";
 
 const RATE = 24000;
 const RESUME_WINDOW_MS = 30000;
@@ -127,7 +128,7 @@ export function mountAgent(root, { stats, voices }) {
   }
 
   async function connect(resumeId) {
-    const grant = await api("/api/tokens/agents", { method: "POST", body: {} });
+    const grant = await api(grantPath(stats.config, "agents"), { method: "POST", body: {} });
     ws = new WebSocket(withToken(grant.websocket_url, grant.token));
     ready = false;
     ws.onopen = () => {

@@ -3,6 +3,7 @@
 import { api, closeSentence, sentence } from "./api.js";
 import { readProcessing, startCapture, unlockAudio } from "./audio.js";
 import { clampFrameMs } from "./dsp.js";
+import { grantPath } from "./relay.js";
 
 const DEFAULT_RATE = 16000;
 const TERMINATION_TIMEOUT_MS = 5000;
@@ -213,7 +214,7 @@ export function mountStt(root, { stats, config = {} }) {
       const options = { sample_rate: RATE, encoding: "pcm_s16le" };
       s.sampleRate = RATE;
       if ($("stt-speakers").checked) options.speaker_labels = true;
-      const grant = await api("/api/tokens/streaming", { method: "POST", body: options });
+      const grant = await api(grantPath(config, "streaming"), { method: "POST", body: options });
       if (stopping) {
         // Stopped before the connection was made: nothing to end.
         cleanup();
