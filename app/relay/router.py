@@ -13,6 +13,7 @@ from fastapi import APIRouter, Query, Request, WebSocket
 from fastapi.responses import JSONResponse
 from sqlalchemy import select
 
+from app.core.boundary import BoundaryRoute
 from app.core.db import utcnow
 from app.core.deps import SessionDep, client_ip
 from app.core.errors import Forbidden
@@ -46,7 +47,7 @@ from app.tokens.service import (
     websocket_url,
 )
 
-router = APIRouter(tags=["relay"])
+router = APIRouter(tags=["relay"], route_class=BoundaryRoute)
 
 NO_STORE = {"Cache-Control": "no-store"}
 _ERRORS: dict[int | str, dict[str, Any]] = {
