@@ -468,6 +468,12 @@ class Settings(BaseSettings):
         """SECRETS_KEY's Fernet keys, first (encrypting) first; () when unset."""
         return parse_keys(self.secrets_key.get_secret_value() if self.secrets_key else None)
 
+    def secrets_key_is_public(self) -> bool:
+        """Real AssemblyAI, yet the stored relay secrets are sealed (or still readable) with
+        the public development key: SECRETS_KEY unset or holding it (refused in production)."""
+        keys = self.secrets_keys()
+        return not self.uses_emulator and (not keys or DEVELOPMENT_KEY in keys)
+
     def upstream_key(self) -> str:
         """The key sent upstream: the real one, or the emulator's when none is configured."""
         if self.assemblyai_api_key is not None:
