@@ -8,8 +8,8 @@ handed out (public audio) have no record and pass unchanged.
 
 The canonical form ignores what a caller could vary while upstream still finds the same
 file: scheme and host case (and a trailing dot), a default port, a query or fragment,
-percent-escapes, dot segments, backslashes, tabs and newlines, repeated or trailing
-slashes in the path.
+percent-escapes (in the host too), IDNA spellings of the host, dot segments,
+backslashes, tabs and newlines, repeated or trailing slashes in the path.
 """
 
 from __future__ import annotations
@@ -45,12 +45,24 @@ def canonical_url(url: str) -> str:
     except ValueError:
         return url
     scheme = parts.scheme.lower()
-    host = (parts.hostname or "").lower().rstrip(".")
+    host = _host(parts.hostname or "")
     netloc = host if port is None or port == _DEFAULT_PORTS.get(scheme) else f"{host}:{port}"
     # Dot segments (also escaped, `%2e`) are resolved by any HTTP client before it asks for
     # the file, so `/upload/./x` and `/a/../upload/x` name `/upload/x`.
     path = _SLASHES.sub("/", _without_dot_segments(unquote(parts.path))).rstrip("/")
     return f"{scheme}://{netloc}{path}"
+
+
+def _host(hostname: str) -> str:
+    """The host as a client resolves it: percent-escapes decoded (WHATWG) and IDNA applied,
+    so `cdn%2Eexample.com`, fullwidth letters and ideographic full stops (`。`) name the
+    same host as the plain spelling."""
+    host = unquote(hostname)
+    try:
+        host = host.encode("idna").decode("ascii")
+    except UnicodeError:
+        pass  # not a valid IDNA name: compared as written
+    return host.lower().rstrip(".")
 
 
 def _without_dot_segments(path: str) -> str:

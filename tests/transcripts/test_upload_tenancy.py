@@ -51,6 +51,9 @@ def _variants(url: str) -> list[str]:
         f"{head}://{host}/elsewhere/../{path}",
         f"{head}://{host}/%2e/{path}",
         f"{head}://{host}/{path.replace('/', chr(92))}",
+        # Ideographic and fullwidth full stops are dots to IDNA (httpx, browsers).
+        f"{head}://{host.replace('.', chr(0x3002))}/{path}",
+        f"{head}://{host.replace('.', chr(0xFF0E))}/{path}",
     ]
 
 
