@@ -370,7 +370,7 @@ class Settings(BaseSettings):
                 raise ValueError("ASSEMBLYAI_API_KEY is a placeholder value; set the real key")
             if self.database_url is None:
                 raise ValueError("DATABASE_URL is required when APP_ENV=production")
-            if self.secrets_key is None:
+            if not self.secrets_keys():  # unset, or blank (`SECRETS_KEY=`): no key at all
                 raise ValueError("SECRETS_KEY is required when APP_ENV=production")
             if DEVELOPMENT_KEY in self.secrets_keys():
                 raise ValueError("SECRETS_KEY holds the public development key; make a real one")

@@ -68,3 +68,18 @@ def test_no_warning_with_the_emulator_or_a_real_secrets_key(
     with caplog.at_level("WARNING"):
         create_app(settings, configure_logs=False)
     assert _warnings(caplog) == []
+
+
+@pytest.mark.parametrize("blank", ["", " ", ",", " , "], ids=["empty", "space", "comma", "mixed"])
+def test_a_blank_secrets_key_is_refused_in_production(
+    make_settings: Callable[..., Settings], blank: str
+) -> None:
+    """`SECRETS_KEY=` (an empty variable, a compose file's unset `${SECRETS_KEY}`) holds no
+    key: production must refuse it as it refuses an unset one, not fall back to the public
+    development key."""
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="SECRETS_KEY is required"):
+        make_settings(
+            APP_ENV="production", assemblyai_api_key=REAL_KEY, secrets_key=SecretStr(blank)
+        )
