@@ -71,6 +71,16 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
             "DATABASE_URL is not set: start the service with `aai-proxy serve`, which starts "
             "an embedded Postgres when no DATABASE_URL is configured"
         )
+    if settings.secrets_key_is_public():
+        logger.warning(
+            "app.secrets_key.public",
+            extra={
+                "detail": "SECRETS_KEY is unset or holds the public development key, yet "
+                "ASSEMBLYAI_API_KEY is a real key: stored relay signing secrets and relay "
+                "header values are readable by anyone with the database. Set SECRETS_KEY to "
+                "a key of your own (docs/secrets.md)."
+            },
+        )
     database_url = settings.database_url.get_secret_value()
     http_server.configure(settings.request_header_timeout_s, settings.request_body_idle_timeout_s)
 

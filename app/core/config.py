@@ -462,7 +462,7 @@ class Settings(BaseSettings):
                 raise ValueError("ASSEMBLYAI_API_KEY is a placeholder value; set the real key")
             if self.database_url is None:
                 raise ValueError("DATABASE_URL is required when APP_ENV=production")
-            if self.secrets_key is None:
+            if not self.secrets_keys():  # unset, or blank (`SECRETS_KEY=`): no key at all
                 raise ValueError("SECRETS_KEY is required when APP_ENV=production")
             if DEVELOPMENT_KEY in self.secrets_keys():
                 raise ValueError("SECRETS_KEY holds the public development key; make a real one")
@@ -559,6 +559,12 @@ class Settings(BaseSettings):
     def secrets_keys(self) -> tuple[str, ...]:
         """SECRETS_KEY's Fernet keys, first (encrypting) first; () when unset."""
         return parse_keys(self.secrets_key.get_secret_value() if self.secrets_key else None)
+
+    def secrets_key_is_public(self) -> bool:
+        """Real AssemblyAI, yet the stored relay secrets are sealed (or still readable) with
+        the public development key: SECRETS_KEY unset or holding it (refused in production)."""
+        keys = self.secrets_keys()
+        return not self.uses_emulator and (not keys or DEVELOPMENT_KEY in keys)
 
     def upstream_key(self) -> str:
         """The key sent upstream: the real one, or the emulator's when none is configured."""

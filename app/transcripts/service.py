@@ -438,7 +438,9 @@ async def adopt_lost_submit(
     # fetched and finalised by the usual path (result cached, events, relay, summaries).
     status = found.get("status")
     answer = {**found, "status": status if status in ("queued", "processing") else "processing"}
-    return await _record_accepted(sessionmaker, settings, job_id, str(found["id"]), answer)
+    return await _record_accepted(
+        sessionmaker, settings, job_id, str(found["id"]), answer, adopting=True
+    )
 
 
 def _unanswered_submit_message(*, webhook: bool) -> str:
@@ -476,12 +478,18 @@ async def _record_accepted(
     job_id: uuid.UUID,
     upstream_id: str,
     answer: dict[str, Any],
+    *,
+    adopting: bool = False,
 ) -> Job:
     now = utcnow()
     async with sessionmaker() as session, session.begin():
         job = await session.scalar(select(Job).where(Job.id == job_id).with_for_update())
         if job is None:  # pragma: no cover - the row was committed before the submit
             raise NotFound("The job disappeared during its submit.")
+        if adopting and job.upstream_id is not None:
+            # Another instance (a retry, the reconciler) searched at the same time and
+            # adopted it first: recorded once, not accepted (and audited) twice.
+            return job
         # Failed with no upstream id: the reconciler gave this submit up for orphaned.
         revived = job.status == JobStatus.failed.value and job.upstream_id is None
         job.upstream_id = upstream_id

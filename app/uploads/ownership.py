@@ -8,7 +8,8 @@ handed out (public audio) have no record and pass unchanged.
 
 The canonical form ignores what a caller could vary while upstream still finds the same
 file: scheme and host case (and a trailing dot), a default port, a query or fragment,
-percent-escapes, repeated or trailing slashes in the path.
+percent-escapes (in the host too), IDNA spellings of the host, dot segments,
+backslashes, tabs and newlines, repeated or trailing slashes in the path.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from app.uploads.models import Upload, UploadStatus
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _SLASHES = re.compile(r"/{2,}")
+_IGNORED = re.compile(r"[\t\n\r]")
 
 
 class UploadNotOwned(Forbidden):
@@ -34,16 +36,53 @@ class UploadNotOwned(Forbidden):
 
 def canonical_url(url: str) -> str:
     """The form under which an upload URL is recorded and looked up (see module doc)."""
+    # A tab or newline inside a URL is dropped and a backslash read as a slash by the URL
+    # parsers of browsers (WHATWG), so they vary nothing either.
+    url = _IGNORED.sub("", url.strip()).replace("\\", "/")
     try:
-        parts = urlsplit(url.strip())
+        parts = urlsplit(url)
         port = parts.port
     except ValueError:
         return url
     scheme = parts.scheme.lower()
-    host = (parts.hostname or "").lower().rstrip(".")
+    host = _host(parts.hostname or "")
     netloc = host if port is None or port == _DEFAULT_PORTS.get(scheme) else f"{host}:{port}"
-    path = _SLASHES.sub("/", unquote(parts.path)).rstrip("/")
+    # Dot segments (also escaped, `%2e`) are resolved by any HTTP client before it asks for
+    # the file, so `/upload/./x` and `/a/../upload/x` name `/upload/x`.
+    path = _SLASHES.sub("/", _without_dot_segments(unquote(parts.path))).rstrip("/")
     return f"{scheme}://{netloc}{path}"
+
+
+def _host(hostname: str) -> str:
+    """The host as a client resolves it: percent-escapes decoded (WHATWG) and IDNA applied,
+    so `cdn%2Eexample.com`, fullwidth letters and ideographic full stops (`。`) name the
+    same host as the plain spelling."""
+    host = unquote(hostname)
+    try:
+        host = host.encode("idna").decode("ascii")
+    except UnicodeError:
+        pass  # not a valid IDNA name: compared as written
+    return host.lower().rstrip(".")
+
+
+def _without_dot_segments(path: str) -> str:
+    """RFC 3986's remove_dot_segments, on the segments as they are (before repeated slashes
+    are merged, as a client does)."""
+    out: list[str] = []
+    segments = path.split("/")
+    for index, segment in enumerate(segments):
+        last = index == len(segments) - 1
+        if segment == ".":
+            if last:
+                out.append("")
+        elif segment == "..":
+            if len(out) > 1:
+                out.pop()
+            if last:
+                out.append("")
+        else:
+            out.append(segment)
+    return "/".join(out)
 
 
 def url_digest(url: str) -> str:

@@ -534,7 +534,10 @@ class LlmGatewayClient(UpstreamHost):
             break
         try:
             if response.status_code >= 400:
-                await response.aread()
+                try:
+                    await response.aread()
+                except httpx.TransportError as exc:  # the error body broke off
+                    raise _map_transport_error(exc) from exc
                 _handle_response(response)
             yield response
         finally:

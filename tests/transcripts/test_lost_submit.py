@@ -180,3 +180,44 @@ async def test_the_search_pages_through_upstreams_list(
         assert retried.status_code == 200, retried.text
         assert retried.json()["id"] == taken["id"]
     assert len(await _upstream_for(emu, audio_url)) == 3  # ours and the two newer ones
+
+
+async def test_two_adopters_at_once_adopt_the_lost_submit_once(
+    jobs_settings: Any,
+    start_app: Any,
+    new_key: MakeKey,
+    emu: httpx.AsyncClient,
+    committed: async_sessionmaker[AsyncSession],
+) -> None:
+    """Two instances (a caller's retry on one, the reconciler on another) search at the same
+    moment and both find the transcript: it is recorded as accepted once, not twice."""
+    import asyncio
+
+    from app.keys.models import AuditEvent
+    from app.transcripts.service import adopt_lost_submit
+
+    auth = {"Authorization": await new_key()}
+    settings = jobs_settings(public_base_url=PUBLIC, upstream_timeout_s=0.5)
+    async with start_app(settings) as (app, client):
+        audio_url = await _upload(client, auth)
+        await emu.post("/_emulator/faults", json=WITHHOLD)
+        lost = await client.post("/api/transcripts", json={"audio_url": audio_url}, headers=auth)
+        assert lost.status_code == 504, lost.text
+        [taken] = await _upstream_for(emu, audio_url)
+        job = await _job(committed, audio_url)
+        rest = app.state.upstream.rest
+        adopted = await asyncio.gather(
+            *(adopt_lost_submit(committed, rest, settings, job.id) for _ in range(2))
+        )
+    assert [a.upstream_id if a is not None else None for a in adopted] == [taken["id"]] * 2
+    async with committed() as session:
+        accepted = list(
+            await session.scalars(
+                select(AuditEvent).where(
+                    AuditEvent.action == "transcript.submit",
+                    AuditEvent.outcome == "ok",
+                    AuditEvent.subject == str(job.id),
+                )
+            )
+        )
+    assert len(accepted) == 1, [a.detail for a in accepted]

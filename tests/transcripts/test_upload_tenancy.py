@@ -44,6 +44,16 @@ def _variants(url: str) -> list[str]:
         f"{head}://{host}//{path.replace('/', '//')}",
         url + "/",
         f"{head}://{host}/{path[:-1]}%{ord(path[-1]):02X}",
+        # Dot segments and backslashes: an HTTP client (httpx, a browser) resolves them to
+        # the same path before it asks for the file.
+        f"{head}://{host}/./{path}",
+        f"{head}://{host}/{path}/.",
+        f"{head}://{host}/elsewhere/../{path}",
+        f"{head}://{host}/%2e/{path}",
+        f"{head}://{host}/{path.replace('/', chr(92))}",
+        # Ideographic and fullwidth full stops are dots to IDNA (httpx, browsers).
+        f"{head}://{host.replace('.', chr(0x3002))}/{path}",
+        f"{head}://{host.replace('.', chr(0xFF0E))}/{path}",
     ]
 
 

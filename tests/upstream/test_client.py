@@ -279,6 +279,31 @@ async def test_streaming_chat_error_is_mapped(upstream: Upstream, mock: respx.Mo
             pass
 
 
+class _BrokenBody(httpx.AsyncByteStream):
+    """An error answer whose body breaks off: the connection drops after its first bytes."""
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        yield b'{"error": "over cap'
+        raise httpx.RemoteProtocolError("peer closed connection without sending complete body")
+
+
+@pytest.mark.parametrize("status", [429, 400, 500])
+async def test_streaming_chat_error_whose_body_breaks_off_is_mapped(
+    upstream: Upstream, mock: respx.MockRouter, status: int
+) -> None:
+    """The error body is read before it is mapped; a gateway that drops the connection in
+    its middle is an upstream failure (502), not a raw httpx error (a 500)."""
+    # (a 429 over UPSTREAM_RETRY_AFTER_MAX_S is passed on at once; others after retries)
+    headers = {"retry-after": "120"} if status == 429 else {}
+    mock.post("http://llm.test/v1/chat/completions").mock(
+        return_value=httpx.Response(status, headers=headers, stream=_BrokenBody())
+    )
+    with pytest.raises(UpstreamError) as info:
+        async with upstream.llm.chat_stream({"model": "x", "messages": [], "stream": True}):
+            pass
+    assert info.value.status_code == 502
+
+
 # --- httpx's default transport, patched by respx ---------------------------------------------
 
 
