@@ -25,7 +25,7 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
     if not settings.upload_sink:
         (settings.data_dir / "uploads").mkdir(parents=True, exist_ok=True)
     mode = recognition_mode(settings.recognition)
-    if mode == "pocketsphinx":
+    if mode == "whisper":
         warm_up()
     logger.info(
         "emulator.started",
