@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -25,8 +26,9 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
     if not settings.upload_sink:
         (settings.data_dir / "uploads").mkdir(parents=True, exist_ok=True)
     mode = recognition_mode(settings.recognition)
-    if mode == "whisper":
-        warm_up()
+    # Loading Whisper takes 1-5 s of CPU: in a thread, so the emulator listens at once; the
+    # first recognition waits for the model.
+    warming = asyncio.create_task(asyncio.to_thread(warm_up)) if mode == "whisper" else None
     logger.info(
         "emulator.started",
         extra={"test_mode": settings.test_mode, "recognition": mode, "sink": settings.upload_sink},
@@ -39,6 +41,8 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
     finally:
         await state.aclose()
         await state.http.aclose()
+        if warming is not None:
+            await warming  # raises here if the model could not be loaded
 
 
 def create_app(settings: EmulatorSettings | None = None) -> Starlette:

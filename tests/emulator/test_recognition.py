@@ -184,9 +184,6 @@ def test_the_recogniser_hears_the_pangram(speech_wav: Callable[..., bytes]) -> N
     assert all(0 <= w.confidence <= 1 for w in words)
     assert elapsed < 5 * audio.duration_s  # generous: the CPU is shared
     assert r.recognize(r.float_to_pcm16(np.zeros(16000))) == []
-    # Another rate (8 kHz telephone audio) goes through the resampler to the same model.
-    at8k = r.float_to_pcm16(r.resample(r.pcm16_to_float(audio.pcm16), 16000, 8000))
-    assert word_errors(sentence, [w.text for w in r.recognize(at8k, 8000)]) <= 3
 
 
 @needs_recogniser
