@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -26,9 +25,10 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
     if not settings.upload_sink:
         (settings.data_dir / "uploads").mkdir(parents=True, exist_ok=True)
     mode = recognition_mode(settings.recognition)
-    # Loading Whisper takes 1-5 s of CPU: in a thread, so the emulator listens at once; the
-    # first recognition waits for the model.
-    warming = asyncio.create_task(asyncio.to_thread(warm_up)) if mode == "whisper" else None
+    if mode == "whisper":
+        # Before listening (1-5 s): a first recognition that waited for the model would
+        # look slow, and the streaming partials' pacing would take it for decoding time.
+        warm_up()
     logger.info(
         "emulator.started",
         extra={"test_mode": settings.test_mode, "recognition": mode, "sink": settings.upload_sink},
@@ -41,8 +41,6 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
     finally:
         await state.aclose()
         await state.http.aclose()
-        if warming is not None:
-            await warming  # raises here if the model could not be loaded
 
 
 def create_app(settings: EmulatorSettings | None = None) -> Starlette:
