@@ -39,7 +39,8 @@ class EmulatorSettings(BaseSettings):
     # Test mode only: finish the job and deliver its webhook before POST /v2/transcript
     # answers (to test a proxy that must already know the job when the webhook arrives).
     webhook_before_response: bool = False
-    # "auto": pocketsphinx when installed, else placeholder words; "placeholder": always.
+    # "auto": Whisper (the `recognition` extra) when installed, else placeholder words;
+    # "placeholder": always.
     recognition: Literal["auto", "placeholder"] = "auto"
     # Streaming STT (/v3/ws) and Voice Agent (/v1/ws). Open sessions per product; one more
     # is accepted and closed with 3009.

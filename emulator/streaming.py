@@ -92,7 +92,7 @@ UNIVERSAL_SILENCE = (400, 1280)
 
 T = TypeVar("T")
 
-# Recognition for every WebSocket session runs on this one thread: the pocketsphinx decoder
+# Recognition for every WebSocket session runs on this one thread: the Whisper model
 # is a process-wide singleton behind a lock anyway, and waiting for it here, rather than in
 # the loop's default executor, never starves other thread work (upload hashing, resampling).
 _RECOGNIZER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="emu-ws-recognize")

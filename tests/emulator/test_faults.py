@@ -89,7 +89,7 @@ def test_fault_validation_and_listing(emu: Emu) -> None:
 
 def test_config_knobs(emu: Emu) -> None:
     config = emu.http.get("/_emulator/config").json()
-    assert config["recognition"] in ("pocketsphinx", "placeholder")
+    assert config["recognition"] in ("whisper", "placeholder")
     changed = emu.knobs(queued_s=0.5, webhook_before_response=True)
     assert changed["queued_s"] == 0.5
     assert changed["webhook_before_response"] is True

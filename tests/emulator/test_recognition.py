@@ -1,4 +1,4 @@
-"""Audio decoding, resampling, the energy VAD, placeholder words and pocketsphinx."""
+"""Audio decoding, resampling, the energy VAD, placeholder words and the Whisper recogniser."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import struct
 import subprocess
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -151,16 +150,62 @@ def test_vad_and_placeholder_words_follow_the_audio() -> None:
     assert [w.text for w in r.recognize(at8k, 8000, mode="placeholder")] == [w.text for w in words]
 
 
-@pytest.mark.skipif(not r.pocketsphinx_available(), reason="the recognition extra is not installed")
-def test_pocketsphinx_recognises_speech(speech_wav: Callable[..., bytes], tmp_path: Path) -> None:
-    audio = r.decode_wav(speech_wav("one two three four five"))
+needs_recogniser = pytest.mark.skipif(
+    not r.whisper_available(), reason="the recognition extra is not installed"
+)
+
+
+def word_errors(reference: str, heard: list[str]) -> int:
+    """Word-level edit distance (substitutions + deletions + insertions)."""
+    ref = reference.lower().split()
+    row = list(range(len(heard) + 1))
+    for i, want in enumerate(ref, 1):
+        diagonal, row[0] = row[0], i
+        for j, got in enumerate(heard, 1):
+            diagonal, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, diagonal + (want != got))
+    return row[-1]
+
+
+@needs_recogniser
+def test_the_recogniser_hears_the_pangram(speech_wav: Callable[..., bytes]) -> None:
+    # pocketsphinx heard "we don't got absolutely the da" here.
+    sentence = "the quick brown fox jumps over the lazy dog"
+    audio = r.decode_wav(speech_wav(sentence, "en-us"))
     r.warm_up()
     started = time.perf_counter()
     words = r.recognize(audio.pcm16)
     elapsed = time.perf_counter() - started
     texts = [w.text for w in words]
-    assert len(set(texts) & {"one", "two", "three", "four", "five"}) >= 4, texts
+    # At most 2 of 9 words wrong (Whisper base hears "dumps" for "jumps" on this voice).
+    assert word_errors(sentence, texts) <= 2, texts
+    assert {"quick", "brown", "fox", "lazy", "dog"} <= set(texts), texts
     assert all(0 <= w.start_ms < w.end_ms <= audio.duration_s * 1000 + 10 for w in words)
+    assert [w.start_ms for w in words] == sorted(w.start_ms for w in words)
     assert all(0 <= w.confidence <= 1 for w in words)
-    assert elapsed < 3 * audio.duration_s  # generous: the CPU is shared
+    assert elapsed < 5 * audio.duration_s  # generous: the CPU is shared
     assert r.recognize(r.float_to_pcm16(np.zeros(16000))) == []
+
+
+@needs_recogniser
+def test_the_recogniser_says_numbers_as_words(speech_wav: Callable[..., bytes]) -> None:
+    audio = r.decode_wav(speech_wav("one two three four five"))
+    texts = [w.text for w in r.recognize(audio.pcm16)]
+    # Whisper writes "1, 2, 3"; the emulator's words are spoken, lower case, unpunctuated.
+    assert len(set(texts) & {"one", "two", "three", "four", "five"}) >= 4, texts
+    assert all(t == r.word_texts(t)[0] and t.isalpha() for t in texts), texts
+
+
+def test_whisper_words_become_spoken_unpunctuated_words() -> None:
+    assert r.word_texts(" Hello,") == ["hello"]
+    assert r.word_texts(" 5.") == ["five"]
+    assert r.word_texts(" 342") == ["three", "hundred", "forty", "two"]
+    assert r.word_texts(" 1,000") == ["one", "thousand"]
+    assert r.word_texts(" 3:30") == ["three", "thirty"]
+    assert r.word_texts("-fark") == ["fark"]
+    assert r.word_texts(" round-trip") == ["round", "trip"]
+    assert r.word_texts(" man's") == ["man's"]
+    assert r.word_texts(" 'quoted'") == ["quoted"]
+    assert r.word_texts(" ...") == []
+    assert r.number_words(0) == ["zero"]
+    assert r.number_words(2024) == ["two", "thousand", "twenty", "four"]
+    assert r.number_words(1_000_017) == ["one", "million", "seventeen"]
