@@ -10,7 +10,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core.config import Settings
 from app.core.db import get_session
 from app.core.errors import PayloadTooLarge
-from app.upstream.client import Upstream
 
 
 def _settings(request: Request) -> Settings:
@@ -39,11 +38,5 @@ async def read_limited(request: Request, limit: int, too_large: str) -> bytes:
     return b"".join(chunks)
 
 
-def _upstream(request: Request) -> Upstream:
-    upstream: Upstream = request.app.state.upstream
-    return upstream
-
-
 SettingsDep = Annotated[Settings, Depends(_settings)]
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
-UpstreamDep = Annotated[Upstream, Depends(_upstream)]

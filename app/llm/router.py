@@ -15,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.config import Settings
-from app.core.deps import SessionDep, SettingsDep, UpstreamDep, read_limited
+from app.core.deps import SessionDep, SettingsDep, read_limited
 from app.core.errors import BadRequest, Conflict, NotFound
 from app.keys.schemas import Scope
 from app.keys.service import Principal
@@ -26,6 +26,7 @@ from app.sessions.auth import require_caller_scope
 from app.transcripts.models import Job, JobStatus
 from app.transcripts.service import owner_conditions
 from app.upstream.client import Upstream
+from app.upstream.deps import UpstreamDep
 
 logger = logging.getLogger(__name__)
 

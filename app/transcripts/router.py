@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.config import Settings
-from app.core.deps import SessionDep, SettingsDep, UpstreamDep, read_limited
+from app.core.deps import SessionDep, SettingsDep, read_limited
 from app.core.errors import BadRequest, NotFound
 from app.keys.schemas import Scope
 from app.keys.service import Principal
@@ -41,6 +41,7 @@ from app.uploads.compat import CompatRoute
 from app.uploads.router import open_body, upload_body
 from app.uploads.streaming import MultipartBody, is_multipart
 from app.upstream.client import Upstream
+from app.upstream.deps import UpstreamDep
 
 router = APIRouter(tags=["transcripts"])
 # The AssemblyAI-compatible surface answers errors in upstream's shape (app/uploads/compat.py).
