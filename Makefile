@@ -17,7 +17,7 @@ $(BIN)/python:
 
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv
-	$(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[dev,recognition]'
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[dev,emulator,recognition]'
 	@touch $(STAMP)
 
 install: $(STAMP) ## Create the virtualenv and install everything

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import os
 import signal
 import socket
@@ -74,7 +75,18 @@ def _wait_for_port(host: str, port: int, timeout: float, proc: subprocess.Popen[
     raise _fail(f"The emulator did not start listening on {host}:{port} in {timeout:.0f} s.")
 
 
+def _require_emulator() -> None:
+    """The emulator is an optional extra (a production install carries none of numpy or
+    the recogniser): say how to install it rather than fail inside its imports."""
+    if importlib.util.find_spec("numpy") is None:
+        raise _fail(
+            "The emulator is not installed: install the `emulator` extra "
+            "(pip install 'aai-proxy[emulator]'), or set ASSEMBLYAI_API_KEY."
+        )
+
+
 def start_emulator(settings: Settings) -> subprocess.Popen[bytes]:
+    _require_emulator()
     port = settings.emulator_port
     env = {**os.environ, "EMULATOR_API_KEY": settings.emulator_api_key.get_secret_value()}
     proc = subprocess.Popen(
@@ -205,6 +217,7 @@ def emulator(
     host: Annotated[str, typer.Option(help="Bind address")] = "127.0.0.1",
 ) -> None:
     """Run the AssemblyAI emulator alone."""
+    _require_emulator()
     from emulator.main import run
 
     run(host=host, port=port)

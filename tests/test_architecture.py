@@ -15,6 +15,7 @@ depth, lazy and `TYPE_CHECKING` imports included: they are dependencies all the 
 from __future__ import annotations
 
 import ast
+import tomllib
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
@@ -146,8 +147,7 @@ def test_no_cycles_between_app_packages() -> None:
     edges = package_edges()
     cycles = _cycles(set(edges))
     detail = [
-        f"{' <-> '.join(c)}:\n"
-        + _describe(edges, [p for p in edges if p[0] in c and p[1] in c])
+        f"{' <-> '.join(c)}:\n" + _describe(edges, [p for p in edges if p[0] in c and p[1] in c])
         for c in cycles
     ]
     assert not cycles, "import cycles between app packages:\n" + "\n".join(detail)
@@ -206,3 +206,24 @@ def test_emulator_imports_nothing_from_app() -> None:
         }
     )
     assert not found, "the emulator imports the app:\n" + "\n".join(found)
+
+
+def test_app_runs_without_the_emulator_extra() -> None:
+    """numpy and the recogniser belong to the `emulator`/`recognition` extras: app/ imports
+    neither, and reaches the emulator only from the command line that starts it."""
+    found = sorted(
+        {
+            f"{_module_name(path)}:{node.lineno} {module}"
+            for path, node in _imports(APP)
+            for module in _imported(path, node)
+            if module.split(".")[0] in {"numpy", "pocketsphinx"}
+            or (module.split(".")[0] == "emulator" and _module_name(path) != "app.cli")
+        }
+    )
+    assert not found, "app/ needs the emulator's dependencies:\n" + "\n".join(found)
+    with open(ROOT / "pyproject.toml", "rb") as f:
+        project = tomllib.load(f)["project"]
+    main = " ".join(project["dependencies"])
+    assert "numpy" not in main
+    assert "pocketsphinx" not in main
+    assert any(d.startswith("numpy==") for d in project["optional-dependencies"]["emulator"])
