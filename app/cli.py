@@ -227,7 +227,7 @@ def emulator(
 def worker() -> None:
     """Run only the reconciler (fetch results, poll, relay, summaries): no HTTP server."""
     from app.core.logging import configure_logging
-    from app.webhooks.reconciler import run_worker
+    from app.worker import run_worker
 
     settings = load_settings()
     configure_logging(settings.log_level, settings.json_logs, settings.secrets())

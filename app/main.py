@@ -33,6 +33,7 @@ from app.web.router import mount_client
 from app.webhooks.router import WebhookShortcut
 from app.webhooks.router import router as webhooks_router
 from app.webhooks.runtime import start_webhooks, stop_webhooks
+from app.worker import Scheduler
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +78,15 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         app.state.upstream = create_upstream(settings)
         app.state.upload_rest = create_upload_client(settings)
         app.state.tokens = TokenRuntime.create(settings, engine)
-        await start_webhooks(app, settings, database_url)
+        webhooks = await start_webhooks(app, settings, database_url)
+        scheduler = None
+        if settings.reconciler_enabled:  # else `aai-proxy worker` runs the periodic jobs
+            scheduler = Scheduler(
+                app.state.sessionmaker, app.state.upstream, settings, wake=webhooks.hub.wake
+            )
+            scheduler.before_claim = webhooks.acks_settled  # webhook acks go first
+            webhooks.reconciler = scheduler  # a webhook wakes it in process
+            scheduler.start()
         logger.info(
             "app.started",
             extra={
@@ -91,8 +100,10 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         try:
             yield
         finally:
+            if scheduler is not None:
+                await scheduler.stop()
             await stop_webhooks(app)
-            await stop_summaries()  # after the reconciler: it starts them
+            await stop_summaries()  # after the scheduler: it starts them
             await app.state.tokens.aclose()
             await app.state.upstream.aclose()
             await app.state.upload_rest.aclose()

@@ -13,8 +13,10 @@ import logging
 import random
 import time
 import uuid
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 import httpx
 from sqlalchemy import text, update
@@ -97,6 +99,18 @@ async def claim_deliveries(
             {"now": now, "limit": limit, "owner": owner, "until": now + timedelta(seconds=lease_s)},
         )
         return [r[0] for r in rows]
+
+
+async def claim_work(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    http: httpx.AsyncClient,
+    settings: Settings,
+    owner: str,
+    limit: int,
+) -> list[Coroutine[Any, Any, str]]:
+    """Claim up to `limit` due deliveries: the `webhooks.relay` job of app/worker.py."""
+    ids = await claim_deliveries(sessionmaker, owner, limit, settings.reconciler_lease_s)
+    return [deliver(sessionmaker, http, settings, delivery_id, owner) for delivery_id in ids]
 
 
 @dataclass
