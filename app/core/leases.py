@@ -12,8 +12,47 @@ from __future__ import annotations
 import os
 import socket
 import uuid
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, Row, Select, or_, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 
 def instance_owner() -> str:
     """A lease owner name unique to this process."""
     return f"{socket.gethostname()[:40]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def lease_free(model: Any, now: datetime) -> ColumnElement[bool]:
+    """Rows no live instance holds: never leased, or the lease has expired."""
+    return or_(model.lease_expires_at.is_(None), model.lease_expires_at < now)
+
+
+async def claim_leases(
+    session: AsyncSession,
+    model: Any,
+    due: Select[Any],
+    *,
+    owner: str,
+    until: datetime,
+    returning: Sequence[Any] = (),
+    values: Mapping[str, Any] | None = None,
+) -> list[Row[Any]]:
+    """Lease the rows of `model` that `due` selects (their ids, with its filter, order and
+    limit) to `owner` until `until`; returns the `returning` columns of each (its id by
+    default). Rows another instance is claiming at this moment are skipped, not waited
+    for; `values` are further columns to set in the same statement.
+
+    Model: a mapped class with `id`, `lease_owner` and `lease_expires_at` columns.
+    """
+    picked = due.with_for_update(of=model, skip_locked=True).cte("due")
+    statement = (
+        update(model)
+        .where(model.id == picked.c.id)
+        .values(lease_owner=owner, lease_expires_at=until, **(values or {}))
+        .returning(*(returning or (model.id,)))
+        .execution_options(synchronize_session=False)
+    )
+    return list(await session.execute(statement))

@@ -18,13 +18,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, select, text, update
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.config import Settings
 from app.core.db import utcnow
 from app.core.errors import AppError, RateLimited
-from app.core.leases import instance_owner
+from app.core.leases import claim_leases, instance_owner, lease_free
 from app.core.tasks import running_alongside
 from app.transcripts.models import FINAL_STATUSES, Job, JobStatus
 from app.transcripts.service import mark_submit_failed
@@ -60,6 +60,9 @@ class ClaimedJob:
     created_at: datetime
 
 
+CLAIMED_COLUMNS = (Job.id, Job.upstream_id, Job.status, Job.check_attempts, Job.created_at)
+
+
 class Reconciler:
     """Advances transcription jobs: the `webhooks.reconcile` job of app/worker.py."""
 
@@ -85,36 +88,31 @@ class Reconciler:
     # --- jobs ------------------------------------------------------------------------------
     async def claim_jobs(self, limit: int) -> list[ClaimedJob]:
         now = utcnow()
-        async with self.sessionmaker() as session, session.begin():
-            rows = await session.execute(
-                text(
-                    """
-                    WITH due AS (
-                        SELECT id FROM jobs
-                        WHERE next_check_at <= :now
-                          -- a failed submit that a verified webhook proved upstream took
-                          AND (status NOT IN :final OR (status = 'failed' AND upstream_id IS NULL))
-                          AND deleted_at IS NULL
-                          AND (lease_expires_at IS NULL OR lease_expires_at < :now)
-                        ORDER BY next_check_at
-                        LIMIT :limit
-                        FOR UPDATE SKIP LOCKED
-                    )
-                    UPDATE jobs j
-                    SET lease_owner = :owner, lease_expires_at = :until
-                    FROM due WHERE j.id = due.id
-                    RETURNING j.id, j.upstream_id, j.status, j.check_attempts, j.created_at
-                    """
-                ).bindparams(bindparam("final", expanding=True)),
-                {
-                    "now": now,
-                    "final": list(FINAL_STATUSES),
-                    "limit": limit,
-                    "owner": self.owner,
-                    "until": now + timedelta(seconds=self.settings.reconciler_lease_s),
-                },
+        due = (
+            select(Job.id)
+            .where(
+                Job.next_check_at <= now,
+                # a failed submit that a verified webhook proved upstream took
+                or_(
+                    Job.status.not_in(FINAL_STATUSES),
+                    and_(Job.status == JobStatus.failed.value, Job.upstream_id.is_(None)),
+                ),
+                Job.deleted_at.is_(None),
+                lease_free(Job, now),
             )
-            claimed = [ClaimedJob(*r) for r in rows]
+            .order_by(Job.next_check_at)
+            .limit(limit)
+        )
+        async with self.sessionmaker() as session, session.begin():
+            rows = await claim_leases(
+                session,
+                Job,
+                due,
+                owner=self.owner,
+                until=now + timedelta(seconds=self.settings.reconciler_lease_s),
+                returning=CLAIMED_COLUMNS,
+            )
+            claimed = [ClaimedJob(**r._asdict()) for r in rows]
         if len(claimed) < limit:
             claimed += await self._claim_orphans(limit - len(claimed))
         return claimed
@@ -135,37 +133,28 @@ class Reconciler:
         if clock < self._next_orphan_sweep:
             return []
         now = utcnow()
-        async with self.sessionmaker() as session, session.begin():
-            rows = await session.execute(
-                text(
-                    """
-                    WITH orphans AS (
-                        SELECT id FROM jobs
-                        WHERE status = :submitting
-                          AND upstream_id IS NULL
-                          AND created_at < :before
-                          AND deleted_at IS NULL
-                          AND (lease_expires_at IS NULL OR lease_expires_at < :now)
-                        ORDER BY created_at
-                        LIMIT :limit
-                        FOR UPDATE SKIP LOCKED
-                    )
-                    UPDATE jobs j
-                    SET lease_owner = :owner, lease_expires_at = :until
-                    FROM orphans WHERE j.id = orphans.id
-                    RETURNING j.id, j.upstream_id, j.status, j.check_attempts, j.created_at
-                    """
-                ),
-                {
-                    "submitting": JobStatus.submitting.value,
-                    "before": now - timedelta(seconds=self._orphan_after_s()),
-                    "now": now,
-                    "limit": limit,
-                    "owner": self.owner,
-                    "until": now + timedelta(seconds=self.settings.reconciler_lease_s),
-                },
+        orphaned = (
+            select(Job.id)
+            .where(
+                Job.status == JobStatus.submitting.value,
+                Job.upstream_id.is_(None),
+                Job.created_at < now - timedelta(seconds=self._orphan_after_s()),
+                Job.deleted_at.is_(None),
+                lease_free(Job, now),
             )
-            orphans = [ClaimedJob(*r) for r in rows]
+            .order_by(Job.created_at)
+            .limit(limit)
+        )
+        async with self.sessionmaker() as session, session.begin():
+            rows = await claim_leases(
+                session,
+                Job,
+                orphaned,
+                owner=self.owner,
+                until=now + timedelta(seconds=self.settings.reconciler_lease_s),
+                returning=CLAIMED_COLUMNS,
+            )
+            orphans = [ClaimedJob(**r._asdict()) for r in rows]
         # A full batch: more may be waiting, look again at the next claim.
         self._next_orphan_sweep = clock + (0.0 if len(orphans) == limit else ORPHAN_SWEEP_S)
         return orphans
