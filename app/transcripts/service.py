@@ -27,6 +27,7 @@ from app.core.config import Settings
 from app.core.db import utcnow
 from app.core.errors import AppError, Conflict, NotFound, UpstreamError, UpstreamTimeout
 from app.core.security import hash_key, new_secret
+from app.core.ssrf import validate_relay_url
 from app.keys.service import Principal, record_audit
 from app.llm.summaries import check_requests as check_summary_requests
 from app.llm.summaries import forget_summaries, queue_summaries
@@ -36,7 +37,6 @@ from app.transcripts.schemas import AppSubmitOptions
 from app.upstream.client import RestClient
 from app.webhooks.events import publish_job_event
 from app.webhooks.schemas import job_view
-from app.webhooks.ssrf import validate_relay_url
 
 logger = logging.getLogger(__name__)
 

@@ -26,11 +26,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.core.config import Settings
 from app.core.db import utcnow
 from app.core.leases import claim_leases, lease_free
+from app.core.ssrf import RelayUrlRefused, ResolvedUrl, resolve_relay_url
 from app.transcripts.models import Job
 from app.webhooks.models import RelayAttempt, RelayDelivery, RelayEndpoint
 from app.webhooks.schemas import relay_body
 from app.webhooks.signing import valid_secrets, webhook_headers
-from app.webhooks.ssrf import RelayUrlRefused, ResolvedUrl, resolve_relay_url
 
 logger = logging.getLogger(__name__)
 
