@@ -27,6 +27,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.core import events
 from app.core.config import Settings
 from app.core.db import utcnow
 from app.core.errors import BadRequest, Forbidden, UpstreamClientError
@@ -536,11 +537,8 @@ async def _finish(
 
 
 async def _publish(session: AsyncSession, job: Job, summary: Summary) -> None:
-    try:
-        from app.webhooks.events import publish_job_event
-    except ImportError:  # the events module is optional for this feature
-        return
-    await publish_job_event(session, job, SUMMARY_EVENT, to_read(summary).model_dump(mode="json"))
+    data = to_read(summary).model_dump(mode="json")
+    await events.publish(events.JobChanged(session, job, SUMMARY_EVENT, data))
 
 
 async def run_claimed_summary(

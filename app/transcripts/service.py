@@ -23,6 +23,7 @@ from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.core import events
 from app.core.config import Settings
 from app.core.db import utcnow
 from app.core.errors import AppError, Conflict, NotFound, UpstreamError, UpstreamTimeout
@@ -34,9 +35,8 @@ from app.llm.summaries import forget_summaries, queue_summaries
 from app.transcripts.models import FINAL_STATUSES, Job, JobStatus, TranscriptResource
 from app.transcripts.policy import SubmitPlan
 from app.transcripts.schemas import AppSubmitOptions
+from app.transcripts.views import job_view
 from app.upstream.client import RestClient
-from app.webhooks.events import publish_job_event
-from app.webhooks.schemas import job_view
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ async def announce(
 
     The payload is the reconciler's job summary (`job_view`), so an event carries the same
     fields whichever code path changed the job."""
-    await publish_job_event(session, job, event, {**job_view(job), **(data or {})})
+    await events.publish(events.JobChanged(session, job, event, {**job_view(job), **(data or {})}))
 
 
 async def mark_submit_failed(session: AsyncSession, job: Job, reason: str) -> None:

@@ -28,10 +28,10 @@ from app.core.leases import claim_leases, instance_owner, lease_free
 from app.core.tasks import running_alongside
 from app.transcripts.models import FINAL_STATUSES, Job, JobStatus
 from app.transcripts.service import mark_submit_failed
+from app.transcripts.views import job_view
 from app.upstream.client import Upstream
 from app.webhooks.events import publish_job_event
 from app.webhooks.models import WebhookDelivery
-from app.webhooks.schemas import job_view
 
 logger = logging.getLogger(__name__)
 

@@ -35,11 +35,12 @@ from app.keys.service import Principal
 from app.sessions.auth import require_caller_scope
 from app.transcripts.models import FINAL_STATUSES, Job
 from app.transcripts.service import owner_conditions
+from app.transcripts.views import job_view
 from app.webhooks import service
 from app.webhooks.events import events_after
 from app.webhooks.hub import EventHub, JobEventMessage, Resync
 from app.webhooks.runtime import WebhooksRuntime
-from app.webhooks.schemas import SigningSecretRotated, WebhookAck, job_view
+from app.webhooks.schemas import SigningSecretRotated, WebhookAck
 from app.webhooks.signing import rotate_signing_secret
 
 logger = logging.getLogger(__name__)
