@@ -17,6 +17,8 @@ Which features publish and subscribe what:
   summary finished); webhooks persists it (`job_events`), NOTIFYs the instances (live
   status over SSE, app/webhooks/hub.py) and queues the relay of final states; llm forgets a
   deleted job's summaries.
+- `KeyCreated`: keys, when an admin creates a key; webhooks makes the key's relay signing
+  secret (shown once in the answer).
 
 Subscriptions are made when a feature's package is imported (its `__init__.py`).
 """
@@ -62,6 +64,16 @@ class JobChanged:
     job: Any  # the job row (app.transcripts.models.Job)
     event: str
     data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class KeyCreated:
+    """A proxy key was created (in `session`'s transaction). Handlers may add fields to
+    `shown_once`: secrets made for the key that its creation answer shows once."""
+
+    session: AsyncSession
+    key_id: uuid.UUID
+    shown_once: dict[str, str] = field(default_factory=dict)
 
 
 E = TypeVar("E")

@@ -4,11 +4,11 @@ import uuid
 
 from fastapi import APIRouter, Request, status
 
+from app.core import events
 from app.core.deps import SessionDep, client_ip
 from app.keys import service
 from app.keys.auth import AdminDep
 from app.keys.schemas import KeyCreate, KeyCreated, KeyRead
-from app.webhooks.signing import create_signing_secret
 
 router = APIRouter(prefix="/api/keys", tags=["keys"])
 
@@ -35,9 +35,12 @@ async def create_key(
         client_ip=client_ip(request),
         scopes=key.scopes,
     )
-    signing_secret = await create_signing_secret(session, key.id)
+    created = events.KeyCreated(session, key.id)
+    await events.publish(created)  # webhooks adds the relay signing secret
     return KeyCreated(
-        **KeyRead.model_validate(key).model_dump(), key=raw, webhook_signing_secret=signing_secret
+        **KeyRead.model_validate(key).model_dump(),
+        key=raw,
+        webhook_signing_secret=created.shown_once.get("webhook_signing_secret"),
     )
 
 
