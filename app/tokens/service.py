@@ -259,6 +259,13 @@ class TokenRuntime:
         await self.audit.aclose()
         await self.limiter.aclose()
 
+    async def daily_budget(self, key_id: uuid.UUID, end_user: str | None = None) -> tuple[int, int]:
+        """(limit, used today) in session-seconds of a key's, or one end user's, daily
+        budget: what the usage report (app/audit) shows."""
+        quota = (await self.policies.get(key_id)).quota
+        limit = quota.key_daily_session_s if end_user is None else quota.end_user_daily_session_s
+        return limit, await self.limiter.budget_used(key_id, end_user)
+
     async def record(
         self,
         kind: Kind,
