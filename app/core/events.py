@@ -17,6 +17,7 @@ Which features publish and subscribe what:
   summary finished); webhooks persists it (`job_events`), NOTIFYs the instances (live
   status over SSE, app/webhooks/hub.py) and queues the relay of final states; llm forgets a
   deleted job's summaries.
+- `JobShown`: transcripts, when an owner reads a job; llm adds its summaries.
 - `KeyCreated`: keys, when an admin creates a key; webhooks makes the key's relay signing
   secret (shown once in the answer).
 
@@ -74,6 +75,16 @@ class KeyCreated:
     session: AsyncSession
     key_id: uuid.UUID
     shown_once: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class JobShown:
+    """A job is being shown to its owner (`GET /api/transcripts/{id}`): handlers add their
+    part of the view to `parts` (llm: "summaries")."""
+
+    session: AsyncSession
+    job: Any
+    parts: dict[str, Any] = field(default_factory=dict)
 
 
 E = TypeVar("E")

@@ -20,10 +20,11 @@ from app.core.errors import BadRequest, Conflict, NotFound
 from app.keys.schemas import Scope
 from app.keys.service import Principal
 from app.llm import policy, service, summaries
-from app.llm.schemas import SummaryRead, SummaryRequest
+from app.llm.schemas import SummaryRead
 from app.llm.worker import claim_summaries
 from app.sessions.auth import require_caller_scope
 from app.transcripts.models import Job, JobStatus
+from app.transcripts.schemas import SummaryRequest
 from app.transcripts.service import owner_conditions
 from app.upstream.client import Upstream
 from app.upstream.deps import UpstreamDep

@@ -4,38 +4,11 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel
 
-Preset = Literal["bullets", "paragraph", "chapters", "action_items", "custom"]
-PRESETS: tuple[str, ...] = ("bullets", "paragraph", "chapters", "action_items", "custom")
 DEFAULT_BULLETS = 5
-
-
-class SummaryRequest(BaseModel):
-    """One summary: a preset, or a custom `prompt`; `model` defaults to LLM_SUMMARY_MODEL."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    preset: Preset | None = None
-    prompt: str | None = Field(None, min_length=1, max_length=20_000)
-    model: str | None = Field(None, max_length=100)
-    bullets: int | None = Field(None, ge=1, le=50)
-
-    @model_validator(mode="after")
-    def _one_kind(self) -> SummaryRequest:
-        if self.prompt is not None and self.preset not in (None, "custom"):
-            raise ValueError("give either a preset or a prompt, not both")
-        if self.prompt is None and self.preset in (None, "custom"):
-            raise ValueError(
-                "give a preset (bullets, paragraph, chapters, action_items) or a prompt"
-            )
-        if self.bullets is not None and self.preset != "bullets":
-            raise ValueError("'bullets' applies to the bullets preset only")
-        if self.prompt is not None:
-            self.preset = "custom"
-        return self
 
 
 class SummaryUsage(BaseModel):

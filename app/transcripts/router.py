@@ -14,12 +14,12 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.core import events
 from app.core.config import Settings
 from app.core.deps import SessionDep, SettingsDep, read_limited
 from app.core.errors import BadRequest, NotFound
 from app.keys.schemas import Scope
 from app.keys.service import Principal
-from app.llm.summaries import list_summaries, summary_views
 from app.sessions.auth import require_caller_scope
 from app.transcripts import service
 from app.transcripts.models import JobStatus
@@ -369,7 +369,9 @@ async def get_api(job_id: uuid.UUID, session: SessionDep, principal: Transcripts
     """Our view of one job: status, times, upstream id, error, summaries."""
     job = await service.owned(session, principal, job_id)
     read = JobRead.of(job)
-    read.summaries = summary_views(await list_summaries(session, job.id))
+    shown = events.JobShown(session, job)
+    await events.publish(shown)  # llm adds the job's summaries
+    read.summaries = shown.parts.get("summaries", [])
     return read
 
 

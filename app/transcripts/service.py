@@ -30,8 +30,6 @@ from app.core.errors import AppError, Conflict, NotFound, UpstreamError, Upstrea
 from app.core.security import hash_key, new_secret
 from app.core.ssrf import validate_relay_url
 from app.keys.service import Principal, record_audit
-from app.llm.summaries import check_requests as check_summary_requests
-from app.llm.summaries import forget_summaries, queue_summaries
 from app.transcripts.models import FINAL_STATUSES, Job, JobStatus, TranscriptResource
 from app.transcripts.policy import SubmitPlan
 from app.transcripts.schemas import AppSubmitOptions
@@ -125,8 +123,9 @@ async def submit_job(
     second upstream submit; the same key with another body is a 409. `options` are the
     app surface's own requests for the job (see `AppSubmitOptions`); none are defined yet.
     """
-    requested = options.summaries if options is not None else []
-    check_summary_requests(requested, settings, principal)  # before any row or upstream call
+    # Before any row or upstream call: a feature acting on the job may refuse (llm checks
+    # the summaries asked for).
+    await events.publish(events.JobRequested(settings, principal, options))
     await check_caller_webhook(plan, settings)
     secret = new_secret() if settings.public_base_url else None
     job_id = uuid.uuid4()
@@ -139,7 +138,7 @@ async def submit_job(
     else:
         await _insert_job(sessionmaker, principal, plan, job_id, secret, None, None)
     # Before the upstream submit, so a job that completes at once finds its summaries.
-    await queue_summaries(sessionmaker, settings, job_id, requested)
+    await events.publish(events.JobCreated(sessionmaker, settings, job_id, options))
     # Shielded: once the row exists, the submit and its record finish even if the caller
     # disconnects, so the job never stays "submitting" with an unknown outcome.
     task = asyncio.ensure_future(
@@ -501,8 +500,7 @@ async def delete_job(
     job.result = None
     job.next_check_at = None
     await session.execute(delete(TranscriptResource).where(TranscriptResource.job_id == job.id))
-    await forget_summaries(session, job.id)
-    await announce(session, job, "deleted")
+    await announce(session, job, "deleted")  # llm forgets the job's summaries
     await record_audit(
         session,
         action="transcript.delete",
