@@ -37,8 +37,8 @@ from app.transcripts.schemas import (
     present,
 )
 from app.uploads.auth import StreamingPrincipalDep
+from app.uploads.body import open_body, upload_body
 from app.uploads.compat import CompatRoute
-from app.uploads.router import open_body, upload_body
 from app.uploads.streaming import MultipartBody, is_multipart
 from app.upstream.client import Upstream
 from app.upstream.deps import UpstreamDep
