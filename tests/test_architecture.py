@@ -51,12 +51,16 @@ def _imported(path: Path, node: ast.Import | ast.ImportFrom) -> Iterator[str]:
         module = ".".join([*base, node.module] if node.module else base)
     else:
         module = node.module or ""
-    yield module
+    names_only = False
     for alias in node.names:  # `from app.x import y` imports the module app.x.y if y is one
         name = f"{module}.{alias.name}"
         path_of = ROOT.joinpath(*name.split("."))
         if path_of.is_dir() or path_of.with_suffix(".py").is_file():
             yield name
+        else:
+            names_only = True
+    if names_only:
+        yield module
 
 
 def _package(module: str) -> str | None:
@@ -151,6 +155,26 @@ def test_no_cycles_between_app_packages() -> None:
         for c in cycles
     ]
     assert not cycles, "import cycles between app packages:\n" + "\n".join(detail)
+
+
+def module_edges() -> set[tuple[str, str]]:
+    """(importer, imported) between modules of app/ (a package stands for its __init__)."""
+    edges = set()
+    for path, node in _imports(APP):
+        source = _module_name(path)
+        for module in _imported(path, node):
+            where = ROOT.joinpath(*module.split("."))
+            is_ours = where.with_suffix(".py").is_file() or (where / "__init__.py").is_file()
+            if module.split(".")[0] == "app" and is_ours and module != source:
+                edges.add((source, module))
+    return edges
+
+
+def test_no_cycles_between_modules() -> None:
+    """Within a package too (lazy imports included): e.g. uploads.form and
+    uploads.streaming once imported each other."""
+    cycles = _cycles(module_edges())
+    assert not cycles, f"import cycles between modules: {cycles}"
 
 
 def test_core_imports_no_other_package() -> None:
