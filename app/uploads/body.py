@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from fastapi import Request
 
+from app.core.body_tap import EXTENSION as TAP_EXTENSION
 from app.core.config import Settings
 from app.core.errors import BadRequest
-from app.core.http_server import EXTENSION as TAP_EXTENSION
 from app.keys.service import Principal
 from app.uploads.limits import too_large
 from app.uploads.service import UploadResult, stream_upload

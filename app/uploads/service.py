@@ -16,9 +16,9 @@ from typing import Any
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.core.body_tap import SinkEnded, SinkStalled
 from app.core.db import utcnow
 from app.core.errors import AppError, UpstreamError, UpstreamTimeout
-from app.core.http_server import SinkEnded, SinkStalled
 from app.keys.service import Principal, record_audit
 from app.uploads.models import Upload, UploadStatus
 from app.uploads.streaming import BodyStream, ClientDisconnected, RawBody

@@ -26,8 +26,9 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.types import Receive
 
+from app.core.body_tap import BodySink, ClientGone
 from app.core.errors import AppError, BadRequest
-from app.core.http_server import BodySink, BodyTap, ClientGone
+from app.core.http_server import BodyTap
 from app.uploads.limits import too_large
 
 if TYPE_CHECKING:
