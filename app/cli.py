@@ -115,8 +115,8 @@ def start_emulator(settings: Settings) -> subprocess.Popen[bytes]:
 
 async def _ensure_dev_key(settings: Settings) -> str | None:
     from app.core.db import create_engine, create_sessionmaker
+    from app.identity.scopes import ALL_SCOPES
     from app.keys import service
-    from app.keys.schemas import ALL_SCOPES
 
     assert settings.database_url is not None
     engine = create_engine(settings.database_url.get_secret_value(), pool_size=1)

@@ -1,8 +1,8 @@
 """Every feature's models, imported in one place for Alembic and the tests."""
 
-from app.keys.models import ApiKey, AuditEvent
+from app.identity.models import ApiKey, AuditEvent
+from app.identity.session_models import AppSession
 from app.llm.models import LlmBudgetDay, LlmReservation, LlmUsage, Summary
-from app.sessions.models import AppSession
 from app.tokens.models import TokenPolicy
 from app.transcripts.models import Job, TranscriptResource
 from app.uploads.models import Upload

@@ -14,8 +14,8 @@ from app.audit.schemas import AuditPage, AuditRead, Budget, KeyUsage, UsageRepor
 from app.core.db import utcnow
 from app.core.deps import SessionDep
 from app.core.errors import BadRequest, Forbidden
-from app.keys.auth import AdminDep
-from app.sessions.auth import CallerDep
+from app.identity.auth import AdminDep
+from app.identity.callers import CallerDep
 
 logger = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit.schemas import EndUserUsage, KeyUsage, UsageCounts
 from app.core.errors import BadRequest
-from app.keys.models import ApiKey, AuditEvent
+from app.identity.models import ApiKey, AuditEvent
 
 TOKEN_ACTIONS = ("token.streaming", "token.agents")
 

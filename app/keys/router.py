@@ -6,8 +6,8 @@ from fastapi import APIRouter, Request, status
 
 from app.core import events
 from app.core.deps import SessionDep, client_ip
+from app.identity.auth import AdminDep
 from app.keys import service
-from app.keys.auth import AdminDep
 from app.keys.schemas import KeyCreate, KeyCreated, KeyRead
 
 router = APIRouter(prefix="/api/keys", tags=["keys"])

@@ -17,12 +17,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.core.config import Settings
 from app.core.deps import SessionDep, SettingsDep, read_limited
 from app.core.errors import BadRequest, Conflict, NotFound
-from app.keys.schemas import Scope
-from app.keys.service import Principal
+from app.identity.callers import require_caller_scope
+from app.identity.principal import Principal
+from app.identity.scopes import Scope
 from app.llm import policy, service, summaries
 from app.llm.schemas import SummaryRead
 from app.llm.worker import claim_summaries
-from app.sessions.auth import require_caller_scope
 from app.transcripts.models import Job, JobStatus
 from app.transcripts.schemas import SummaryRequest
 from app.transcripts.service import owner_conditions

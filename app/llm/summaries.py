@@ -32,7 +32,7 @@ from app.core.config import Settings
 from app.core.db import utcnow
 from app.core.errors import BadRequest, Forbidden, UpstreamClientError
 from app.core.tasks import running_alongside
-from app.keys.service import Principal
+from app.identity.principal import Principal
 from app.llm import policy, service
 from app.llm.models import Summary, SummaryStatus
 from app.llm.policy import BudgetExceeded

@@ -12,17 +12,17 @@ from app.core.db import utcnow
 from app.core.deps import SessionDep, SettingsDep, client_ip
 from app.core.errors import Unauthorized
 from app.core.security import hash_key, new_secret
-from app.keys import service as keys_service
-from app.keys.auth import credential_from_header
-from app.keys.service import Principal
-from app.sessions.auth import (
+from app.identity.auth import credential_from_header
+from app.identity.callers import (
     CallerDep,
     check_origin,
     identity_state,
     key_by_secret,
     session_expiry,
 )
-from app.sessions.models import AppSession
+from app.identity.principal import Principal
+from app.identity.session_models import AppSession
+from app.keys import service as keys_service
 from app.sessions.schemas import SessionCreate, SessionRead
 
 router = APIRouter(prefix="/api/session", tags=["sessions"])

@@ -15,10 +15,10 @@ from starlette.types import Scope
 from app.core.deps import SessionDep, client_ip
 from app.core.errors import AppError, Forbidden
 from app.core.middleware import Endpoint, Shortcut
+from app.identity.auth import AdminDep
+from app.identity.callers import resolve_caller
+from app.identity.principal import Principal
 from app.keys import service as keys_service
-from app.keys.auth import AdminDep
-from app.keys.service import Principal
-from app.sessions.auth import resolve_caller
 from app.tokens.models import TokenPolicy
 from app.tokens.schemas import (
     AgentTokenRequest,

@@ -24,8 +24,8 @@ from app.audit.writer import AuditWriter
 from app.core.config import Settings
 from app.core.db import create_sessionmaker, utcnow
 from app.core.errors import AppError, BadRequest, ServiceUnavailable, UpstreamError
-from app.keys.service import Principal
-from app.sessions.auth import SingleFlight
+from app.identity.callers import SingleFlight
+from app.identity.principal import Principal
 from app.tokens.limits import LimiterUnavailable, LimitExceeded, Quota, TokenLimiter
 from app.tokens.models import TokenPolicy
 from app.upstream.client import TokenHost

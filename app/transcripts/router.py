@@ -18,9 +18,9 @@ from app.core import events
 from app.core.config import Settings
 from app.core.deps import SessionDep, SettingsDep, read_limited
 from app.core.errors import BadRequest, NotFound
-from app.keys.schemas import Scope
-from app.keys.service import Principal
-from app.sessions.auth import require_caller_scope
+from app.identity.callers import require_caller_scope
+from app.identity.principal import Principal
+from app.identity.scopes import Scope
 from app.transcripts import service
 from app.transcripts.models import JobStatus
 from app.transcripts.policy import check_submit

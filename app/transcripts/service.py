@@ -29,7 +29,8 @@ from app.core.db import utcnow
 from app.core.errors import AppError, Conflict, NotFound, UpstreamError, UpstreamTimeout
 from app.core.security import hash_key, new_secret
 from app.core.ssrf import validate_relay_url
-from app.keys.service import Principal, record_audit
+from app.identity.principal import Principal
+from app.keys.service import record_audit
 from app.transcripts.models import FINAL_STATUSES, Job, JobStatus, TranscriptResource
 from app.transcripts.policy import SubmitPlan
 from app.transcripts.schemas import AppSubmitOptions

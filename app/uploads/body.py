@@ -9,7 +9,7 @@ from fastapi import Request
 from app.core.body_tap import EXTENSION as TAP_EXTENSION
 from app.core.config import Settings
 from app.core.errors import BadRequest
-from app.keys.service import Principal
+from app.identity.principal import Principal
 from app.uploads.limits import too_large
 from app.uploads.service import UploadResult, stream_upload
 from app.uploads.streaming import (

@@ -28,11 +28,11 @@ from app.core.errors import (
     ServiceUnavailable,
 )
 from app.core.middleware import Endpoint, Shortcut
-from app.keys.auth import get_principal
-from app.keys.models import ApiKey
-from app.keys.schemas import Scope
-from app.keys.service import Principal
-from app.sessions.auth import require_caller_scope
+from app.identity.auth import get_principal
+from app.identity.callers import require_caller_scope
+from app.identity.models import ApiKey
+from app.identity.principal import Principal
+from app.identity.scopes import Scope
 from app.transcripts.models import FINAL_STATUSES, Job
 from app.transcripts.service import owner_conditions
 from app.transcripts.views import job_view

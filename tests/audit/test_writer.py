@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.audit.writer import AuditWriter
 from app.core.db import create_sessionmaker
-from app.keys.models import AuditEvent
+from app.identity.models import AuditEvent
 
 
 async def count(engine: AsyncEngine, action: str) -> int:

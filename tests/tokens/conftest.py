@@ -20,8 +20,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.core.config import Settings
 from app.core.db import create_sessionmaker
+from app.identity.models import AuditEvent
 from app.keys import service as keys_service
-from app.keys.models import AuditEvent
 from app.main import create_app
 from app.upstream.client import create_upstream
 
