@@ -1,6 +1,7 @@
 """Every feature's models, imported in one place for Alembic and the tests."""
 
-from app.identity.models import ApiKey, AuditEvent
+from app.audit.models import AuditEvent
+from app.identity.models import ApiKey
 from app.identity.session_models import AppSession
 from app.llm.models import LlmBudgetDay, LlmReservation, LlmUsage, Summary
 from app.tokens.models import TokenPolicy

@@ -4,6 +4,7 @@ import uuid
 
 from fastapi import APIRouter, Request, status
 
+from app.audit.record import record_audit
 from app.core import events
 from app.core.deps import SessionDep, client_ip
 from app.identity.auth import AdminDep
@@ -26,7 +27,7 @@ async def create_key(
 ) -> KeyCreated:
     """Create a key; the raw key is in this response only."""
     key, raw = await service.create_key(session, body.name, [s.value for s in body.scopes])
-    await service.record_audit(
+    await record_audit(
         session,
         action="key.create",
         outcome="ok",
@@ -62,7 +63,7 @@ async def revoke_key(
 ) -> KeyRead:
     """Revoke a key; it stops working at once."""
     key = await service.revoke_key(session, key_id)
-    await service.record_audit(
+    await record_audit(
         session,
         action="key.revoke",
         outcome="ok",

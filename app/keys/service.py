@@ -11,8 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core.db import utcnow
 from app.core.errors import NotFound
 from app.core.security import display_prefix, hash_key, new_api_key
-from app.identity.models import ApiKey, AuditEvent
-from app.identity.principal import Principal
+from app.identity.models import ApiKey
 from app.identity.scopes import ALL_SCOPES
 
 
@@ -52,30 +51,3 @@ async def revoke_key(session: AsyncSession, key_id: uuid.UUID) -> ApiKey:
 
 async def any_key_exists(session: AsyncSession) -> bool:
     return (await session.scalar(select(ApiKey.id).limit(1))) is not None
-
-
-async def record_audit(
-    session: AsyncSession,
-    *,
-    action: str,
-    outcome: str,
-    principal: Principal | None = None,
-    key_id: uuid.UUID | None = None,
-    subject: str | None = None,
-    client_ip: str | None = None,
-    user_agent: str | None = None,
-    **detail: object,
-) -> AuditEvent:
-    event = AuditEvent(
-        action=action,
-        outcome=outcome,
-        key_id=principal.key_id if principal else key_id,
-        end_user=principal.end_user if principal else None,
-        subject=subject,
-        client_ip=client_ip,
-        user_agent=user_agent[:500] if user_agent else None,
-        detail=dict(detail),
-    )
-    session.add(event)
-    await session.flush()
-    return event

@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response, status
 from sqlalchemy import delete, update
 
+from app.audit.record import record_audit
 from app.core.config import Settings
 from app.core.db import utcnow
 from app.core.deps import SessionDep, SettingsDep, client_ip
@@ -22,7 +23,6 @@ from app.identity.callers import (
 )
 from app.identity.principal import Principal
 from app.identity.session_models import AppSession
-from app.keys import service as keys_service
 from app.sessions.schemas import SessionCreate, SessionRead
 
 router = APIRouter(prefix="/api/session", tags=["sessions"])
@@ -77,7 +77,7 @@ async def create_session(
     principal = Principal(
         key_id=key.id, key_name=key.name, scopes=key.scopes, end_user=body.end_user
     )
-    await keys_service.record_audit(
+    await record_audit(
         session,
         action="session.create",
         outcome="ok",
@@ -131,7 +131,7 @@ async def end_session(
         .where(AppSession.id == session_id, AppSession.revoked_at.is_(None))
         .values(revoked_at=utcnow())
     )
-    await keys_service.record_audit(
+    await record_audit(
         session,
         action="session.end",
         outcome="ok",

@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from starlette.types import Scope
 
+from app.audit.record import record_audit
 from app.core.deps import SessionDep, client_ip
 from app.core.errors import AppError, Forbidden
 from app.core.middleware import Endpoint, Shortcut
@@ -320,7 +321,7 @@ async def put_policy(
         setattr(row, name, value)
     await session.flush()
     runtime.policies.invalidate(key_id)
-    await keys_service.record_audit(
+    await record_audit(
         session,
         action="token.policy",
         outcome="ok",

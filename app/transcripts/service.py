@@ -23,6 +23,7 @@ from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.audit.record import record_audit
 from app.core import events
 from app.core.config import Settings
 from app.core.db import utcnow
@@ -30,7 +31,6 @@ from app.core.errors import AppError, Conflict, NotFound, UpstreamError, Upstrea
 from app.core.security import hash_key, new_secret
 from app.core.ssrf import validate_relay_url
 from app.identity.principal import Principal
-from app.keys.service import record_audit
 from app.transcripts.models import FINAL_STATUSES, Job, JobStatus, TranscriptResource
 from app.transcripts.policy import SubmitPlan
 from app.transcripts.schemas import AppSubmitOptions

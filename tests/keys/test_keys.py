@@ -7,8 +7,9 @@ from httpx import AsyncClient
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.audit.models import AuditEvent
 from app.core.security import hash_key
-from app.identity.models import ApiKey, AuditEvent
+from app.identity.models import ApiKey
 from app.identity.principal import authenticate
 from app.keys import service
 
