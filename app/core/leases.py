@@ -47,12 +47,12 @@ async def claim_leases(
 
     Model: a mapped class with `id`, `lease_owner` and `lease_expires_at` columns.
     """
-    picked = due.with_for_update(of=model, skip_locked=True).cte("due")
+    table = model.__table__  # a Core UPDATE: the ORM's bulk-update path costs more per claim
+    picked = due.with_for_update(of=table, skip_locked=True).cte("due")
     statement = (
-        update(model)
-        .where(model.id == picked.c.id)
+        update(table)
+        .where(table.c.id == picked.c.id)
         .values(lease_owner=owner, lease_expires_at=until, **(values or {}))
-        .returning(*(returning or (model.id,)))
-        .execution_options(synchronize_session=False)
+        .returning(*(returning or (table.c.id,)))
     )
     return list(await session.execute(statement))
