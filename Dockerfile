@@ -17,7 +17,7 @@ WORKDIR /app
 # Dependencies only (no source yet): this layer is reused until pyproject.toml changes.
 COPY pyproject.toml ./
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv pip install --python /opt/venv/bin/python -r pyproject.toml --extra recognition
+    uv pip install --python /opt/venv/bin/python -r pyproject.toml --extra emulator --extra recognition
 
 # The project itself. Editable, because Alembic's migrations/ and alembic.ini (and the
 # static client) are found next to the source, not inside site-packages.

@@ -17,7 +17,7 @@ $(BIN)/python:
 
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv
-	$(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[dev,recognition]'
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[dev,emulator,recognition]'
 	@# The official Node SDK, for tests/relay/test_node_sdk.py (skipped without node/npm).
 	@if command -v npm >/dev/null; then npm ci --silent --no-audit --no-fund --prefix tests/relay/node || echo "npm ci failed: the Node SDK test will be skipped"; fi
 	@touch $(STAMP)

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import errno
 import hmac
+import importlib.util
 import os
 import secrets
 import shutil
@@ -133,7 +134,18 @@ def _wait_for_emulator(
     raise _fail(f"The emulator did not answer on EMULATOR_PORT {port} in {timeout:.0f} s.")
 
 
+def _require_emulator() -> None:
+    """The emulator is an optional extra (a production install carries none of numpy or
+    the recogniser): say how to install it rather than fail inside its imports."""
+    if importlib.util.find_spec("numpy") is None:
+        raise _fail(
+            "The emulator is not installed: install the `emulator` extra "
+            "(pip install 'aai-proxy[emulator]'), or set ASSEMBLYAI_API_KEY."
+        )
+
+
 def start_emulator(settings: Settings) -> subprocess.Popen[bytes]:
+    _require_emulator()
     port = settings.emulator_port
     if port_in_use("127.0.0.1", port):
         raise _emulator_port_taken(port, "is in use by another program")
@@ -175,8 +187,8 @@ def start_emulator(settings: Settings) -> subprocess.Popen[bytes]:
 async def _ensure_dev_key(settings: Settings, *, create: bool) -> tuple[bool, str | None]:
     """(any key existed, the raw development admin key made now when `create`)."""
     from app.core.db import create_engine, create_sessionmaker
+    from app.identity.scopes import ALL_SCOPES
     from app.keys import service
-    from app.keys.schemas import ALL_SCOPES
 
     assert settings.database_url is not None
     engine = create_engine(settings.database_url.get_secret_value(), pool_size=1)
@@ -339,6 +351,7 @@ def emulator(
     host: Annotated[str, typer.Option(help="Bind address")] = "127.0.0.1",
 ) -> None:
     """Run the AssemblyAI emulator alone."""
+    _require_emulator()
     from emulator.main import run
 
     run(host=host, port=port)
@@ -348,7 +361,7 @@ def emulator(
 def worker() -> None:
     """Run only the reconciler (fetch results, poll, relay, summaries): no HTTP server."""
     from app.core.logging import configure_logging
-    from app.webhooks.reconciler import run_worker
+    from app.worker import run_worker
 
     settings = load_settings()
     configure_logging(settings.log_level, settings.json_logs, settings.secrets())

@@ -41,6 +41,7 @@ from app.web.router import mount_client
 from app.webhooks.router import WebhookShortcut
 from app.webhooks.router import router as webhooks_router
 from app.webhooks.runtime import start_webhooks, stop_webhooks
+from app.worker import Scheduler
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +102,15 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         if settings.metrics_enabled:
             await start_metrics(app, settings, engine)
         app.state.relay = RelayRuntime(settings, app.state.tokens, app.state.sessionmaker)
-        await start_webhooks(app, settings, database_url)
+        webhooks = await start_webhooks(app, settings, database_url)
+        scheduler = None
+        if settings.reconciler_enabled:  # else `aai-proxy worker` runs the periodic jobs
+            scheduler = Scheduler(
+                app.state.sessionmaker, app.state.upstream, settings, wake=webhooks.hub.wake
+            )
+            scheduler.before_claim = webhooks.acks_settled  # webhook acks go first
+            webhooks.reconciler = scheduler  # a webhook wakes it in process
+            scheduler.start()
         logger.info(
             "app.started",
             extra={
@@ -116,9 +125,11 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
             yield
         finally:
             await app.state.relay.aclose()  # first: open sessions are terminated upstream
+            if scheduler is not None:
+                await scheduler.stop()
             await stop_webhooks(app)
             await stop_metrics(app)
-            await stop_summaries()  # after the reconciler: it starts them
+            await stop_summaries()  # after the scheduler: it starts them
             await app.state.tokens.aclose()
             await app.state.upstream.aclose()
             await app.state.upload_rest.aclose()

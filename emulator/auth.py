@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 
 from starlette.requests import HTTPConnection
 
-from app.core.security import secrets_equal
 from emulator.config import EmulatorSettings
+
+
+def secrets_equal(provided: str | None, expected: str | None) -> bool:
+    """Constant-time comparison in which an empty or missing key never verifies (the
+    emulator is a separate program and imports nothing from app/)."""
+    if not provided or not expected:
+        return False
+    return hmac.compare_digest(provided.encode(), expected.encode())
 
 
 def check_raw_key(conn: HTTPConnection, settings: EmulatorSettings) -> bool:

@@ -15,8 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app.core.config import Settings
 from app.core.db import create_engine, get_session
+from app.identity.scopes import ALL_SCOPES
 from app.keys import service as keys_service
-from app.keys.schemas import ALL_SCOPES
 from app.main import create_app
 from tests.live import EXTRA_SERVICE_ENV, Proc, create_key_in, run_emulator, run_service
 from tests.pg import create_database, drop_database, postgres_server

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
 from fastapi import APIRouter, Query, Request
 
@@ -15,9 +15,8 @@ from app.core.boundary import BoundaryRoute, IsoTime
 from app.core.db import utcnow
 from app.core.deps import SessionDep
 from app.core.errors import BadRequest, Forbidden
-from app.keys.auth import AdminDep
-from app.sessions.auth import CallerDep
-from app.tokens.service import TokenRuntime
+from app.identity.auth import AdminDep
+from app.identity.callers import CallerDep
 
 logger = logging.getLogger(__name__)
 
@@ -62,19 +61,23 @@ async def list_audit(
     return AuditPage(items=[AuditRead.model_validate(r) for r in rows], next_cursor=next_cursor)
 
 
-async def _add_budgets(tokens: TokenRuntime, keys: list[KeyUsage], *, key_level: bool) -> None:
+class BudgetSource(Protocol):
+    """The token feature's daily budgets (app.tokens.service.TokenRuntime), as the usage
+    report reads them: audit imports no feature above it."""
+
+    async def daily_budget(
+        self, key_id: uuid.UUID, end_user: str | None = None
+    ) -> tuple[int, int]: ...
+
+
+async def _add_budgets(tokens: BudgetSource, keys: list[KeyUsage], *, key_level: bool) -> None:
     for entry in keys:
-        policy = await tokens.policies.get(entry.key_id)
         if key_level:
-            entry.budget = Budget(
-                daily_session_s_limit=policy.quota.key_daily_session_s,
-                today_session_s_used=await tokens.limiter.budget_used(entry.key_id),
-            )
+            limit, used = await tokens.daily_budget(entry.key_id)
+            entry.budget = Budget(daily_session_s_limit=limit, today_session_s_used=used)
         for user in entry.end_users:
-            user.budget = Budget(
-                daily_session_s_limit=policy.quota.end_user_daily_session_s,
-                today_session_s_used=await tokens.limiter.budget_used(entry.key_id, user.end_user),
-            )
+            limit, used = await tokens.daily_budget(entry.key_id, user.end_user)
+            user.budget = Budget(daily_session_s_limit=limit, today_session_s_used=used)
 
 
 @router.get("/usage", response_model=UsageReport, responses=_ERRORS)

@@ -11,9 +11,10 @@ from datetime import datetime
 from sqlalchemy import Float, Integer, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.audit.models import AuditEvent
 from app.audit.schemas import EndUserUsage, KeyUsage, UsageCounts
 from app.core.errors import BadRequest
-from app.keys.models import ApiKey, AuditEvent
+from app.identity.models import ApiKey
 
 TOKEN_ACTIONS = ("token.streaming", "token.agents")
 RELAY_ACTIONS = ("relay.streaming", "relay.agents")  # one "ended" row per relayed session

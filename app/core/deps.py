@@ -11,7 +11,6 @@ from app.core.boundary import valid_ip
 from app.core.config import Settings
 from app.core.db import get_session
 from app.core.errors import PayloadTooLarge
-from app.upstream.client import Upstream
 
 
 def _settings(request: Request) -> Settings:
@@ -42,11 +41,5 @@ async def read_limited(request: Request, limit: int, too_large: str) -> bytes:
     return b"".join(chunks)
 
 
-def _upstream(request: Request) -> Upstream:
-    upstream: Upstream = request.app.state.upstream
-    return upstream
-
-
 SettingsDep = Annotated[Settings, Depends(_settings)]
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
-UpstreamDep = Annotated[Upstream, Depends(_upstream)]

@@ -38,16 +38,15 @@ import asyncio
 import dis
 import json
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
-logger = logging.getLogger(__name__)
+from app.core.body_tap import EXTENSION, BodySink, ClientGone, SinkEnded, SinkStalled
 
-EXTENSION = "aai.body_tap"
+logger = logging.getLogger(__name__)
 
 # uvicorn versions (major, minor) whose internals the tap was tested against.
 TESTED_UVICORN = ((0, 54),)
@@ -173,30 +172,6 @@ def timeout_response(detail: str) -> bytes:
         b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
         b"content-length: " + str(len(body)).encode() + b"\r\nconnection: close\r\n\r\n" + body
     )
-
-
-class BodySink(Protocol):
-    """Where the tap sends body bytes (an upstream connection)."""
-
-    ended: asyncio.Future[Any]  # done when the sink can take no more (answered, closed)
-
-    def write(self, data: memoryview) -> bool:
-        """Send `data`; False when part of it is still buffered: the caller must not reuse
-        that memory until the drained callback runs."""
-
-    def set_drained_callback(self, callback: Callable[[], None] | None) -> None: ...
-
-
-class ClientGone(Exception):
-    """The client closed the connection (or its sending side) before the body ended."""
-
-
-class SinkEnded(Exception):
-    """The sink ended (e.g. upstream answered early) before the body did."""
-
-
-class SinkStalled(TimeoutError):
-    """The sink took nothing for the stall timeout."""
 
 
 class TapProtocol(HttpToolsProtocol):

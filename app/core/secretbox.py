@@ -14,10 +14,7 @@ from __future__ import annotations
 import base64
 import hashlib
 from functools import lru_cache
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from app.core.config import Settings
+from typing import Protocol
 
 # `cryptography` (several MB resident) is imported on first use of a SecretBox, not with
 # the settings: the serving process of a deployment that stores no secret never loads it
@@ -88,5 +85,12 @@ def box_for(keys: tuple[str, ...]) -> SecretBox:
     return SecretBox(keys or (DEVELOPMENT_KEY,))
 
 
-def secret_box(settings: Settings) -> SecretBox:
+class HasSecretsKeys(Protocol):
+    """What a secret box is made from: the settings (kept a protocol, so that the settings
+    can validate keys with this module without the two importing each other)."""
+
+    def secrets_keys(self) -> tuple[str, ...]: ...
+
+
+def secret_box(settings: HasSecretsKeys) -> SecretBox:
     return box_for(settings.secrets_keys())

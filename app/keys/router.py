@@ -4,13 +4,14 @@ import uuid
 
 from fastapi import APIRouter, Request, status
 
+from app.audit.record import record_audit
+from app.core import events
 from app.core.boundary import BoundaryRoute
 from app.core.deps import SessionDep, SettingsDep, client_ip
 from app.core.secretbox import secret_box
+from app.identity.auth import AdminDep
 from app.keys import service
-from app.keys.auth import AdminDep
 from app.keys.schemas import KeyCreate, KeyCreated, KeyRead
-from app.webhooks.signing import create_signing_secret
 
 router = APIRouter(prefix="/api/keys", tags=["keys"], route_class=BoundaryRoute)
 
@@ -28,7 +29,7 @@ async def create_key(
 ) -> KeyCreated:
     """Create a key; the raw key is in this response only."""
     key, raw = await service.create_key(session, body.name, [s.value for s in body.scopes])
-    await service.record_audit(
+    await record_audit(
         session,
         action="key.create",
         outcome="ok",
@@ -37,9 +38,12 @@ async def create_key(
         client_ip=client_ip(request),
         scopes=key.scopes,
     )
-    signing_secret = await create_signing_secret(session, secret_box(settings), key.id)
+    created = events.KeyCreated(session, key.id, secret_box(settings))
+    await events.publish(created)  # webhooks adds the relay signing secret, sealed
     return KeyCreated(
-        **KeyRead.model_validate(key).model_dump(), key=raw, webhook_signing_secret=signing_secret
+        **KeyRead.model_validate(key).model_dump(),
+        key=raw,
+        webhook_signing_secret=created.shown_once.get("webhook_signing_secret"),
     )
 
 
@@ -61,7 +65,7 @@ async def revoke_key(
 ) -> KeyRead:
     """Revoke a key; it stops working at once."""
     key = await service.revoke_key(session, key_id)
-    await service.record_audit(
+    await record_audit(
         session,
         action="key.revoke",
         outcome="ok",

@@ -2,20 +2,10 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
-
-class Scope(StrEnum):
-    transcripts = "transcripts"
-    tokens_streaming = "tokens:streaming"
-    tokens_agents = "tokens:agents"
-    llm = "llm"
-    admin = "admin"
-
-
-ALL_SCOPES = [s.value for s in Scope]
+from app.identity.scopes import Scope
 
 
 class KeyCreate(BaseModel):

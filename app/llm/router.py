@@ -15,17 +15,19 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.boundary import BoundaryRoute, parse_json
 from app.core.config import Settings
-from app.core.deps import SessionDep, SettingsDep, UpstreamDep, read_limited
+from app.core.deps import SessionDep, SettingsDep, read_limited
 from app.core.errors import Conflict, NotFound
-from app.keys.schemas import Scope
-from app.keys.service import Principal
+from app.identity.callers import require_caller_scope
+from app.identity.principal import Principal
+from app.identity.scopes import Scope
 from app.llm import policy, service, summaries
-from app.llm.schemas import SummaryRead, SummaryRequest
+from app.llm.schemas import SummaryRead
 from app.llm.worker import claim_summaries
-from app.sessions.auth import require_caller_scope
 from app.transcripts.models import Job, JobStatus
+from app.transcripts.schemas import SummaryRequest
 from app.transcripts.service import owner_conditions
 from app.upstream.client import Upstream
+from app.upstream.deps import UpstreamDep
 
 logger = logging.getLogger(__name__)
 

@@ -27,16 +27,18 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.core import events
 from app.core.config import Settings
 from app.core.db import utcnow
 from app.core.errors import BadRequest, Forbidden, UpstreamClientError
 from app.core.tasks import running_alongside
-from app.keys.service import Principal
+from app.identity.principal import Principal
 from app.llm import policy, service
 from app.llm.models import Summary, SummaryStatus
 from app.llm.policy import BudgetExceeded
-from app.llm.schemas import DEFAULT_BULLETS, SummaryRead, SummaryRequest, SummaryUsage
+from app.llm.schemas import DEFAULT_BULLETS, SummaryRead, SummaryUsage
 from app.transcripts.models import Job, TranscriptResource
+from app.transcripts.schemas import AppSubmitOptions, SummaryRequest
 from app.upstream.client import Upstream
 
 logger = logging.getLogger(__name__)
@@ -536,11 +538,8 @@ async def _finish(
 
 
 async def _publish(session: AsyncSession, job: Job, summary: Summary) -> None:
-    try:
-        from app.webhooks.events import publish_job_event
-    except ImportError:  # the events module is optional for this feature
-        return
-    await publish_job_event(session, job, SUMMARY_EVENT, to_read(summary).model_dump(mode="json"))
+    data = to_read(summary).model_dump(mode="json")
+    await events.publish(events.JobChanged(session, job, SUMMARY_EVENT, data))
 
 
 async def run_claimed_summary(
@@ -727,3 +726,30 @@ async def queue_summaries(
 async def forget_summaries(session: AsyncSession, job_id: uuid.UUID) -> None:
     """Delete a job's summaries (a deleted transcript keeps none of its text)."""
     await session.execute(delete(Summary).where(Summary.job_id == job_id))
+
+
+# --- Subscriptions (app/llm/__init__.py): summaries asked with a submit -------------------
+
+
+def _requested(options: object) -> list[SummaryRequest]:
+    return options.summaries if isinstance(options, AppSubmitOptions) else []
+
+
+async def on_job_requested(event: events.JobRequested) -> None:
+    """Refuse, before anything is stored, summaries the caller may not have."""
+    check_requests(_requested(event.options), event.settings, event.principal)
+
+
+async def on_job_created(event: events.JobCreated) -> None:
+    """Queue the summaries asked with the submit (run when the job completes)."""
+    requested = _requested(event.options)
+    await queue_summaries(event.sessionmaker, event.settings, event.job_id, requested)
+
+
+async def on_job_changed(event: events.JobChanged) -> None:
+    if event.event == "deleted":
+        await forget_summaries(event.session, event.job.id)
+
+
+async def on_job_shown(event: events.JobShown) -> None:
+    event.parts["summaries"] = summary_views(await list_summaries(event.session, event.job.id))

@@ -1,4 +1,4 @@
-"""Runs due summaries: called by the reconciler every tick (app/webhooks), on every instance.
+"""Runs due summaries: the `llm.summaries` job of the scheduler (app/worker.py), on every instance.
 
 A summary is claimed with `FOR UPDATE SKIP LOCKED` in a short transaction that sets a
 lease, so across any number of instances one row is worked on by one instance at a time.
@@ -13,11 +13,12 @@ import logging
 import uuid
 from datetime import timedelta
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.config import Settings
 from app.core.db import utcnow
+from app.core.leases import claim_leases
 from app.llm.models import Summary, SummaryStatus
 from app.transcripts.models import Job, JobStatus
 from app.upstream.client import Upstream
@@ -47,34 +48,33 @@ async def claim_summaries(
     """Claim up to `limit` due summaries of completed jobs; commits the claim."""
     now = utcnow()
     lease = timedelta(seconds=settings.llm_summary_lease_s)
-    async with sessionmaker() as session, session.begin():
-        query = (
-            select(Summary.id)
-            .join(Job, Job.id == Summary.job_id)
-            .where(
-                _due_clause(now),  # type: ignore[arg-type]
-                Job.status == JobStatus.completed.value,
-                Job.deleted_at.is_(None),
-            )
-            .order_by(Summary.created_at)
-            .limit(limit)
-            .with_for_update(of=Summary, skip_locked=True)
+    query = (
+        select(Summary.id)
+        .join(Job, Job.id == Summary.job_id)
+        .where(
+            _due_clause(now),  # type: ignore[arg-type]
+            Job.status == JobStatus.completed.value,
+            Job.deleted_at.is_(None),
         )
-        if summary_id is not None:
-            query = query.where(Summary.id == summary_id)
-        ids = list((await session.execute(query)).scalars())
-        if ids:
-            await session.execute(
-                update(Summary)
-                .where(Summary.id.in_(ids))
-                .values(
-                    status=SummaryStatus.running.value,
-                    lease_owner=owner,
-                    lease_expires_at=now + lease,
-                    attempts=Summary.attempts + 1,
-                    updated_at=now,
-                )
-            )
+        .order_by(Summary.created_at)
+        .limit(limit)
+    )
+    if summary_id is not None:
+        query = query.where(Summary.id == summary_id)
+    async with sessionmaker() as session, session.begin():
+        rows = await claim_leases(
+            session,
+            Summary,
+            query,
+            owner=owner,
+            until=now + lease,
+            values={
+                "status": SummaryStatus.running.value,
+                "attempts": Summary.attempts + 1,
+                "updated_at": now,
+            },
+        )
+    ids = [row[0] for row in rows]
     return ids
 
 

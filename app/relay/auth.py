@@ -15,10 +15,10 @@ from starlette.websockets import WebSocket
 
 from app.core.config import Settings
 from app.core.errors import Forbidden, Unauthorized
-from app.keys.auth import credential_from_header
-from app.keys.service import Principal
+from app.identity.auth import credential_from_header
+from app.identity.callers import identity_state, key_by_id, resolve_caller
+from app.identity.principal import Principal
 from app.relay.state import RelayGrant, RelayState, looks_like_relay_token
-from app.sessions.auth import identity_state, key_by_id, resolve_caller
 
 SCOPE = {"streaming": "tokens:streaming", "agents": "tokens:agents"}
 

@@ -13,13 +13,15 @@ from fastapi import APIRouter, Query, Request, WebSocket
 from fastapi.responses import JSONResponse
 from sqlalchemy import select
 
+from app.audit.record import record_audit
 from app.core.boundary import BoundaryRoute
 from app.core.db import utcnow
 from app.core.deps import SessionDep, client_ip
 from app.core.errors import Forbidden
+from app.identity.auth import AdminDep
+from app.identity.callers import CallerDep, resolve_caller
+from app.identity.principal import Principal
 from app.keys import service as keys_service
-from app.keys.auth import AdminDep
-from app.keys.service import Principal
 from app.relay.auth import SCOPE
 from app.relay.models import AgentPolicy, RelaySession
 from app.relay.schemas import (
@@ -30,7 +32,6 @@ from app.relay.schemas import (
 )
 from app.relay.service import RelayRuntime
 from app.relay.state import RelayGrant
-from app.sessions.auth import CallerDep, resolve_caller
 from app.tokens.limits import LimiterUnavailable, LimitExceeded
 from app.tokens.schemas import (
     AgentTokenRequest,
@@ -290,7 +291,7 @@ async def put_agent_policy(
         setattr(row, name, sorted(set(value)) if name == "locked" else value)
     await session.flush()
     _runtime(request).agent_policies.invalidate(key_id)
-    await keys_service.record_audit(
+    await record_audit(
         session,
         action="relay.agent_policy",
         outcome="ok",

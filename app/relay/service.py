@@ -44,7 +44,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketExce
 from app.core.config import Settings
 from app.core.db import utcnow
 from app.core.errors import AppError
-from app.keys.service import Principal
+from app.identity.principal import Principal
 from app.relay import agent_policy
 from app.relay import policy as codes
 from app.relay.agent_policy import AgentPolicyCache, AgentRules

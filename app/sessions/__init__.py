@@ -1,1 +1,2 @@
-"""App sessions and caller identity: proxy keys, session cookies, JWTs from the app's IdP."""
+"""App sessions: the login and logout routes (cookie sessions); resolving a caller is
+app/identity/."""

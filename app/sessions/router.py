@@ -7,16 +7,15 @@ from typing import Any
 from fastapi import APIRouter, Request, Response, status
 from sqlalchemy import delete, update
 
+from app.audit.record import record_audit
 from app.core.boundary import BoundaryRoute
 from app.core.config import Settings
 from app.core.db import utcnow
 from app.core.deps import SessionDep, SettingsDep, client_ip
 from app.core.errors import Unauthorized
 from app.core.security import hash_key, new_secret
-from app.keys import service as keys_service
-from app.keys.auth import credential_from_header
-from app.keys.service import Principal
-from app.sessions.auth import (
+from app.identity.auth import credential_from_header
+from app.identity.callers import (
     CallerDep,
     check_origin,
     identity_state,
@@ -24,7 +23,8 @@ from app.sessions.auth import (
     resolve_caller,
     session_expiry,
 )
-from app.sessions.models import AppSession
+from app.identity.principal import Principal
+from app.identity.session_models import AppSession
 from app.sessions.schemas import SessionCreate, SessionRead, SignedOut
 
 router = APIRouter(prefix="/api/session", tags=["sessions"], route_class=BoundaryRoute)
@@ -79,7 +79,7 @@ async def create_session(
     principal = Principal(
         key_id=key.id, key_name=key.name, scopes=key.scopes, end_user=body.end_user
     )
-    await keys_service.record_audit(
+    await record_audit(
         session,
         action="session.create",
         outcome="ok",
@@ -162,7 +162,7 @@ async def end_session(
         .where(AppSession.id == session_id, AppSession.revoked_at.is_(None))
         .values(revoked_at=utcnow())
     )
-    await keys_service.record_audit(
+    await record_audit(
         session,
         action="session.end",
         outcome="ok",

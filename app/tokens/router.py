@@ -12,15 +12,16 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from starlette.types import Scope
 
+from app.audit.record import record_audit
 from app.core.boundary import BoundaryRoute
 from app.core.config import Settings
 from app.core.deps import SessionDep, client_ip
 from app.core.errors import AppError, Forbidden
 from app.core.middleware import Endpoint, Shortcut
+from app.identity.auth import AdminDep
+from app.identity.callers import origin_allowed, resolve_caller
+from app.identity.principal import Principal
 from app.keys import service as keys_service
-from app.keys.auth import AdminDep
-from app.keys.service import Principal
-from app.sessions.auth import origin_allowed, resolve_caller
 from app.tokens.models import TokenPolicy
 from app.tokens.schemas import (
     AgentTokenRequest,
@@ -343,7 +344,7 @@ async def put_policy(
         setattr(row, name, value)
     await session.flush()
     runtime.policies.invalidate(key_id)
-    await keys_service.record_audit(
+    await record_audit(
         session,
         action="token.policy",
         outcome="ok",

@@ -24,9 +24,9 @@ from app.audit.writer import AuditWriter
 from app.core.config import Settings
 from app.core.db import create_sessionmaker, utcnow
 from app.core.errors import AppError, BadRequest, ServiceUnavailable, UpstreamError
-from app.keys.service import Principal
+from app.identity.callers import SingleFlight
+from app.identity.principal import Principal
 from app.metrics import TOKEN_MINTS
-from app.sessions.auth import SingleFlight
 from app.tokens.limits import LimiterUnavailable, LimitExceeded, Quota, TokenLimiter
 from app.tokens.models import TokenPolicy
 from app.upstream.client import TokenHost
@@ -262,6 +262,13 @@ class TokenRuntime:
     async def aclose(self) -> None:
         await self.audit.aclose()
         await self.limiter.aclose()
+
+    async def daily_budget(self, key_id: uuid.UUID, end_user: str | None = None) -> tuple[int, int]:
+        """(limit, used today) in session-seconds of a key's, or one end user's, daily
+        budget: what the usage report (app/audit) shows."""
+        quota = (await self.policies.get(key_id)).quota
+        limit = quota.key_daily_session_s if end_user is None else quota.end_user_daily_session_s
+        return limit, await self.limiter.budget_used(key_id, end_user)
 
     async def record(
         self,

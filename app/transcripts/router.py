@@ -13,14 +13,14 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.core import events
 from app.core.boundary import BoundaryRoute, IsoTime, parse_json
 from app.core.config import Settings
-from app.core.deps import SessionDep, SettingsDep, UpstreamDep, read_limited
+from app.core.deps import SessionDep, SettingsDep, read_limited
 from app.core.errors import BadRequest, NotFound
-from app.keys.schemas import Scope
-from app.keys.service import Principal
-from app.llm.summaries import list_summaries, summary_views
-from app.sessions.auth import require_caller_scope
+from app.identity.callers import require_caller_scope
+from app.identity.principal import Principal
+from app.identity.scopes import Scope
 from app.transcripts import service
 from app.transcripts.models import JobStatus
 from app.transcripts.names import file_names
@@ -38,10 +38,11 @@ from app.transcripts.schemas import (
     present,
 )
 from app.uploads.auth import StreamingPrincipalDep
+from app.uploads.body import open_body, upload_body
 from app.uploads.compat import CompatRoute
-from app.uploads.router import open_body, upload_body
 from app.uploads.streaming import MultipartBody, is_multipart
 from app.upstream.client import Upstream
+from app.upstream.deps import UpstreamDep
 
 router = APIRouter(tags=["transcripts"], route_class=BoundaryRoute)
 # The AssemblyAI-compatible surface answers errors in upstream's shape (app/uploads/compat.py).
@@ -423,7 +424,9 @@ async def get_api(job_id: uuid.UUID, session: SessionDep, principal: Transcripts
     if job.deleted_at is not None:
         raise NotFound("Transcript not found.")  # as GET /v2/transcript/{id} says
     read = JobRead.of(job, (await file_names(session, [job])).get(job.id))
-    read.summaries = summary_views(await list_summaries(session, job.id))
+    shown = events.JobShown(session, job)
+    await events.publish(shown)  # llm adds the job's summaries
+    read.summaries = shown.parts.get("summaries", [])
     return read
 
 

@@ -6,13 +6,71 @@ import json
 import uuid
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from app.core.boundary import JSON_INT
 from app.core.errors import BadRequest
-from app.llm.schemas import SummaryRequest
 from app.transcripts.models import Job
+
+# Summaries asked for with a submit: declared with the submit's options (their owner), run
+# by the llm feature (app/llm/summaries.py) when the job completes.
+Preset = Literal["bullets", "paragraph", "chapters", "action_items", "custom"]
+PRESETS: tuple[str, ...] = ("bullets", "paragraph", "chapters", "action_items", "custom")
+
+
+class SummaryRequest(BaseModel):
+    """One summary: a preset, or a custom `prompt`; `model` defaults to LLM_SUMMARY_MODEL."""
+
+    # The rules of `_one_kind` below, in the document too (so a generated request that
+    # follows the document is one the service accepts).
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "anyOf": [
+                {
+                    "required": ["preset"],
+                    "properties": {"preset": {"const": "bullets"}, "prompt": {"type": "null"}},
+                },
+                {
+                    "required": ["preset"],
+                    "properties": {
+                        "preset": {"enum": ["paragraph", "chapters", "action_items"]},
+                        "prompt": {"type": "null"},
+                        "bullets": {"type": "null"},
+                    },
+                },
+                {
+                    "required": ["prompt"],
+                    "properties": {
+                        "preset": {"enum": ["custom", None]},
+                        "prompt": {"type": "string"},
+                        "bullets": {"type": "null"},
+                    },
+                },
+            ]
+        },
+    )
+
+    preset: Preset | None = None
+    prompt: str | None = Field(None, min_length=1, max_length=20_000)
+    model: str | None = Field(None, max_length=100)
+    bullets: Annotated[int, Field(ge=1, le=50), JSON_INT] | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> SummaryRequest:
+        if self.prompt is not None and self.preset not in (None, "custom"):
+            raise ValueError("give either a preset or a prompt, not both")
+        if self.prompt is None and self.preset in (None, "custom"):
+            raise ValueError(
+                "give a preset (bullets, paragraph, chapters, action_items) or a prompt"
+            )
+        if self.bullets is not None and self.preset != "bullets":
+            raise ValueError("'bullets' applies to the bullets preset only")
+        if self.prompt is not None:
+            self.preset = "custom"
+        return self
 
 
 class AppSubmitOptions(BaseModel):

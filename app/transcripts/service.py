@@ -24,23 +24,22 @@ from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.audit.record import record_audit
+from app.core import events
 from app.core.config import Settings
 from app.core.db import utcnow
 from app.core.errors import AppError, Conflict, NotFound, UpstreamError, UpstreamTimeout
 from app.core.secretbox import SecretBox, secret_box
 from app.core.security import hash_key, new_secret
-from app.keys.service import Principal, record_audit
-from app.llm.summaries import check_requests as check_summary_requests
-from app.llm.summaries import forget_summaries, queue_summaries
+from app.core.ssrf import validate_relay_url
+from app.identity.principal import Principal
 from app.transcripts.models import FINAL_STATUSES, Job, JobStatus, TranscriptResource
 from app.transcripts.policy import SubmitPlan
 from app.transcripts.schemas import AppSubmitOptions
+from app.transcripts.views import job_view
 from app.uploads.ownership import check_audio_url
 from app.upstream.client import RestClient
 from app.upstream.transport import is_connect_failure
-from app.webhooks.events import publish_job_event
-from app.webhooks.schemas import job_view
-from app.webhooks.ssrf import validate_relay_url
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +67,7 @@ async def announce(
 
     The payload is the reconciler's job summary (`job_view`), so an event carries the same
     fields whichever code path changed the job."""
-    await publish_job_event(session, job, event, {**job_view(job), **(data or {})})
+    await events.publish(events.JobChanged(session, job, event, {**job_view(job), **(data or {})}))
 
 
 async def mark_submit_failed(session: AsyncSession, job: Job, reason: str) -> None:
@@ -129,8 +128,9 @@ async def submit_job(
     second upstream submit; the same key with another body is a 409. `options` are the
     app surface's own requests for the job (see `AppSubmitOptions`); none are defined yet.
     """
-    requested = options.summaries if options is not None else []
-    check_summary_requests(requested, settings, principal)  # before any row or upstream call
+    # Before any row or upstream call: a feature acting on the job may refuse (llm checks
+    # the summaries asked for).
+    await events.publish(events.JobRequested(settings, principal, options))
     await check_caller_webhook(plan, settings)
     await check_audio_url(sessionmaker, principal, plan.audio_url)
     secret = new_secret() if settings.public_base_url else None
@@ -154,7 +154,7 @@ async def submit_job(
             sessionmaker, secret_box(settings), principal, plan, job_id, secret, None, None
         )
     # Before the upstream submit, so a job that completes at once finds its summaries.
-    await queue_summaries(sessionmaker, settings, job_id, requested)
+    await events.publish(events.JobCreated(sessionmaker, settings, job_id, options))
     # Shielded: once the row exists, the submit and its record finish even if the caller
     # disconnects, so the job never stays "submitting" with an unknown outcome.
     task = asyncio.ensure_future(
@@ -668,8 +668,7 @@ async def delete_job(
     job.result = None
     job.next_check_at = None
     await session.execute(delete(TranscriptResource).where(TranscriptResource.job_id == job.id))
-    await forget_summaries(session, job.id)
-    await announce(session, job, "deleted")
+    await announce(session, job, "deleted")  # llm forgets the job's summaries
     await record_audit(
         session,
         action="transcript.delete",

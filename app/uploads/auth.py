@@ -15,9 +15,9 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from app.core.errors import Forbidden
-from app.keys.schemas import Scope
-from app.keys.service import Principal
-from app.sessions.auth import resolve_caller
+from app.identity.callers import resolve_caller
+from app.identity.principal import Principal
+from app.identity.scopes import Scope
 
 
 async def transcripts_caller_no_session(request: Request) -> Principal:

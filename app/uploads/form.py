@@ -6,25 +6,34 @@ don't use): ~2 MB resident that a service receiving only raw uploads never needs
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from streaming_form_data import StreamingFormDataParser
 from streaming_form_data.parser import ParseFailedException
 from streaming_form_data.targets import BaseTarget
 
-from app.core.errors import BadRequest
-from app.uploads.streaming import MAX_FIELD_BYTES, too_large
-
-if TYPE_CHECKING:
-    from app.uploads.streaming import MultipartBody
+from app.core.errors import AppError, BadRequest
+from app.uploads.limits import MAX_FIELD_BYTES, too_large
 
 __all__ = ["FieldTarget", "FileTarget", "ParseFailedException", "StreamingFormDataParser"]
+
+
+class FormStream(Protocol):
+    """What the targets use of the body they parse (streaming.MultipartBody)."""
+
+    limit: int
+    late_fields: list[str]
+
+    @property
+    def file(self) -> FileTarget: ...
+
+    def _fail(self, error: AppError) -> AppError: ...
 
 
 class FileTarget(BaseTarget):  # type: ignore[misc]  # untyped library
     """Collects the file part's bytes between two reads of the body (never more)."""
 
-    def __init__(self, stream: MultipartBody) -> None:
+    def __init__(self, stream: FormStream) -> None:
         super().__init__()
         self._stream = stream
         self.parts: list[bytes] = []
@@ -58,7 +67,7 @@ class FileTarget(BaseTarget):  # type: ignore[misc]  # untyped library
 class FieldTarget(BaseTarget):  # type: ignore[misc]  # untyped library
     """A small form field; records whether it came after the file."""
 
-    def __init__(self, stream: MultipartBody, name: str) -> None:
+    def __init__(self, stream: FormStream, name: str) -> None:
         super().__init__()
         self._stream = stream
         self.name = name

@@ -22,7 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.errors import Forbidden
-from app.keys.service import Principal
+from app.identity.principal import Principal
 from app.uploads.models import Upload, UploadStatus
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}

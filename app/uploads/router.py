@@ -9,23 +9,10 @@ from fastapi.responses import JSONResponse
 
 from app.core.boundary import BoundaryRoute
 from app.core.config import Settings
-from app.core.errors import BadRequest
-from app.core.http_server import EXTENSION as TAP_EXTENSION
-from app.keys.service import Principal
 from app.uploads.auth import StreamingPrincipalDep
+from app.uploads.body import open_body, upload_body
 from app.uploads.compat import CompatRoute
 from app.uploads.schemas import UploadRead, UpstreamUpload
-from app.uploads.service import UploadResult, stream_upload
-from app.uploads.streaming import (
-    FORM_OVERHEAD_BYTES,
-    BodyStream,
-    MultipartBody,
-    RawBody,
-    declared_length,
-    is_multipart,
-    too_large,
-)
-from app.upstream.client import RestClient
 
 router = APIRouter(tags=["uploads"], route_class=BoundaryRoute)
 # The AssemblyAI-compatible path answers errors in upstream's shape.
@@ -60,54 +47,6 @@ _BINARY_BODY: dict[str, Any] = {
         },
     }
 }
-
-
-def open_body(request: Request, settings: Settings, *, allow_multipart: bool) -> BodyStream:
-    """The request's body as a stream, refused early when its size or form is wrong."""
-    content_type = request.headers.get("content-type")
-    declared = declared_length(request.headers)
-    limit = settings.max_upload_bytes
-    if is_multipart(content_type):
-        if not allow_multipart:
-            raise BadRequest(
-                "POST /v2/upload takes the raw binary file as the body "
-                "(Content-Type: application/octet-stream), not multipart/form-data."
-            )
-        body: BodyStream = MultipartBody(
-            request.receive,
-            request.headers,
-            limit=limit,
-            chunk_size=settings.upload_chunk_bytes,
-            fields=("config",),
-        )
-        # A form has a little overhead beyond its file.
-        if declared is not None and declared > limit + FORM_OVERHEAD_BYTES:
-            raise too_large(limit)
-        return body
-    if declared is not None and declared > limit:
-        raise too_large(limit)
-    if declared == 0:
-        raise BadRequest("The request body is empty: send the audio bytes.")
-    tap = request.scope.get("extensions", {}).get(TAP_EXTENSION) if declared else None
-    return RawBody(request.receive, limit=limit, chunk_size=settings.upload_chunk_bytes, tap=tap)
-
-
-async def upload_body(request: Request, principal: Principal, body: BodyStream) -> UploadResult:
-    """Read up to the first audio byte, then stream the rest upstream and record it."""
-    # Uploads get fresh connections: see app/uploads/upstream.py.
-    rest: RestClient = request.app.state.upload_rest
-    await body.start()
-    form = body if isinstance(body, MultipartBody) else None
-    return await stream_upload(
-        request.app.state.sessionmaker,
-        rest,
-        principal,
-        body,
-        body_format="multipart" if form else "raw",
-        declared_bytes=declared_length(request.headers),
-        filename=form.filename if form else None,
-        content_type=form.file_content_type if form else request.headers.get("content-type"),
-    )
 
 
 @compat_router.post(

@@ -16,10 +16,11 @@ from typing import Any
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.audit.record import record_audit
+from app.core.body_tap import SinkEnded, SinkStalled
 from app.core.db import utcnow
 from app.core.errors import AppError, UpstreamError, UpstreamTimeout
-from app.core.http_server import SinkEnded, SinkStalled
-from app.keys.service import Principal, record_audit
+from app.identity.principal import Principal
 from app.metrics import UPLOAD_BYTES
 from app.uploads.models import Upload, UploadStatus
 from app.uploads.ownership import url_digest

@@ -25,9 +25,11 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.types import Receive
 
+from app.core.body_tap import BodySink, ClientGone
 from app.core.boundary import parse_json
-from app.core.errors import AppError, BadRequest, PayloadTooLarge
-from app.core.http_server import BodySink, BodyTap, ClientGone
+from app.core.errors import AppError, BadRequest
+from app.core.http_server import BodyTap
+from app.uploads.limits import too_large
 
 if TYPE_CHECKING:
     from app.uploads.form import FieldTarget, FileTarget
@@ -37,8 +39,6 @@ FORM_OVERHEAD_BYTES = 1024 * 1024
 # Chunks read from the client ahead of the upstream write (memory: this many chunks). With
 # 128 KiB chunks, 2 measured the least CPU and page faults per GiB (3, 4, 8 alike or worse).
 READ_AHEAD_CHUNKS = 2
-# Form fields other than the file are small JSON or text values.
-MAX_FIELD_BYTES = 64 * 1024
 
 
 class ClientDisconnected(AppError):
@@ -46,10 +46,6 @@ class ClientDisconnected(AppError):
 
     status_code = 499
     message = "The client disconnected before the body was complete."
-
-
-def too_large(limit: int) -> PayloadTooLarge:
-    return PayloadTooLarge(f"The upload is larger than this service's limit of {limit} bytes.")
 
 
 class BodyStream:

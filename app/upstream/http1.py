@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 
 import httptools
 
-from app.core.http_server import BodySink
+from app.core.body_tap import BodySink
 
 MAX_BODY_BYTES = 1 << 20  # a token answer is ~300 bytes; anything near this is not one
 

@@ -1,4 +1,7 @@
-"""Publishing job events: bump the job's version, persist the event, NOTIFY on commit.
+"""Job events' transport: bump the job's version, persist the event, NOTIFY on commit.
+
+Other features publish `JobChanged` through app/core/events.py; this module is its
+subscriber (see app/webhooks/__init__.py).
 
 Everything happens in the caller's transaction: Postgres delivers a NOTIFY only when the
 transaction commits, so subscribers never hear of a change that was rolled back, and the
@@ -16,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
 from app.core.db import utcnow
+from app.core.events import JobChanged
 from app.transcripts.models import Job
 from app.webhooks.models import JobEvent
 from app.webhooks.relay import schedule_relay
@@ -75,6 +79,11 @@ async def publish_job_event(
         "webhooks.event.published", extra={"job_id": str(job.id), "event": event, "id": version}
     )
     return version
+
+
+async def on_job_changed(event: JobChanged) -> None:
+    """The transport of `JobChanged` (app/core/events.py): persisted, NOTIFYed, relayed."""
+    await publish_job_event(event.session, event.job, event.event, event.data)
 
 
 async def wake_reconcilers(session: AsyncSession) -> None:

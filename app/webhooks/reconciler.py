@@ -1,4 +1,4 @@
-"""The reconciler: one loop per instance that advances due jobs, relays, and summaries.
+"""The reconciler: advances due transcription jobs (a periodic job of app/worker.py).
 
 Claims are short transactions (`FOR UPDATE SKIP LOCKED`) that stamp a lease on the rows;
 the slow work (upstream GETs, relay POSTs) runs outside any transaction, and its result
@@ -12,40 +12,32 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import socket
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-import httpx
-from sqlalchemy import bindparam, select, text, update
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.config import Settings
 from app.core.db import utcnow
 from app.core.errors import AppError, RateLimited
+from app.core.leases import claim_leases, instance_owner, lease_free
 from app.core.tasks import running_alongside
 from app.metrics import WEBHOOK_TO_FINAL
 from app.transcripts.models import FINAL_STATUSES, Job, JobStatus
 from app.transcripts.service import adopt_lost_submit, mark_submit_failed
+from app.transcripts.views import job_view
 from app.upstream.client import Upstream
-from app.webhooks import relay
 from app.webhooks.events import publish_job_event
 from app.webhooks.models import WebhookDelivery
-from app.webhooks.schemas import job_view
 
 logger = logging.getLogger(__name__)
 
 UPSTREAM_FINAL = {"completed", "error"}
 UPSTREAM_ACTIVE = {"queued", "processing"}
-
-
-def instance_owner() -> str:
-    """A lease owner name unique to this process."""
-    return f"{socket.gethostname()[:40]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 def _step(schedule: list[float], attempt: int) -> float:
@@ -69,7 +61,12 @@ class ClaimedJob:
     created_at: datetime
 
 
+CLAIMED_COLUMNS = (Job.id, Job.upstream_id, Job.status, Job.check_attempts, Job.created_at)
+
+
 class Reconciler:
+    """Advances transcription jobs: the `webhooks.reconcile` job of app/worker.py."""
+
     _next_orphan_sweep: float = 0.0  # loop time of the next orphaned-submit sweep
 
     def __init__(
@@ -79,172 +76,44 @@ class Reconciler:
         settings: Settings,
         *,
         owner: str | None = None,
-        wake: asyncio.Event | None = None,
-        relay_http: httpx.AsyncClient | None = None,
     ) -> None:
         self.sessionmaker = sessionmaker
         self.upstream = upstream
         self.settings = settings
         self.owner = owner or instance_owner()
-        self.wake = wake or asyncio.Event()
-        self._own_http = relay_http is None
-        self.relay_http = relay_http or relay.create_relay_client(settings)
-        self._task: asyncio.Task[None] | None = None
-        self._summaries_missing_logged = False
-        # Work in flight: claimed jobs and relays, at most `reconciler_concurrency`; one
-        # slow upstream call never holds up the rest (no batch waits for its slowest).
-        self._inflight: set[asyncio.Task[Any]] = set()
-        self._summaries_task: asyncio.Task[None] | None = None
-        # Awaited before each claim: the web process's runtime lets its pending webhook acks
-        # go first (WebhooksRuntime.acks_settled); None in `aai-proxy worker`.
-        self.before_claim: Callable[[], Awaitable[None]] | None = None
 
-    # --- lifecycle -------------------------------------------------------------------------
-    def start(self) -> None:
-        self._task = asyncio.create_task(self.run(), name="webhooks.reconciler")
-
-    async def stop(self) -> None:
-        tasks = [t for t in (self._task, self._summaries_task) if t is not None]
-        tasks += list(self._inflight)
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        if self._own_http:
-            await self.relay_http.aclose()
-
-    async def run(self) -> None:
-        logger.info("webhooks.reconciler.started", extra={"owner": self.owner})
-        while True:
-            self.wake.clear()
-            try:
-                busy = await self.tick()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                logger.exception("webhooks.reconciler.tick_failed")
-                busy = False
-            if busy:
-                continue  # a full claim: more may be due right now
-            # Sleep until a webhook wakes us, a slot frees up, or the tick passes.
-            woken = asyncio.ensure_future(self.wake.wait())
-            try:
-                await asyncio.wait(
-                    {woken, *self._inflight},
-                    timeout=self.settings.reconciler_tick_s,
-                    return_when=asyncio.FIRST_COMPLETED,
-                )
-            finally:
-                # Also when the loop itself is cancelled: a waiter left pending is destroyed
-                # pending by the garbage collector later, logging from inside whatever runs then.
-                woken.cancel()
-
-    def nudge(self, job_id: uuid.UUID | str = "") -> None:
-        """Look for due jobs now (a webhook just marked `job_id` due).
-
-        The job's `next_check_at` is all the state there is: the receiver sets it to now,
-        and a submit answer landing after the webhook keeps it so
-        (app/transcripts/service.py), so waking the loop is enough.
-        """
-        del job_id
-        self.wake.set()
-
-    def _spawn(self, work: Any, name: str) -> None:
-        task = asyncio.create_task(self._guarded(work), name=name)
-        self._inflight.add(task)
-        task.add_done_callback(self._inflight.discard)
-
-    async def tick(self) -> bool:
-        """Claim due jobs and relays into the free slots, start due summaries.
-
-        Returns True when the claims filled every free slot (more may be due at once).
-        """
-        if self.before_claim is not None:
-            await self.before_claim()  # a webhook burst's acks first (bounded)
-        limit = self.settings.reconciler_batch_size
-        free = self.settings.reconciler_concurrency - len(self._inflight)
-        jobs: list[ClaimedJob] = []
-        deliveries: list[uuid.UUID] = []
-        if free > 0:
-            jobs = await self.claim_jobs(min(free, limit))
-            for job in jobs:
-                self._spawn(self.process_job(job), "webhooks.job")
-            free -= len(jobs)
-        if free > 0:
-            deliveries = await relay.claim_deliveries(
-                self.sessionmaker, self.owner, min(free, limit), self.settings.reconciler_lease_s
-            )
-            for delivery_id in deliveries:
-                self._spawn(
-                    relay.deliver(
-                        self.sessionmaker, self.relay_http, self.settings, delivery_id, self.owner
-                    ),
-                    "webhooks.relay",
-                )
-            free -= len(deliveries)
-        if self._summaries_task is None or self._summaries_task.done():
-            self._summaries_task = asyncio.create_task(self._summaries(), name="llm.summaries")
-        return bool(jobs or deliveries) and free <= 0
-
-    async def _guarded(self, work: Any) -> None:
-        try:
-            await work
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            logger.exception("webhooks.reconciler.work_failed")
-
-    async def _summaries(self) -> None:
-        try:
-            from app.llm.worker import process_due_summaries  # the LLM feature's exactly-once claim
-        except ImportError:
-            if not self._summaries_missing_logged:
-                logger.info("webhooks.reconciler.summaries_unavailable")
-                self._summaries_missing_logged = True
-            return
-        try:
-            await process_due_summaries(
-                self.sessionmaker, self.upstream, self.settings, owner=self.owner
-            )
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            logger.exception("webhooks.reconciler.summaries_failed")
+    async def claim_work(self, limit: int) -> list[Coroutine[Any, Any, None]]:
+        """Claim up to `limit` due jobs; their processing runs in the scheduler's slots."""
+        return [self.process_job(job) for job in await self.claim_jobs(limit)]
 
     # --- jobs ------------------------------------------------------------------------------
     async def claim_jobs(self, limit: int) -> list[ClaimedJob]:
         now = utcnow()
-        async with self.sessionmaker() as session, session.begin():
-            rows = await session.execute(
-                text(
-                    """
-                    WITH due AS (
-                        SELECT id FROM jobs
-                        WHERE next_check_at <= :now
-                          -- a failed submit that a verified webhook proved upstream took
-                          AND (status NOT IN :final OR (status = 'failed' AND upstream_id IS NULL))
-                          AND deleted_at IS NULL
-                          AND (lease_expires_at IS NULL OR lease_expires_at < :now)
-                        ORDER BY next_check_at
-                        LIMIT :limit
-                        FOR UPDATE SKIP LOCKED
-                    )
-                    UPDATE jobs j
-                    SET lease_owner = :owner, lease_expires_at = :until
-                    FROM due WHERE j.id = due.id
-                    RETURNING j.id, j.upstream_id, j.status, j.check_attempts, j.created_at
-                    """
-                ).bindparams(bindparam("final", expanding=True)),
-                {
-                    "now": now,
-                    "final": list(FINAL_STATUSES),
-                    "limit": limit,
-                    "owner": self.owner,
-                    "until": now + timedelta(seconds=self.settings.reconciler_lease_s),
-                },
+        due = (
+            select(Job.id)
+            .where(
+                Job.next_check_at <= now,
+                # a failed submit that a verified webhook proved upstream took
+                or_(
+                    Job.status.not_in(FINAL_STATUSES),
+                    and_(Job.status == JobStatus.failed.value, Job.upstream_id.is_(None)),
+                ),
+                Job.deleted_at.is_(None),
+                lease_free(Job, now),
             )
-            claimed = [ClaimedJob(*r) for r in rows]
+            .order_by(Job.next_check_at)
+            .limit(limit)
+        )
+        async with self.sessionmaker() as session, session.begin():
+            rows = await claim_leases(
+                session,
+                Job,
+                due,
+                owner=self.owner,
+                until=now + timedelta(seconds=self.settings.reconciler_lease_s),
+                returning=CLAIMED_COLUMNS,
+            )
+            claimed = [ClaimedJob(**r._asdict()) for r in rows]
         if len(claimed) < limit:
             claimed += await self._claim_orphans(limit - len(claimed))
         return claimed
@@ -265,37 +134,28 @@ class Reconciler:
         if clock < self._next_orphan_sweep:
             return []
         now = utcnow()
-        async with self.sessionmaker() as session, session.begin():
-            rows = await session.execute(
-                text(
-                    """
-                    WITH orphans AS (
-                        SELECT id FROM jobs
-                        WHERE status = :submitting
-                          AND upstream_id IS NULL
-                          AND created_at < :before
-                          AND deleted_at IS NULL
-                          AND (lease_expires_at IS NULL OR lease_expires_at < :now)
-                        ORDER BY created_at
-                        LIMIT :limit
-                        FOR UPDATE SKIP LOCKED
-                    )
-                    UPDATE jobs j
-                    SET lease_owner = :owner, lease_expires_at = :until
-                    FROM orphans WHERE j.id = orphans.id
-                    RETURNING j.id, j.upstream_id, j.status, j.check_attempts, j.created_at
-                    """
-                ),
-                {
-                    "submitting": JobStatus.submitting.value,
-                    "before": now - timedelta(seconds=self._orphan_after_s()),
-                    "now": now,
-                    "limit": limit,
-                    "owner": self.owner,
-                    "until": now + timedelta(seconds=self.settings.reconciler_lease_s),
-                },
+        orphaned = (
+            select(Job.id)
+            .where(
+                Job.status == JobStatus.submitting.value,
+                Job.upstream_id.is_(None),
+                Job.created_at < now - timedelta(seconds=self._orphan_after_s()),
+                Job.deleted_at.is_(None),
+                lease_free(Job, now),
             )
-            orphans = [ClaimedJob(*r) for r in rows]
+            .order_by(Job.created_at)
+            .limit(limit)
+        )
+        async with self.sessionmaker() as session, session.begin():
+            rows = await claim_leases(
+                session,
+                Job,
+                orphaned,
+                owner=self.owner,
+                until=now + timedelta(seconds=self.settings.reconciler_lease_s),
+                returning=CLAIMED_COLUMNS,
+            )
+            orphans = [ClaimedJob(**r._asdict()) for r in rows]
         # A full batch: more may be waiting, look again at the next claim.
         self._next_orphan_sweep = clock + (0.0 if len(orphans) == limit else ORPHAN_SWEEP_S)
         return orphans
@@ -525,27 +385,3 @@ async def mark_due(session: AsyncSession, job_id: uuid.UUID) -> None:
         .where(Job.id == job_id, Job.status.not_in(FINAL_STATUSES))
         .values(next_check_at=utcnow())
     )
-
-
-async def run_worker(settings: Settings) -> None:
-    """`aai-proxy worker`: the reconciler (and the LISTEN hub for wake-ups), no HTTP."""
-    import app.models  # noqa: F401 - every table, so foreign keys resolve without the app
-    from app.core.db import create_engine, create_sessionmaker
-    from app.upstream.client import create_upstream
-    from app.webhooks.hub import EventHub
-
-    assert settings.database_url is not None
-    url = settings.database_url.get_secret_value()
-    engine = create_engine(url)
-    sessionmaker = create_sessionmaker(engine)
-    upstream = create_upstream(settings)
-    hub = EventHub(url, sessionmaker)
-    await hub.start()
-    reconciler = Reconciler(sessionmaker, upstream, settings, wake=hub.wake)
-    try:
-        await reconciler.run()
-    finally:
-        await reconciler.stop()
-        await hub.stop()
-        await upstream.aclose()
-        await engine.dispose()

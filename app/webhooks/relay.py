@@ -13,23 +13,26 @@ import logging
 import random
 import time
 import uuid
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 import httpx
-from sqlalchemy import text, update
+from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.config import Settings
 from app.core.db import utcnow
+from app.core.leases import claim_leases, lease_free
 from app.core.secretbox import SecretUnreadable, secret_box
+from app.core.ssrf import RelayUrlRefused, ResolvedUrl, resolve_relay_url
 from app.metrics import RELAY_DELIVERIES
 from app.transcripts.models import Job
 from app.webhooks.models import RelayAttempt, RelayDelivery, RelayEndpoint
 from app.webhooks.schemas import relay_body
 from app.webhooks.signing import valid_secrets, webhook_headers
-from app.webhooks.ssrf import RelayUrlRefused, ResolvedUrl, resolve_relay_url
 
 logger = logging.getLogger(__name__)
 
@@ -78,27 +81,33 @@ async def claim_deliveries(
     sessionmaker: async_sessionmaker[AsyncSession], owner: str, limit: int, lease_s: float
 ) -> list[uuid.UUID]:
     now = utcnow()
+    due = (
+        select(RelayDelivery.id)
+        .where(
+            RelayDelivery.status == "pending",
+            RelayDelivery.next_attempt_at <= now,
+            lease_free(RelayDelivery, now),
+        )
+        .order_by(RelayDelivery.next_attempt_at)
+        .limit(limit)
+    )
     async with sessionmaker() as session, session.begin():
-        rows = await session.execute(
-            text(
-                """
-                WITH due AS (
-                    SELECT id FROM relay_deliveries
-                    WHERE status = 'pending' AND next_attempt_at <= :now
-                      AND (lease_expires_at IS NULL OR lease_expires_at < :now)
-                    ORDER BY next_attempt_at
-                    LIMIT :limit
-                    FOR UPDATE SKIP LOCKED
-                )
-                UPDATE relay_deliveries d
-                SET lease_owner = :owner, lease_expires_at = :until
-                FROM due WHERE d.id = due.id
-                RETURNING d.id
-                """
-            ),
-            {"now": now, "limit": limit, "owner": owner, "until": now + timedelta(seconds=lease_s)},
+        rows = await claim_leases(
+            session, RelayDelivery, due, owner=owner, until=now + timedelta(seconds=lease_s)
         )
         return [r[0] for r in rows]
+
+
+async def claim_work(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    http: httpx.AsyncClient,
+    settings: Settings,
+    owner: str,
+    limit: int,
+) -> list[Coroutine[Any, Any, str]]:
+    """Claim up to `limit` due deliveries: the `webhooks.relay` job of app/worker.py."""
+    ids = await claim_deliveries(sessionmaker, owner, limit, settings.reconciler_lease_s)
+    return [deliver(sessionmaker, http, settings, delivery_id, owner) for delivery_id in ids]
 
 
 @dataclass

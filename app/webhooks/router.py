@@ -30,19 +30,20 @@ from app.core.errors import (
 )
 from app.core.middleware import Endpoint, Shortcut
 from app.core.secretbox import secret_box
-from app.keys.auth import get_principal
-from app.keys.models import ApiKey
-from app.keys.schemas import Scope
-from app.keys.service import Principal
+from app.identity.auth import get_principal
+from app.identity.callers import require_caller_scope
+from app.identity.models import ApiKey
+from app.identity.principal import Principal
+from app.identity.scopes import Scope
 from app.metrics import WEBHOOK_ACKS
-from app.sessions.auth import require_caller_scope
 from app.transcripts.models import FINAL_STATUSES, Job
 from app.transcripts.service import owner_conditions
+from app.transcripts.views import job_view
 from app.webhooks import service
 from app.webhooks.events import events_after
 from app.webhooks.hub import EventHub, JobEventMessage, Resync
 from app.webhooks.runtime import WebhooksRuntime
-from app.webhooks.schemas import SigningSecretRotated, WebhookAck, job_view
+from app.webhooks.schemas import SigningSecretRotated, WebhookAck
 from app.webhooks.signing import rotate_signing_secret
 
 logger = logging.getLogger(__name__)

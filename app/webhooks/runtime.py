@@ -1,4 +1,4 @@
-"""Lifespan wiring: the instance's LISTEN hub and its reconciler loop."""
+"""Lifespan wiring: the receiver's pool and the instance's LISTEN hub."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import asyncpg
 from fastapi import FastAPI
@@ -15,7 +16,6 @@ from fastapi import FastAPI
 from app.core.config import Settings
 from app.core.db import plain_url, utcnow
 from app.webhooks.hub import EventHub
-from app.webhooks.reconciler import Reconciler
 from app.webhooks.service import RECORD_SQL
 
 logger = logging.getLogger(__name__)
@@ -29,10 +29,17 @@ ACKS_YIELD_MAX_S = 0.5
 WARM_CONNECTIONS = 2
 
 
+class LocalScheduler(Protocol):
+    """This process's scheduler (app/worker.py), as the receiver sees it."""
+
+    def nudge(self, job_id: object = "") -> None: ...
+
+
 @dataclass
 class WebhooksRuntime:
     hub: EventHub
-    reconciler: Reconciler | None
+    # Set by the lifespan when this process runs the scheduler; None in a web-only process.
+    reconciler: LocalScheduler | None
     # The receiver's own small pool (see app/webhooks/service.py for why).
     pool: asyncpg.Pool
     warm: asyncio.Task[None] | None = field(default=None)
@@ -105,7 +112,7 @@ async def _warm(pool: asyncpg.Pool, size: int) -> None:
 
 
 async def start_webhooks(app: FastAPI, settings: Settings, database_url: str) -> WebhooksRuntime:
-    """Start the receiver's pool, the hub (one LISTEN connection) and the reconciler."""
+    """Start the receiver's pool and the hub (one LISTEN connection)."""
     pool = await asyncpg.create_pool(
         plain_url(database_url),
         min_size=0,  # no connection at start-up: the service starts with the database down
@@ -125,13 +132,7 @@ async def start_webhooks(app: FastAPI, settings: Settings, database_url: str) ->
     hub = EventHub(database_url, app.state.sessionmaker)
     await hub.start()
     app.state.event_hub = hub
-    reconciler = None
-    if settings.reconciler_enabled:
-        reconciler = Reconciler(app.state.sessionmaker, app.state.upstream, settings, wake=hub.wake)
-        reconciler.start()
-    runtime = WebhooksRuntime(hub, reconciler, pool)
-    if reconciler is not None:
-        reconciler.before_claim = runtime.acks_settled
+    runtime = WebhooksRuntime(hub, None, pool)
     runtime.warm = asyncio.create_task(
         _warm(pool, min(WARM_CONNECTIONS, settings.webhook_pool_size)), name="webhooks.pool.warm"
     )
@@ -147,7 +148,5 @@ async def stop_webhooks(app: FastAPI) -> None:
         runtime.warm.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await runtime.warm
-    if runtime.reconciler is not None:
-        await runtime.reconciler.stop()
     await runtime.hub.stop()
     await runtime.pool.close()

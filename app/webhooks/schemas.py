@@ -12,19 +12,6 @@ from app.transcripts.models import Job
 from app.transcripts.schemas import JobRead, present
 
 
-def job_view(job: Job) -> dict[str, Any]:
-    """The small job summary carried by status events (fits a NOTIFY payload)."""
-    return {
-        "id": str(job.id),
-        "status": job.status,
-        "upstream_id": job.upstream_id,
-        "error": job.error,
-        "audio_duration": job.audio_duration,
-        "created_at": job.created_at.isoformat() if job.created_at else None,
-        "completed_at": job.completed_at.isoformat() if job.completed_at else None,
-    }
-
-
 def relay_body(job: Job, msg_timestamp: datetime) -> dict[str, Any]:
     """A Standard Webhooks style body: `type`, `timestamp`, and `data`: our job as
     `GET /api/transcripts/{id}` shows it, plus the upstream transcript object."""

@@ -22,6 +22,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.db import utcnow
+from app.core.events import KeyCreated
 from app.core.secretbox import SecretBox
 from app.transcripts.models import Job
 from app.webhooks.models import SigningSecret
@@ -66,6 +67,12 @@ async def create_signing_secret(session: AsyncSession, box: SecretBox, key_id: u
     session.add(SigningSecret(key_id=key_id, secret=box.seal(secret)))
     await session.flush()
     return secret
+
+
+async def on_key_created(event: KeyCreated) -> None:
+    """A new key's signing secret, shown once in the key's creation answer."""
+    secret = await create_signing_secret(event.session, event.box, event.key_id)
+    event.shown_once["webhook_signing_secret"] = secret
 
 
 async def rotate_signing_secret(

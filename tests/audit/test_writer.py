@@ -11,9 +11,9 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.audit.models import AuditEvent
 from app.audit.writer import AuditWriter
 from app.core.db import create_sessionmaker
-from app.keys.models import AuditEvent
 
 
 async def count(engine: AsyncEngine, action: str) -> int:

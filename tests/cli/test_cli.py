@@ -73,7 +73,7 @@ def test_created_key_authenticates(runner: CliRunner, db_env: dict[str, str]) ->
     import asyncio
 
     from app.core.db import create_engine, create_sessionmaker
-    from app.keys import service
+    from app.identity.principal import authenticate
 
     created = invoke(runner, ["keys", "create", "--name", "a", "--scope", "admin"], db_env)
     raw = KEY_RE.findall(created.stdout)[0]
@@ -82,7 +82,7 @@ def test_created_key_authenticates(runner: CliRunner, db_env: dict[str, str]) ->
         engine = create_engine(db_env["DATABASE_URL"], pool_size=1)
         try:
             async with create_sessionmaker(engine)() as session:
-                key = await service.authenticate(session, raw)
+                key = await authenticate(session, raw)
                 return key.scopes if key else None
         finally:
             await engine.dispose()

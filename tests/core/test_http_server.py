@@ -15,7 +15,8 @@ from typing import Any
 
 import uvicorn
 
-from app.core.http_server import EXTENSION, SinkEnded, SinkStalled, TapProtocol
+from app.core.body_tap import EXTENSION, SinkEnded, SinkStalled
+from app.core.http_server import TapProtocol
 from tests.live import free_port
 from tests.loops import on_both_loops
 

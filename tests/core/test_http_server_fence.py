@@ -14,7 +14,8 @@ import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from app.core import http_server
-from app.core.http_server import EXTENSION, TapProtocol, check_uvicorn
+from app.core.body_tap import EXTENSION
+from app.core.http_server import TapProtocol, check_uvicorn
 from tests.core.test_http_server import MIB, Sink, make_app, post, serve
 
 

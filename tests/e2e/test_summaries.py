@@ -15,8 +15,8 @@ import pytest
 from sqlalchemy import func, select
 
 from app.core.db import create_engine, create_sessionmaker, utcnow
-from app.keys.models import ApiKey
-from app.keys.schemas import ALL_SCOPES
+from app.identity.models import ApiKey
+from app.identity.scopes import ALL_SCOPES
 from app.llm.models import LlmUsage, Summary
 from app.transcripts.models import Job, JobStatus
 from tests.e2e.test_summaries_support import wav_bytes

@@ -7,9 +7,11 @@ from httpx import AsyncClient
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.audit.models import AuditEvent
 from app.core.security import hash_key
+from app.identity.models import ApiKey
+from app.identity.principal import authenticate
 from app.keys import service
-from app.keys.models import ApiKey, AuditEvent
 
 
 async def test_created_key_is_stored_only_as_hash(session: AsyncSession) -> None:
@@ -32,11 +34,11 @@ async def test_unknown_scope_refused(session: AsyncSession) -> None:
 
 async def test_authenticate_rejects_empty_unknown_and_revoked(session: AsyncSession) -> None:
     key, raw = await service.create_key(session, "svc", ["llm"])
-    assert (await service.authenticate(session, raw)) is not None
-    assert (await service.authenticate(session, "")) is None
-    assert (await service.authenticate(session, raw + "x")) is None
+    assert (await authenticate(session, raw)) is not None
+    assert (await authenticate(session, "")) is None
+    assert (await authenticate(session, raw + "x")) is None
     await service.revoke_key(session, key.id)
-    assert (await service.authenticate(session, raw)) is None
+    assert (await authenticate(session, raw)) is None
 
 
 async def test_admin_api_lifecycle_both_header_styles(

@@ -15,8 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.core.config import Settings
 from app.core.db import create_engine, create_sessionmaker, utcnow
+from app.identity.scopes import ALL_SCOPES
 from app.keys import service as keys_service
-from app.keys.schemas import ALL_SCOPES
 from app.main import create_app
 from app.transcripts.models import Job, JobStatus
 from tests.llm.fake_llm import KEY, FakeLlm, serve

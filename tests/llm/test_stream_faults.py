@@ -44,7 +44,7 @@ def llm_app(jobs_settings: Any, start_app: Any, emulator: Proc) -> Any:
 
 
 async def _key_id(committed: async_sessionmaker[AsyncSession], raw: str) -> uuid.UUID:
-    from app.keys.models import ApiKey
+    from app.identity.models import ApiKey
 
     async with committed() as session:
         key_id = await session.scalar(select(ApiKey.id).where(ApiKey.key_hash == hash_key(raw)))

@@ -501,7 +501,7 @@ async def test_summaries_follow_the_transcripts_ownership_rule(
 ) -> None:
     """A signed-in end user reaches only their own transcripts' summaries; the key reaches all."""
     from app.core.errors import NotFound
-    from app.keys.service import Principal
+    from app.identity.principal import Principal
     from app.llm.router import owned_job
 
     key_id, _ = await new_key("llm", "transcripts")

@@ -15,8 +15,8 @@ from pydantic import SecretStr
 
 from app.core.config import Settings
 from app.core.db import create_engine, create_sessionmaker, utcnow
+from app.identity.scopes import ALL_SCOPES
 from app.keys import service as keys_service
-from app.keys.schemas import ALL_SCOPES
 from app.main import create_app
 from app.metrics import upstream_route
 from app.metrics.router import exposition

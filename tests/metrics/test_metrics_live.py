@@ -14,7 +14,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.keys.schemas import ALL_SCOPES
+from app.identity.scopes import ALL_SCOPES
 from tests.live import Proc, create_key_in, free_port, run_process, service_env
 
 pytestmark = pytest.mark.e2e

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from app.keys.schemas import ALL_SCOPES
+from app.identity.scopes import ALL_SCOPES
 from app.webhooks.service import WEBHOOK_AUTH_HEADER
 from tests.live import Proc, create_key_in, run_service
 from tests.pg import create_database

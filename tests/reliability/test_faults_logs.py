@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from app.keys.schemas import ALL_SCOPES
+from app.identity.scopes import ALL_SCOPES
 from tests.live import Proc, create_key_in, run_service
 
 pytestmark = pytest.mark.timeout(120)

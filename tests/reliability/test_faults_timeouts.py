@@ -16,7 +16,7 @@ import asyncpg
 import pytest
 
 from app.core.db import plain_url
-from app.keys.schemas import ALL_SCOPES
+from app.identity.scopes import ALL_SCOPES
 from app.webhooks.service import WEBHOOK_AUTH_HEADER
 from tests.live import Proc, create_key_in, run_service
 from tests.reliability.faults import read_answer

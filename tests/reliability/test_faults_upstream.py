@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from app.keys.schemas import ALL_SCOPES
+from app.identity.scopes import ALL_SCOPES
 from tests.live import EMULATOR_KEY, Proc, create_key_in, run_emulator, run_service
 
 pytestmark = pytest.mark.timeout(240)

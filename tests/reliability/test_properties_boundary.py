@@ -22,8 +22,8 @@ from hypothesis import strategies as st
 
 from app.core.db import create_engine, create_sessionmaker
 from app.core.security import hash_key
+from app.identity.scopes import ALL_SCOPES
 from app.keys import service as keys_service
-from app.keys.schemas import ALL_SCOPES
 from app.transcripts.models import Job
 from app.transcripts.service import WEBHOOK_AUTH_HEADER
 from tests.live import Proc, run_service

@@ -30,8 +30,8 @@ from app.core.boundary import (
 )
 from app.core.db import create_sessionmaker, utcnow
 from app.core.security import hash_key
+from app.identity.scopes import ALL_SCOPES
 from app.keys import service as keys_service
-from app.keys.schemas import ALL_SCOPES
 from app.transcripts.models import Job
 from app.webhooks.service import WEBHOOK_AUTH_HEADER
 from tests.live import Proc

@@ -18,7 +18,7 @@ from pydantic import SecretStr
 from schemathesis.config._checks import PositiveDataAcceptanceConfig
 
 from app.core.config import Settings
-from app.keys.schemas import ALL_SCOPES
+from app.identity.scopes import ALL_SCOPES
 from app.main import create_app
 from tests.live import Proc, create_key_in, run_service
 

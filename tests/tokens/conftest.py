@@ -18,10 +18,10 @@ from fastapi import FastAPI
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.audit.models import AuditEvent
 from app.core.config import Settings
 from app.core.db import create_sessionmaker
 from app.keys import service as keys_service
-from app.keys.models import AuditEvent
 from app.main import create_app
 from app.upstream.client import create_upstream
 

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.config import Settings
 from app.core.security import hash_key
-from app.keys.models import ApiKey
+from app.identity.models import ApiKey
 from tests.transcripts.harness import MakeKey, wait_until, wav_bytes
 
 pytestmark = pytest.mark.e2e

@@ -193,7 +193,7 @@ async def test_two_adopters_at_once_adopt_the_lost_submit_once(
     moment and both find the transcript: it is recorded as accepted once, not twice."""
     import asyncio
 
-    from app.keys.models import AuditEvent
+    from app.audit.models import AuditEvent
     from app.transcripts.service import adopt_lost_submit
 
     auth = {"Authorization": await new_key()}

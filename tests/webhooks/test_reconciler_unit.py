@@ -82,7 +82,6 @@ async def test_an_orphaned_early_webhook_is_adopted(
         assert [c.id for c in claimed] == [job_id]
         await reconciler.process_job(claimed[0])
     finally:
-        await reconciler.stop()
         await upstream.aclose()
     async with sm() as session:
         job = await session.scalar(select(Job).where(Job.id == job_id))
@@ -108,7 +107,6 @@ async def test_a_fresh_early_webhook_waits_for_the_submit(
         # Claimed again only after its short reschedule, never twice at once.
         assert await reconciler.claim_jobs(10) == []
     finally:
-        await reconciler.stop()
         await upstream.aclose()
     async with sm() as session:
         job = await session.scalar(select(Job).where(Job.id == job_id))
@@ -148,7 +146,6 @@ async def test_an_expired_lease_is_claimable_and_a_live_one_is_not(
     try:
         claimed = await reconciler.claim_jobs(10)
     finally:
-        await reconciler.stop()
         await upstream.aclose()
     assert [c.id for c in claimed] == [expired]
     assert live not in [c.id for c in claimed]
@@ -198,7 +195,6 @@ async def test_an_orphaned_submit_fails_and_a_later_webhook_adopts_it(
         await reconciler.process_job(again)
     finally:
         await connection.close()
-        await reconciler.stop()
         await upstream.aclose()
     async with sm() as session:
         job = await session.scalar(select(Job).where(Job.id == orphan))

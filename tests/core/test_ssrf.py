@@ -7,7 +7,7 @@ from collections.abc import Callable
 import pytest
 
 from app.core.config import Settings
-from app.webhooks.ssrf import RelayUrlRefused, resolve_relay_url, validate_relay_url
+from app.core.ssrf import RelayUrlRefused, resolve_relay_url, validate_relay_url
 
 ALWAYS_REFUSED = [
     "http://169.254.169.254/latest/meta-data/",

@@ -9,9 +9,8 @@ from fastapi import Depends, Request
 
 from app.core.deps import SessionDep
 from app.core.errors import Forbidden, Unauthorized
-from app.keys import service
-from app.keys.schemas import Scope
-from app.keys.service import Principal
+from app.identity.principal import Principal, authenticate
+from app.identity.scopes import Scope
 
 
 def credential_from_header(value: str | None) -> str | None:
@@ -28,7 +27,7 @@ async def get_principal(request: Request, session: SessionDep) -> Principal:
     raw = credential_from_header(request.headers.get("authorization"))
     if raw is None:
         raise Unauthorized("Missing Authorization header: send your aai-proxy key.")
-    key = await service.authenticate(session, raw)
+    key = await authenticate(session, raw)
     if key is None:
         raise Unauthorized("Invalid or revoked API key.")
     principal = Principal(key_id=key.id, key_name=key.name, scopes=frozenset(key.scopes))

@@ -1,9 +1,9 @@
 """Who is calling: a proxy key, an app session cookie, or a JWT from the app's own IdP.
 
-Every kind resolves to one `app.keys.service.Principal`: the proxy key whose scopes and
+Every kind resolves to one `app.identity.principal.Principal`: the proxy key whose scopes and
 limits apply, and the end user when there is one (`via` says which kind). Use it in a route:
 
-    from app.sessions.auth import CallerDep, require_caller_scope
+    from app.identity.callers import CallerDep, require_caller_scope
 
     async def route(caller: CallerDep) -> ...                       # any authenticated caller
     async def route(caller: Annotated[Principal, Depends(require_caller_scope("llm"))]) -> ...
@@ -41,12 +41,11 @@ from app.core.db import utcnow
 from app.core.deps import SessionDep
 from app.core.errors import BadRequest, Forbidden, Unauthorized
 from app.core.security import hash_key
-from app.keys import service as keys_service
-from app.keys.auth import credential_from_header
-from app.keys.models import ApiKey
-from app.keys.service import Principal
-from app.sessions.jwt import JwtVerifier, looks_like_jwt
-from app.sessions.models import AppSession
+from app.identity.auth import credential_from_header
+from app.identity.jwt import JwtVerifier, looks_like_jwt
+from app.identity.models import ApiKey
+from app.identity.principal import Principal, authenticate
+from app.identity.session_models import AppSession
 
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 END_USER_HEADER = "x-end-user"
@@ -184,7 +183,7 @@ async def key_by_secret(
 
     async def lookup() -> KeySnapshot | None:
         async with state.db(session) as db:
-            key = await keys_service.authenticate(db, raw)
+            key = await authenticate(db, raw)
             found = _snapshot(key) if key is not None else None
         state.cache.put_hash(digest, found)
         return found
