@@ -38,6 +38,7 @@ from app.tokens.schemas import (
     AppTokenResponse,
     StreamingTokenRequest,
     TokenResponse,
+    compat_token_parameters,
 )
 from app.tokens.service import (
     CallContext,
@@ -134,26 +135,6 @@ async def _caller(request: Request) -> Principal:
     return principal
 
 
-_COMPAT_PARAMS: dict[str, Any] = {
-    "parameters": [
-        {
-            "name": "expires_in_seconds",
-            "in": "query",
-            "required": True,
-            "schema": {"type": "integer", "minimum": 1, "maximum": 600},
-            "description": "How long the token may be redeemed (clamped)",
-        },
-        {
-            "name": "max_session_duration_seconds",
-            "in": "query",
-            "required": False,
-            "schema": {"type": "integer", "minimum": 60, "maximum": 10800},
-            "description": "Cap on the relayed session; clamped to the policy",
-        },
-    ]
-}
-
-
 async def _compat(kind: Kind, request: Request) -> JSONResponse:
     caller = await _caller(request)
     try:
@@ -169,7 +150,7 @@ async def _compat(kind: Kind, request: Request) -> JSONResponse:
     "/v3/relay-token",
     response_model=TokenResponse,
     responses=_ERRORS,
-    openapi_extra=_COMPAT_PARAMS,
+    openapi_extra=compat_token_parameters("the relayed session"),
 )
 async def streaming_relay_token(request: Request) -> JSONResponse:
     """A single-use token for this service's `/v3/ws` (as `GET /v3/token` is for upstream's)."""
@@ -180,7 +161,7 @@ async def streaming_relay_token(request: Request) -> JSONResponse:
     "/v1/relay-token",
     response_model=TokenResponse,
     responses=_ERRORS,
-    openapi_extra=_COMPAT_PARAMS,
+    openapi_extra=compat_token_parameters("the relayed session"),
 )
 async def agents_relay_token(request: Request) -> JSONResponse:
     """A single-use token for this service's `/v1/ws`."""

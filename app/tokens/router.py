@@ -30,6 +30,7 @@ from app.tokens.schemas import (
     TokenPolicyRead,
     TokenPolicyUpdate,
     TokenResponse,
+    compat_token_parameters,
 )
 from app.tokens.service import (
     SCOPE,
@@ -149,31 +150,13 @@ async def _compat(
     return JSONResponse({"token": grant.token}, headers=NO_STORE)
 
 
-# Documented by hand, since the route parses them itself (to answer 400 as upstream does).
-_COMPAT_PARAMS: dict[str, Any] = {
-    "parameters": [
-        {
-            "name": "expires_in_seconds",
-            "in": "query",
-            "required": True,
-            "schema": {"type": "integer", "minimum": 1, "maximum": 600},
-            "description": "How long the token may be redeemed; clamped to the policy",
-        },
-        {
-            "name": "max_session_duration_seconds",
-            "in": "query",
-            "required": False,
-            "schema": {"type": "integer", "minimum": 60, "maximum": 10800},
-            "description": "Cap on the session; clamped to the policy (default: its maximum)",
-        },
-    ]
-}
-
-
 # The compatible routes take only the Request: the hot path of a mint skips FastAPI's
 # dependency machinery (measurable at thousands of mints per second).
 @router.get(
-    "/v3/token", response_model=TokenResponse, responses=_ERRORS, openapi_extra=_COMPAT_PARAMS
+    "/v3/token",
+    response_model=TokenResponse,
+    responses=_ERRORS,
+    openapi_extra=compat_token_parameters("the session"),
 )
 async def streaming_token(request: Request) -> JSONResponse:
     """Mint a streaming STT token, as AssemblyAI's `GET /v3/token` (clamped, limited)."""
@@ -184,7 +167,10 @@ async def streaming_token(request: Request) -> JSONResponse:
 
 
 @router.get(
-    "/v1/token", response_model=TokenResponse, responses=_ERRORS, openapi_extra=_COMPAT_PARAMS
+    "/v1/token",
+    response_model=TokenResponse,
+    responses=_ERRORS,
+    openapi_extra=compat_token_parameters("the session"),
 )
 async def agents_token(request: Request) -> JSONResponse:
     """Mint a Voice Agent token, as AssemblyAI's `GET /v1/token` (clamped, limited)."""

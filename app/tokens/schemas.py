@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
@@ -90,3 +90,26 @@ class TokenPolicyUpdate(BaseModel):
     end_user_daily_session_s: Annotated[int, Field(ge=0, le=INT32_MAX), JSON_INT] | None = Field(
         None
     )
+
+
+def compat_token_parameters(session: str) -> dict[str, Any]:
+    """The query parameters of upstream's token routes, for `openapi_extra`: documented by
+    hand, since those routes parse them themselves (to answer 400 as upstream does)."""
+    return {
+        "parameters": [
+            {
+                "name": "expires_in_seconds",
+                "in": "query",
+                "required": True,
+                "schema": {"type": "integer", "minimum": 1, "maximum": 600},
+                "description": "How long the token may be redeemed; clamped to the policy",
+            },
+            {
+                "name": "max_session_duration_seconds",
+                "in": "query",
+                "required": False,
+                "schema": {"type": "integer", "minimum": 60, "maximum": 10800},
+                "description": f"Cap on {session}; clamped to the policy (default: its maximum)",
+            },
+        ]
+    }
