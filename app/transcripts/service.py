@@ -28,7 +28,14 @@ from app.audit.record import record_audit
 from app.core import events
 from app.core.config import Settings
 from app.core.db import utcnow
-from app.core.errors import AppError, Conflict, NotFound, UpstreamError, UpstreamTimeout
+from app.core.errors import (
+    AppError,
+    Conflict,
+    NotFound,
+    UpstreamClientError,
+    UpstreamError,
+    UpstreamTimeout,
+)
 from app.core.secretbox import SecretBox, secret_box
 from app.core.security import hash_key, new_secret
 from app.core.ssrf import validate_relay_url
@@ -392,7 +399,13 @@ async def find_lost_submit(rest: RestClient, job: Job) -> dict[str, Any] | None:
             fetches += 1
             if fetches > LOST_SUBMIT_MAX_FETCHES:
                 return None
-            candidate = await rest.get_transcript(transcript_id)
+            try:
+                candidate = await rest.get_transcript(transcript_id)
+            except UpstreamClientError as exc:
+                if exc.status_code != 404:
+                    raise
+                # Listed, then gone (deleted, or another key's): not ours; keep looking.
+                continue
             hook = candidate.get("webhook_url")
             if isinstance(hook, str) and hook.split("?", 1)[0].endswith(suffix):
                 return candidate

@@ -221,3 +221,36 @@ async def test_two_adopters_at_once_adopt_the_lost_submit_once(
             )
         )
     assert len(accepted) == 1, [a.detail for a in accepted]
+
+
+async def test_a_candidate_upstream_answers_404_is_skipped(
+    jobs_settings: Any,
+    start_app: Any,
+    new_key: MakeKey,
+    emu: httpx.AsyncClient,
+    committed: async_sessionmaker[AsyncSession],
+) -> None:
+    """A listed transcript of the same audio that upstream then answers 404 (deleted, gone)
+    is not ours: the search goes on to the next candidate and adopts the lost one."""
+    auth = {"Authorization": await new_key()}
+    settings = jobs_settings(public_base_url=PUBLIC, upstream_timeout_s=0.5)
+    async with start_app(settings) as (_, client):
+        audio_url = await _upload(client, auth)
+        keyed = {**auth, "Idempotency-Key": "lost-answer-404"}
+        await emu.post("/_emulator/faults", json=WITHHOLD)
+        lost = await client.post("/v2/transcript", json={"audio_url": audio_url}, headers=keyed)
+        assert lost.status_code == 504, lost.text
+        [taken] = await _upstream_for(emu, audio_url)
+        # A newer transcript of the same audio: the search's first candidate, answered 404.
+        newer = await emu.post(
+            "/v2/transcript", json={"audio_url": audio_url, "speech_models": ["universal-2"]}
+        )
+        assert newer.status_code == 200, newer.text
+        fault = {"route": "GET /v2/transcript/{id}", "status": 404, "count": 1}
+        assert (await emu.post("/_emulator/faults", json=fault)).status_code == 201
+        retried = await client.post("/v2/transcript", json={"audio_url": audio_url}, headers=keyed)
+        assert retried.status_code == 200, retried.text
+        assert retried.json()["id"] == taken["id"]
+        faults = (await emu.get("/_emulator/faults")).json()
+        assert not faults.get("GET /v2/transcript/{id}"), faults  # the 404 was served
+    assert len(await _upstream_for(emu, audio_url)) == 2  # ours and the newer one, no resubmit
