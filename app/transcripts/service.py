@@ -428,7 +428,8 @@ async def adopt_lost_submit(
 ) -> Job | None:
     """Look upstream for the transcript a lost submit made and adopt it (the job becomes
     that transcript's, as if the answer had come): the job, or None if upstream has none
-    (then the search is over: the job stays failed and not due)."""
+    (then the search is over: the job stays failed and not due), or if the job was
+    deleted during the search (it is never revived)."""
     async with sessionmaker() as session:
         job = await session.get(Job, job_id)
     if job is None or not lost_submit_pending(job):
@@ -443,17 +444,25 @@ async def adopt_lost_submit(
             )
         logger.info("transcripts.lost_submit.not_found", extra={"job_id": str(job_id)})
         return None
-    logger.warning(
-        "transcripts.lost_submit.adopted",
-        extra={"job_id": str(job_id), "upstream_id": str(found.get("id"))},
-    )
     # Recorded as an answer that says "processing" at most: a finished transcript is then
     # fetched and finalised by the usual path (result cached, events, relay, summaries).
     status = found.get("status")
     answer = {**found, "status": status if status in ("queued", "processing") else "processing"}
-    return await _record_accepted(
+    job = await _record_accepted(
         sessionmaker, settings, job_id, str(found["id"]), answer, adopting=True
     )
+    if job.deleted_at is None:
+        logger.warning(
+            "transcripts.lost_submit.adopted",
+            extra={"job_id": str(job_id), "upstream_id": str(found.get("id"))},
+        )
+        return job
+    # Deleted while we searched: not adopted (a deleted job is never revived).
+    logger.info(
+        "transcripts.lost_submit.deleted",
+        extra={"job_id": str(job_id), "upstream_id": str(found.get("id"))},
+    )
+    return None
 
 
 def _unanswered_submit_message(*, webhook: bool) -> str:
@@ -499,9 +508,10 @@ async def _record_accepted(
         job = await session.scalar(select(Job).where(Job.id == job_id).with_for_update())
         if job is None:  # pragma: no cover - the row was committed before the submit
             raise NotFound("The job disappeared during its submit.")
-        if adopting and job.upstream_id is not None:
+        if adopting and (job.upstream_id is not None or job.deleted_at is not None):
             # Another instance (a retry, the reconciler) searched at the same time and
-            # adopted it first: recorded once, not accepted (and audited) twice.
+            # adopted it first: recorded once, not accepted (and audited) twice. Or the
+            # job was deleted during the search: a deleted job is never revived.
             return job
         # Failed with no upstream id: the reconciler gave this submit up for orphaned.
         revived = job.status == JobStatus.failed.value and job.upstream_id is None
