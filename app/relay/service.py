@@ -45,6 +45,7 @@ from app.core.config import Settings
 from app.core.db import utcnow
 from app.core.errors import AppError
 from app.identity.principal import Principal
+from app.metrics import WS_SESSION_SECONDS, WS_SESSIONS_OPEN
 from app.relay import agent_policy
 from app.relay import policy as codes
 from app.relay.agent_policy import AgentPolicyCache, AgentRules
@@ -341,10 +342,14 @@ class RelayRuntime:
         try:
             await ws.accept()
             live.started = time.monotonic()
+            WS_SESSIONS_OPEN.labels(product.kind).inc()
             await self._record_start(live)
             outcome = await self._pump(ws, upstream, live, meter)
         finally:
             session_s = time.monotonic() - live.started if live.started else 0.0
+            if live.started:
+                WS_SESSIONS_OPEN.labels(product.kind).dec()
+                WS_SESSION_SECONDS.labels(product.kind).inc(session_s)
             if not (live.ending or live.termination or live.client_terminated):
                 # Any other way out (the client gone before accept, an error): the upstream
                 # session must not run on.

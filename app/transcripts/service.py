@@ -28,7 +28,14 @@ from app.audit.record import record_audit
 from app.core import events
 from app.core.config import Settings
 from app.core.db import utcnow
-from app.core.errors import AppError, Conflict, NotFound, UpstreamError, UpstreamTimeout
+from app.core.errors import (
+    AppError,
+    Conflict,
+    NotFound,
+    UpstreamClientError,
+    UpstreamError,
+    UpstreamTimeout,
+)
 from app.core.secretbox import SecretBox, secret_box
 from app.core.security import hash_key, new_secret
 from app.core.ssrf import validate_relay_url
@@ -392,7 +399,13 @@ async def find_lost_submit(rest: RestClient, job: Job) -> dict[str, Any] | None:
             fetches += 1
             if fetches > LOST_SUBMIT_MAX_FETCHES:
                 return None
-            candidate = await rest.get_transcript(transcript_id)
+            try:
+                candidate = await rest.get_transcript(transcript_id)
+            except UpstreamClientError as exc:
+                if exc.status_code != 404:
+                    raise
+                # Listed, then gone (deleted, or another key's): not ours; keep looking.
+                continue
             hook = candidate.get("webhook_url")
             if isinstance(hook, str) and hook.split("?", 1)[0].endswith(suffix):
                 return candidate
@@ -415,7 +428,8 @@ async def adopt_lost_submit(
 ) -> Job | None:
     """Look upstream for the transcript a lost submit made and adopt it (the job becomes
     that transcript's, as if the answer had come): the job, or None if upstream has none
-    (then the search is over: the job stays failed and not due)."""
+    (then the search is over: the job stays failed and not due), or if the job was
+    deleted during the search (it is never revived)."""
     async with sessionmaker() as session:
         job = await session.get(Job, job_id)
     if job is None or not lost_submit_pending(job):
@@ -430,17 +444,25 @@ async def adopt_lost_submit(
             )
         logger.info("transcripts.lost_submit.not_found", extra={"job_id": str(job_id)})
         return None
-    logger.warning(
-        "transcripts.lost_submit.adopted",
-        extra={"job_id": str(job_id), "upstream_id": str(found.get("id"))},
-    )
     # Recorded as an answer that says "processing" at most: a finished transcript is then
     # fetched and finalised by the usual path (result cached, events, relay, summaries).
     status = found.get("status")
     answer = {**found, "status": status if status in ("queued", "processing") else "processing"}
-    return await _record_accepted(
+    job = await _record_accepted(
         sessionmaker, settings, job_id, str(found["id"]), answer, adopting=True
     )
+    if job.deleted_at is None:
+        logger.warning(
+            "transcripts.lost_submit.adopted",
+            extra={"job_id": str(job_id), "upstream_id": str(found.get("id"))},
+        )
+        return job
+    # Deleted while we searched: not adopted (a deleted job is never revived).
+    logger.info(
+        "transcripts.lost_submit.deleted",
+        extra={"job_id": str(job_id), "upstream_id": str(found.get("id"))},
+    )
+    return None
 
 
 def _unanswered_submit_message(*, webhook: bool) -> str:
@@ -486,9 +508,10 @@ async def _record_accepted(
         job = await session.scalar(select(Job).where(Job.id == job_id).with_for_update())
         if job is None:  # pragma: no cover - the row was committed before the submit
             raise NotFound("The job disappeared during its submit.")
-        if adopting and job.upstream_id is not None:
+        if adopting and (job.upstream_id is not None or job.deleted_at is not None):
             # Another instance (a retry, the reconciler) searched at the same time and
-            # adopted it first: recorded once, not accepted (and audited) twice.
+            # adopted it first: recorded once, not accepted (and audited) twice. Or the
+            # job was deleted during the search: a deleted job is never revived.
             return job
         # Failed with no upstream id: the reconciler gave this submit up for orphaned.
         revived = job.status == JobStatus.failed.value and job.upstream_id is None

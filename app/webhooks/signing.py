@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import logging
 import secrets
 import uuid
 from datetime import timedelta
@@ -23,11 +24,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.db import utcnow
 from app.core.events import KeyCreated
-from app.core.secretbox import SecretBox
+from app.core.secretbox import SecretBox, SecretUnreadable
 from app.transcripts.models import Job
 from app.webhooks.models import SigningSecret
 
 SECRET_PREFIX = "whsec_"
+
+logger = logging.getLogger(__name__)
 
 
 def new_signing_secret() -> str:
@@ -107,7 +110,9 @@ async def valid_secrets(session: AsyncSession, box: SecretBox, key_id: uuid.UUID
     """The secrets that sign a message for this key now, newest first.
 
     A key without one (created before this feature, or by the CLI) gets one here; its
-    owner reads it by rotating.
+    owner reads it by rotating. A previous (grace-period) secret that no SECRETS_KEY opens
+    (a key dropped before `aai-proxy reseal-secrets`) is left out with a warning, so the
+    current secret keeps signing; only an unreadable current secret raises SecretUnreadable.
     """
     now = utcnow()
     rows = list(
@@ -123,7 +128,17 @@ async def valid_secrets(session: AsyncSession, box: SecretBox, key_id: uuid.UUID
     )
     if not rows:
         return [await create_signing_secret(session, box, key_id)]
-    return [box.open(r.secret) for r in rows]
+    current, *previous = rows
+    opened = [box.open(current.secret)]
+    for row in previous:
+        try:
+            opened.append(box.open(row.secret))
+        except SecretUnreadable:
+            logger.warning(
+                "webhooks.signing.previous_secret_unreadable",
+                extra={"key_id": str(key_id), "signing_secret_id": str(row.id)},
+            )
+    return opened
 
 
 async def reseal_stored_secrets(session: AsyncSession, box: SecretBox) -> int:

@@ -242,6 +242,48 @@ def test_open_sessions_are_listed_live(relay: Proc, key: str) -> None:
     assert ended["ended_by"] == "client"
 
 
+def _metric(proc: Proc, name: str, kind: str) -> float:
+    """One sample of the service's `/metrics` page (0 when it has none yet)."""
+    page = httpx.get(f"{proc.url}/metrics", timeout=10)
+    assert page.status_code == 200, page.text
+    prefix = f'{name}{{kind="{kind}"}} '
+    for line in page.text.splitlines():
+        if line.startswith(prefix):
+            return float(line.removeprefix(prefix))
+    return 0.0
+
+
+def test_relayed_sessions_show_in_the_metrics(relay: Proc, key: str) -> None:
+    """Open sessions by kind while they run, their seconds added when they end."""
+    # Sessions of earlier tests may still be ending on the service's side.
+    deadline = time.monotonic() + 10
+    while (open_before := _metric(relay, "aai_ws_sessions_open", "streaming")) != 0:
+        assert time.monotonic() < deadline, "sessions of earlier tests stayed open"
+        time.sleep(0.05)
+    seconds_before = _metric(relay, "aai_ws_session_seconds_total", "streaming")
+
+    async def run() -> float:
+        async with websockets.connect(
+            ws_url(relay), additional_headers={"Authorization": key, "X-End-User": "metrics-u"}
+        ) as ws:
+            await begin(ws)
+            started = time.monotonic()
+            during = await asyncio.to_thread(_metric, relay, "aai_ws_sessions_open", "streaming")
+            assert during == open_before + 1
+            await asyncio.sleep(0.5)
+            await ws.send(json.dumps({"type": "Terminate"}))
+            await closed_with(ws)
+            return time.monotonic() - started
+
+    held = asyncio.run(run())
+    deadline = time.monotonic() + 10
+    while _metric(relay, "aai_ws_sessions_open", "streaming") != open_before:
+        assert time.monotonic() < deadline, "the open-session gauge never came back down"
+        time.sleep(0.05)
+    added = _metric(relay, "aai_ws_session_seconds_total", "streaming") - seconds_before
+    assert 0.5 <= added <= held + 1
+
+
 # --- the client goes away: the bill stops --------------------------------------------------
 
 

@@ -221,3 +221,93 @@ async def test_two_adopters_at_once_adopt_the_lost_submit_once(
             )
         )
     assert len(accepted) == 1, [a.detail for a in accepted]
+
+
+async def test_a_candidate_upstream_answers_404_is_skipped(
+    jobs_settings: Any,
+    start_app: Any,
+    new_key: MakeKey,
+    emu: httpx.AsyncClient,
+    committed: async_sessionmaker[AsyncSession],
+) -> None:
+    """A listed transcript of the same audio that upstream then answers 404 (deleted, gone)
+    is not ours: the search goes on to the next candidate and adopts the lost one."""
+    auth = {"Authorization": await new_key()}
+    settings = jobs_settings(public_base_url=PUBLIC, upstream_timeout_s=0.5)
+    async with start_app(settings) as (_, client):
+        audio_url = await _upload(client, auth)
+        keyed = {**auth, "Idempotency-Key": "lost-answer-404"}
+        await emu.post("/_emulator/faults", json=WITHHOLD)
+        lost = await client.post("/v2/transcript", json={"audio_url": audio_url}, headers=keyed)
+        assert lost.status_code == 504, lost.text
+        [taken] = await _upstream_for(emu, audio_url)
+        # A newer transcript of the same audio: the search's first candidate, answered 404.
+        newer = await emu.post(
+            "/v2/transcript", json={"audio_url": audio_url, "speech_models": ["universal-2"]}
+        )
+        assert newer.status_code == 200, newer.text
+        fault = {"route": "GET /v2/transcript/{id}", "status": 404, "count": 1}
+        assert (await emu.post("/_emulator/faults", json=fault)).status_code == 201
+        retried = await client.post("/v2/transcript", json={"audio_url": audio_url}, headers=keyed)
+        assert retried.status_code == 200, retried.text
+        assert retried.json()["id"] == taken["id"]
+        faults = (await emu.get("/_emulator/faults")).json()
+        assert not faults.get("GET /v2/transcript/{id}"), faults  # the 404 was served
+    assert len(await _upstream_for(emu, audio_url)) == 2  # ours and the newer one, no resubmit
+
+
+async def test_a_job_deleted_during_the_search_is_not_adopted(
+    jobs_settings: Any,
+    start_app: Any,
+    new_key: MakeKey,
+    emu: httpx.AsyncClient,
+    committed: async_sessionmaker[AsyncSession],
+) -> None:
+    """The caller deletes the job while the search is fetching its candidate: under the
+    row lock, the deleted job is not revived with the transcript found."""
+    from app.audit.models import AuditEvent
+    from app.transcripts.service import adopt_lost_submit
+
+    auth = {"Authorization": await new_key()}
+    settings = jobs_settings(public_base_url=PUBLIC, upstream_timeout_s=0.5)
+    async with start_app(settings) as (app, client):
+        audio_url = await _upload(client, auth)
+        await emu.post("/_emulator/faults", json=WITHHOLD)
+        lost = await client.post("/api/transcripts", json={"audio_url": audio_url}, headers=auth)
+        assert lost.status_code == 504, lost.text
+        assert len(await _upstream_for(emu, audio_url)) == 1  # found by the search
+        job = await _job(committed, audio_url)
+        rest = app.state.upstream.rest
+
+        class DeletedMidSearch:
+            """The real client; the caller's DELETE lands just before the candidate's GET."""
+
+            async def list_transcripts(self, params: dict[str, Any]) -> dict[str, Any]:
+                page: dict[str, Any] = await rest.list_transcripts(params)
+                return page
+
+            async def get_transcript(self, transcript_id: str) -> dict[str, Any]:
+                deleted = await client.delete(f"/api/transcripts/{job.id}", headers=auth)
+                assert deleted.status_code == 200, deleted.text
+                found: dict[str, Any] = await rest.get_transcript(transcript_id)
+                return found
+
+        adopted = await adopt_lost_submit(committed, DeletedMidSearch(), settings, job.id)  # type: ignore[arg-type]
+        assert adopted is None
+        gone = await client.get(f"/api/transcripts/{job.id}", headers=auth)
+        assert gone.status_code == 404, gone.text
+    job = await _job(committed, audio_url)
+    assert job.deleted_at is not None
+    assert job.upstream_id is None
+    assert job.status == "failed"
+    async with committed() as session:
+        accepted = list(
+            await session.scalars(
+                select(AuditEvent).where(
+                    AuditEvent.action == "transcript.submit",
+                    AuditEvent.outcome == "ok",
+                    AuditEvent.subject == str(job.id),
+                )
+            )
+        )
+    assert accepted == []

@@ -5,8 +5,10 @@ decrypt); production refuses to start without a key; migration 0050 seals and un
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -64,6 +66,38 @@ async def test_rotating_secrets_key_keeps_old_rows_readable(
         old_box.open(sealed)
     resealed = rotated.reseal(old_box.seal("y"))
     assert box_for((new,)).open(resealed) == "y"
+
+
+async def test_unreadable_previous_secret_is_skipped_current_still_signs(
+    session: AsyncSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An old SECRETS_KEY dropped before `reseal-secrets`: the grace-period secret sealed
+    with it is left out (one warning naming the key), the current one keeps signing; an
+    unreadable current secret still refuses."""
+    dropped, kept = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+    key_id = await _key(session)
+    now = datetime.now(UTC)
+    session.add(
+        SigningSecret(
+            key_id=key_id,
+            secret=box_for((dropped,)).seal("whsec_b2xk"),
+            created_at=now - timedelta(minutes=5),
+            expires_at=now + timedelta(hours=1),
+        )
+    )
+    session.add(
+        SigningSecret(key_id=key_id, secret=box_for((kept,)).seal("whsec_bmV3"), created_at=now)
+    )
+    await session.flush()
+    with caplog.at_level(logging.WARNING, logger="app.webhooks.signing"):
+        assert await valid_secrets(session, box_for((kept,)), key_id) == ["whsec_bmV3"]
+    warnings = [r for r in caplog.records if r.name == "app.webhooks.signing"]
+    assert len(warnings) == 1
+    assert getattr(warnings[0], "key_id", None) == str(key_id)
+    assert "whsec_b2xk" not in caplog.text
+    assert "b2xk" not in repr([r.__dict__ for r in warnings])
+    with pytest.raises(SecretUnreadable):
+        await valid_secrets(session, box_for((dropped,)), key_id)
 
 
 async def _key(session: AsyncSession) -> uuid.UUID:
