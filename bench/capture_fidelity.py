@@ -18,7 +18,13 @@ captures (TOKEN_STREAMING_SAMPLE_RATE), prints:
   send_burst_ms_<rate>     the same at the page's ws.send() calls (its pacer allows 300)
   context_rate             the AudioContext's rate (the resampler's input)
 
-Exits 1 when it could not measure.  .venv/bin/python bench/capture_fidelity.py [--seconds 6]
+With --relay the service runs with BROWSER_LIVE_MODE=relay: the page streams to the
+service's /v3/ws relay (a relay token), which relays to the emulator; the same figures are
+taken from the emulator's received PCM, so they include the relay. The run checks that the
+page's WebSocket really went to the service and prints `relay: 1`.
+
+Exits 1 when it could not measure.
+  .venv/bin/python bench/capture_fidelity.py [--seconds 6] [--relay]
 """
 
 from __future__ import annotations
@@ -68,9 +74,13 @@ def linear_baseline(raw: Path, reference: np.ndarray, context_rate: int, rate: i
     return float(10 * np.log10(np.sum(reference[:n] ** 2) / noise))
 
 
-def capture(browser: Any, service_url: str, key: str, emulator_url: str, seconds: float) -> Any:
+def capture(
+    browser: Any, service_url: str, key: str, emulator_url: str, seconds: float, relay: bool
+) -> Any:
     context = browser.new_context(base_url=service_url)
     page = context.new_page()
+    sockets: list[str] = []  # the URL of every WebSocket the page opens
+    page.on("websocket", lambda ws: sockets.append(ws.url))
     try:
         page.goto("/")
         page.fill("#signin-key", key)
@@ -90,6 +100,10 @@ def capture(browser: Any, service_url: str, key: str, emulator_url: str, seconds
         send_log = page.evaluate("() => window.__aaiStats.stt.sendLog")
     finally:
         context.close()
+    expected = service_url.replace("http://", "ws://", 1) if relay else emulator_url
+    expected = expected.replace("http://", "ws://", 1) + "/v3/ws"
+    if not any(url.startswith(expected) for url in sockets):
+        raise RuntimeError(f"the page streamed to {sockets}, not to {expected}")
     sessions = httpx.get(f"{emulator_url}/_emulator/sessions?frames=false").json()
     fresh = [s for s in sessions if s["id"] not in before and s["product"] == "streaming"]
     if not fresh:
@@ -146,6 +160,9 @@ def measure(
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=6.0)
+    parser.add_argument(
+        "--relay", action="store_true", help="stream through the service's /v3/ws relay"
+    )
     args = parser.parse_args()
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
@@ -162,6 +179,8 @@ def main() -> int:
             with run_emulator() as emulator:
                 for rate in (16000, 24000):
                     env = {"TOKEN_STREAMING_SAMPLE_RATE": str(rate), "LOG_LEVEL": "WARNING"}
+                    if args.relay:
+                        env["BROWSER_LIVE_MODE"] = "relay"
                     with run_service(database, emulator.url, env=env) as service:
                         with sync_playwright() as p:
                             browser = p.chromium.launch(
@@ -175,7 +194,12 @@ def main() -> int:
                             try:
                                 started = time.monotonic()
                                 record, pcm, context_rate, send_log = capture(
-                                    browser, service.url, key, emulator.url, args.seconds
+                                    browser,
+                                    service.url,
+                                    key,
+                                    emulator.url,
+                                    args.seconds,
+                                    args.relay,
                                 )
                             finally:
                                 browser.close()
@@ -194,6 +218,8 @@ def main() -> int:
             drop_database(server, database)
     for name, value in results.items():
         print(f"{name}: {value}")
+    if args.relay:
+        print("relay: 1")
     return 0
 
 

@@ -20,7 +20,14 @@ VmRSS while 2 GiB pass, target <= 100), rss_start_mb (the idle process), rss_gro
 (peak - idle), hwm_mb, rss_anon_mb (private memory only) and rss_drift_second_half_mb
 (flat: ~0). Exits 1 when it could not measure.
 
-  .venv/bin/python bench/upload_throughput.py [--gib 1] [--runs 3] [--rss-gib 2]
+With --tls the emulator is served over HTTPS (uvicorn's own TLS, a certificate from a
+trustme test CA), as AssemblyAI's hosts are: curl (--cacert), the Node peer
+(NODE_EXTRA_CA_CERTS) and the service (UPSTREAM_CA_FILE) all trust that CA. Every
+connection into the emulator is then TLS (curl's direct one, both relays' upstream legs);
+curl's legs to the peer and to the service stay plain HTTP, as behind a TLS-terminating
+load balancer. Prints `tls: 1` besides the same lines.
+
+  .venv/bin/python bench/upload_throughput.py [--gib 1] [--runs 3] [--rss-gib 2] [--tls]
 """
 
 from __future__ import annotations
@@ -67,15 +74,29 @@ def make_file(directory: Path, size: int) -> Path:
     return path
 
 
+def make_tls(directory: Path) -> tuple[Path, Path]:
+    """A test CA (trustme) and the emulator's certificate for 127.0.0.1 signed by it:
+    (the CA's PEM, the emulator's key and certificate chain in one PEM)."""
+    import trustme  # a dev dependency, needed only here
+
+    authority = trustme.CA()
+    ca, cert = directory / "ca.pem", directory / "emulator.pem"
+    authority.cert_pem.write_to_path(str(ca))
+    authority.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(cert))
+    return ca, cert
+
+
 CLIENT_CPU = [0.0]  # CPU seconds spent by curl so far
 
 
-def curl_upload(url: str, path: Path, key: str) -> float:
-    """Seconds to POST the file (curl -T streams it with a Content-Length)."""
+def curl_upload(url: str, path: Path, key: str, cacert: Path | None = None) -> float:
+    """Seconds to POST the file (curl -T streams it with a Content-Length); `cacert` for
+    an https:// URL whose certificate comes from a test CA."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     result = subprocess.run(
         [
             "curl",
+            *(("--cacert", str(cacert)) if cacert is not None else ()),
             "-sS",
             "--fail-with-body",
             "-X",
@@ -111,9 +132,11 @@ def curl_upload(url: str, path: Path, key: str) -> float:
 
 
 @contextlib.contextmanager
-def run_peer(upstream: str) -> Iterator[Proc]:
+def run_peer(upstream: str, ca: Path | None = None) -> Iterator[Proc]:
     port = free_port()
     env = {"UPSTREAM": upstream, "KEY": EMULATOR_KEY, "PORT": str(port)}
+    if ca is not None:  # Node adds these CAs to its own bundle (fetch included)
+        env["NODE_EXTRA_CA_CERTS"] = str(ca)
     with run_process("peer", ["node", str(PEER)], env, port) as proc:
         yield proc
 
@@ -175,6 +198,9 @@ def main() -> int:
     parser.add_argument("--gib", type=float, default=1.0, help="body size for the rates")
     parser.add_argument("--runs", type=int, default=3, help="best of this many, each target")
     parser.add_argument("--rss-gib", type=float, default=2.0, help="body size for rss_mb")
+    parser.add_argument(
+        "--tls", action="store_true", help="serve the emulator over HTTPS (a trustme test CA)"
+    )
     args = parser.parse_args()
     if shutil.which("curl") is None or shutil.which("node") is None or not PEER.exists():
         print("error: needs curl, node and ../shared/peers/seed_upload_route.mjs", file=sys.stderr)
@@ -188,40 +214,38 @@ def main() -> int:
         database_url = create_database(server)
         stack.callback(drop_database, server, database_url)
         key = create_key_in(database_url, ["transcripts"], name="bench")
+        ca, cert = make_tls(tmp) if args.tls else (None, None)
         emulator = stack.enter_context(
-            run_emulator({"EMULATOR_UPLOAD_SINK": "true", "EMULATOR_TEST_MODE": "false"})
+            run_emulator({"EMULATOR_UPLOAD_SINK": "true", "EMULATOR_TEST_MODE": "false"}, tls=cert)
         )
-        peer = stack.enter_context(run_peer(emulator.url))
-        service = stack.enter_context(
-            run_service(
-                database_url,
-                emulator.url,
-                {
-                    "MIGRATE_ON_START": "false",
-                    "LOG_LEVEL": "WARNING",
-                    "RECONCILER_ENABLED": "false",
-                    "MAX_UPLOAD_BYTES": str(max(size, rss_size) + 1),
-                },
-            )
-        )
+        peer = stack.enter_context(run_peer(emulator.url, ca))
+        service_env = {
+            "MIGRATE_ON_START": "false",
+            "LOG_LEVEL": "WARNING",
+            "RECONCILER_ENABLED": "false",
+            "MAX_UPLOAD_BYTES": str(max(size, rss_size) + 1),
+        }
+        if ca is not None:
+            service_env["UPSTREAM_CA_FILE"] = str(ca)
+        service = stack.enter_context(run_service(database_url, emulator.url, service_env))
         body = make_file(tmp, size)
         targets = {
-            "direct": (f"{emulator.url}/v2/upload", EMULATOR_KEY),
-            "peer": (f"{peer.url}/v2/upload", EMULATOR_KEY),
-            "ours": (f"{service.url}/v2/upload", key),
+            "direct": (f"{emulator.url}/v2/upload", EMULATOR_KEY, ca),
+            "peer": (f"{peer.url}/v2/upload", EMULATOR_KEY, None),
+            "ours": (f"{service.url}/v2/upload", key, None),
         }
-        for url, auth in targets.values():  # warm-up: pools, page cache
-            curl_upload(url, make_file(tmp, 8 * MIB), auth)
+        for url, auth, cacert in targets.values():  # warm-up: pools, page cache
+            curl_upload(url, make_file(tmp, 8 * MIB), auth, cacert)
         relays = {"peer": peer, "ours": service}
         cpu: dict[str, float] = {"sink": 0.0, "peer": 0.0, "ours": 0.0}
         faults = 0
         client_start = CLIENT_CPU[0]
         for _ in range(args.runs):
-            for name, (url, auth) in targets.items():
+            for name, (url, auth, cacert) in targets.items():
                 before = {n: cpu_seconds(p.process.pid) for n, p in relays.items()}
                 sink_before = cpu_seconds(emulator.process.pid)
                 faults_before = page_faults(service.process.pid)
-                seconds = curl_upload(url, body, auth)
+                seconds = curl_upload(url, body, auth, cacert)
                 if name == "ours":
                     faults += page_faults(service.process.pid) - faults_before
                 best[name] = max(best.get(name, 0.0), size / seconds / MIB)
@@ -261,6 +285,8 @@ def main() -> int:
             print(f"rss_drift_second_half_mb: {drift / MIB:.1f}")
         print(f"rss_samples: {len(sampler.samples)}")
         print(f"runs: {json.dumps(args.runs)}")
+        if args.tls:
+            print("tls: 1")
     return 0
 
 

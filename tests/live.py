@@ -63,10 +63,11 @@ class Proc:
     port: int
     process: subprocess.Popen[bytes]
     log: Path
+    scheme: str = "http"  # "https" for a process served over TLS
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         """Kill at once (`kill -9` by default): no clean-up runs."""
@@ -86,7 +87,12 @@ class Proc:
 
 @contextmanager
 def run_process(
-    name: str, args: list[str], env: Mapping[str, str], port: int, timeout: float = 30
+    name: str,
+    args: list[str],
+    env: Mapping[str, str],
+    port: int,
+    timeout: float = 30,
+    scheme: str = "http",
 ) -> Iterator[Proc]:
     OUTPUT.mkdir(exist_ok=True)
     log = OUTPUT / f"{name}-{port}.log"
@@ -94,7 +100,7 @@ def run_process(
         process = subprocess.Popen(
             args, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT
         )
-    proc = Proc(name, port, process, log)
+    proc = Proc(name, port, process, log, scheme)
     try:
         wait_for_port(port, process, log, timeout)
         yield proc
@@ -103,8 +109,12 @@ def run_process(
 
 
 @contextmanager
-def run_emulator(env: Mapping[str, str] | None = None, port: int | None = None) -> Iterator[Proc]:
-    """The emulator in test mode (fault injection and inspection on)."""
+def run_emulator(
+    env: Mapping[str, str] | None = None, port: int | None = None, tls: Path | None = None
+) -> Iterator[Proc]:
+    """The emulator in test mode (fault injection and inspection on). With `tls` (a PEM file
+    holding a private key and its certificate chain, e.g. trustme's) it is served over
+    HTTPS by uvicorn itself, as AssemblyAI's hosts are: `Proc.url` is then https://."""
     port = port or free_port()
     data_dir = OUTPUT / f"emulator-data-{port}"
     base = {
@@ -113,7 +123,14 @@ def run_emulator(env: Mapping[str, str] | None = None, port: int | None = None) 
         "EMULATOR_DATA_DIR": str(data_dir),
     }
     args = [sys.executable, "-m", "emulator", "--port", str(port)]
-    with run_process("emulator", args, {**base, **(env or {})}, port) as proc:
+    if tls is not None:
+        args = [
+            *(sys.executable, "-m", "uvicorn", "emulator.main:create_app", "--factory"),
+            *("--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"),
+            *("--ssl-certfile", str(tls), "--ssl-keyfile", str(tls)),
+        ]
+    scheme = "https" if tls is not None else "http"
+    with run_process("emulator", args, {**base, **(env or {})}, port, scheme=scheme) as proc:
         yield proc
 
 

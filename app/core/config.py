@@ -185,6 +185,9 @@ class Settings(BaseSettings):
     upstream_retry_wait_initial_s: float = Field(0.2, ge=0)
     upstream_retry_wait_max_s: float = Field(5.0, ge=0)
     upstream_retry_after_max_s: float = Field(30.0, ge=0)
+    # A PEM file of CA certificates trusted for the upstream hosts besides certifi's bundle
+    # (a test CA, a TLS-inspecting egress proxy). Unset: certifi's bundle alone.
+    upstream_ca_file: str | None = None
 
     # --- Limits -----------------------------------------------------------------------------
     max_upload_bytes: int = Field(UPSTREAM_MAX_UPLOAD_BYTES, ge=1)
@@ -389,6 +392,15 @@ class Settings(BaseSettings):
         if parts.scheme not in {"http", "https"} or not parts.netloc:
             raise ValueError(f"must be an http(s) URL with a host, got {value!r}")
         return value.rstrip("/")
+
+    @field_validator("upstream_ca_file")
+    @classmethod
+    def _ca_file(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if not Path(value).is_file():
+            raise ValueError(f"must be a readable PEM file, got {value!r}")
+        return value
 
     @field_validator("cors_origins", mode="before")
     @classmethod

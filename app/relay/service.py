@@ -56,6 +56,7 @@ from app.relay.policy import PolicyRefusal, StreamShape, check_streaming_query
 from app.relay.state import RelayGrant, RelayState
 from app.tokens.limits import LimiterUnavailable, LimitExceeded
 from app.tokens.service import TokenRuntime
+from app.upstream.transport import upstream_ssl_context
 
 logger = logging.getLogger(__name__)
 # The upstream sockets' own logger: never at DEBUG, where websockets logs every header (the
@@ -408,6 +409,7 @@ class RelayRuntime:
                 max_size=settings.ws_relay_max_message_bytes,
                 max_queue=settings.ws_relay_queue_messages,
                 compression=None,
+                ssl=upstream_ssl_context(settings) if url.startswith("wss://") else None,
                 user_agent_header=ws.headers.get("user-agent") or "aai-proxy relay",
                 close_timeout=settings.ws_relay_terminate_wait_s,
                 logger=UPSTREAM_LOG,

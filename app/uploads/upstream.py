@@ -16,23 +16,31 @@ from httpx_aiohttp import AiohttpTransport
 
 from app.core.config import Settings
 from app.upstream.client import USER_AGENT, RestClient
-from app.upstream.transport import verified_ssl_context
+from app.upstream.transport import upstream_ssl_context
 
 
 def _transport(settings: Settings) -> httpx.AsyncBaseTransport:
     if settings.upstream_transport == "aiohttp":
 
         def session() -> aiohttp.ClientSession:
+            # The transport's `verify` is not used with a session of our own: the
+            # connector carries the TLS context (certifi's CAs and UPSTREAM_CA_FILE's).
             connector = aiohttp.TCPConnector(
-                force_close=True, limit=settings.upstream_max_connections
+                force_close=True,
+                limit=settings.upstream_max_connections,
+                ssl=upstream_ssl_context(settings),
             )
             return aiohttp.ClientSession(connector=connector, trust_env=False)
 
-        return AiohttpTransport(client=session, trust_env=False, verify=verified_ssl_context())
+        return AiohttpTransport(
+            client=session, trust_env=False, verify=upstream_ssl_context(settings)
+        )
     limits = httpx.Limits(
         max_connections=settings.upstream_max_connections, max_keepalive_connections=0
     )
-    return httpx.AsyncHTTPTransport(limits=limits, trust_env=False, verify=verified_ssl_context())
+    return httpx.AsyncHTTPTransport(
+        limits=limits, trust_env=False, verify=upstream_ssl_context(settings)
+    )
 
 
 def create_upload_client(settings: Settings) -> RestClient:

@@ -45,7 +45,7 @@ from app.upstream.transport import (
     is_timeout,
     make_token_pool,
     make_transport,
-    verified_ssl_context,
+    upstream_ssl_context,
 )
 
 logger = logging.getLogger(__name__)
@@ -308,7 +308,7 @@ class RestClient(UpstreamHost):
                 headers,
                 content_length=content_length,
                 connect_timeout_s=self._settings.upstream_connect_timeout_s,
-                ssl_context=verified_ssl_context(),
+                ssl_context=upstream_ssl_context(self._settings),
             )
         except TransportError as exc:
             raise _map_transport_error(exc) from exc

@@ -25,10 +25,19 @@ from app.upstream.http1 import ConnectFailed, GetPool, TransportError
 
 
 @functools.cache
-def verified_ssl_context() -> ssl.SSLContext:
+def verified_ssl_context(ca_file: str | None = None) -> ssl.SSLContext:
     """One verifying TLS context (certifi's CAs, as httpx makes it) shared by every upstream
-    client: each context holds its own parsed CA bundle (~0.65 MB resident apiece)."""
-    return httpx.create_ssl_context(trust_env=False)
+    client: each context holds its own parsed CA bundle (~0.65 MB resident apiece).
+    `ca_file` (UPSTREAM_CA_FILE) adds the CAs of a PEM file to certifi's."""
+    context = httpx.create_ssl_context(trust_env=False)
+    if ca_file:
+        context.load_verify_locations(cafile=ca_file)
+    return context
+
+
+def upstream_ssl_context(settings: Settings) -> ssl.SSLContext:
+    """The TLS context for AssemblyAI's hosts under these settings (shared, see above)."""
+    return verified_ssl_context(settings.upstream_ca_file)
 
 
 def make_transport(settings: Settings) -> httpx.AsyncBaseTransport:
@@ -38,8 +47,12 @@ def make_transport(settings: Settings) -> httpx.AsyncBaseTransport:
         keepalive_expiry=settings.upstream_keepalive_s,
     )
     if settings.upstream_transport == "aiohttp":
-        return AiohttpTransport(limits=limits, trust_env=False, verify=verified_ssl_context())
-    return httpx.AsyncHTTPTransport(limits=limits, trust_env=False, verify=verified_ssl_context())
+        return AiohttpTransport(
+            limits=limits, trust_env=False, verify=upstream_ssl_context(settings)
+        )
+    return httpx.AsyncHTTPTransport(
+        limits=limits, trust_env=False, verify=upstream_ssl_context(settings)
+    )
 
 
 def make_token_pool(settings: Settings, base_url: str) -> GetPool | None:
@@ -56,7 +69,7 @@ def make_token_pool(settings: Settings, base_url: str) -> GetPool | None:
         connect_timeout_s=settings.upstream_connect_timeout_s,
         pool_timeout_s=settings.upstream_timeout_s,
         read_timeout_s=settings.upstream_timeout_s,
-        ssl_context=verified_ssl_context(),
+        ssl_context=upstream_ssl_context(settings),
     )
 
 
