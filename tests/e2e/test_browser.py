@@ -269,9 +269,12 @@ def test_streaming_capture_pacing_fidelity_and_turns(
     # Turns on the page: final ones firm, text present.
     finals = page.locator("#stt-turns .turn:not(.partial)")
     assert finals.count() >= 1
-    first = finals.first.inner_text().strip()
-    assert first.startswith("Speaker A:"), first  # speaker labels were asked for
-    assert first.removeprefix("Speaker A:").strip() != ""
+    turn = finals.first
+    assert turn.locator("time").inner_text().strip() != ""  # when the turn began
+    # Speaker labels were asked for: the label, then the words.
+    assert turn.locator(".speaker").inner_text().strip() == "Speaker A:"
+    words = turn.evaluate("el => el.lastChild.textContent")
+    assert words.strip() != "", turn.inner_text()
     assert record["params"].get("speaker_labels") in ("true", True), record["params"]
     screenshot(page, "stt")
 

@@ -143,7 +143,8 @@ def test_python_sdk_streams_through_the_relay(relay: Proc, emu: httpx.Client, ke
     finals = [t for t in events["turn"] if t.end_of_turn]
     assert finals
     heard = " ".join(t.transcript.lower() for t in finals)
-    assert "fox" in heard and "dog" in heard, heard
+    assert "fox" in heard, heard
+    assert "dog" in heard, heard
     # Upstream saw the very bytes the SDK sent, and the Terminate it sent.
     upstream_id = events["begin"][0].id
     record = wait_session(emu, str(upstream_id))
