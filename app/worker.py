@@ -78,7 +78,11 @@ def registered_jobs(res: Resources) -> list[PeriodicJob]:
         PeriodicJob(
             "llm.summaries",
             sweep=partial(
-                process_due_summaries, res.sessionmaker, res.upstream, res.settings, owner=res.owner
+                process_due_summaries,
+                res.sessionmaker,
+                res.upstream,
+                res.settings.llm,
+                owner=res.owner,
             ),
         ),
     ]

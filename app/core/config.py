@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-from functools import lru_cache
+from collections.abc import Mapping
+from functools import cached_property, lru_cache
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, Self
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from app.core.secretbox import DEVELOPMENT_KEY, parse_keys
@@ -114,6 +115,40 @@ def _env_list(value: object, *, empty: list[str] | None) -> object:
             return json.loads(text)
         return [m.strip() for m in text.split(",") if m.strip()] or empty
     return value
+
+
+# --- Each feature's part --------------------------------------------------------------------
+# `Settings` below is the one place that reads the environment and validates it; each
+# feature's functions receive only their part: a small frozen model built from it (and cached
+# on it) by the property of the same name, e.g. `settings.llm`. Fields drop the feature's
+# prefix where that reads naturally; the environment variable names stay as they are.
+
+
+class _Part(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class LlmSettings(_Part):
+    """app/llm: LLM Gateway policy (models, token caps, daily budgets) and summaries."""
+
+    region: Region  # ASSEMBLYAI_REGION: which models the gateway serves
+    allowed_models: tuple[str, ...]  # LLM_MODELS, or the region's list
+    max_tokens: int  # LLM_MAX_TOKENS
+    max_request_bytes: int  # LLM_MAX_REQUEST_BYTES
+    daily_token_budget: int  # LLM_DAILY_TOKEN_BUDGET
+    reservation_ttl_s: float  # LLM_RESERVATION_TTL_S
+    timeout_s: float  # LLM_TIMEOUT_S
+    summary_model: str  # LLM_SUMMARY_MODEL
+    summary_max_tokens: int  # LLM_SUMMARY_MAX_TOKENS
+    summary_chunk_chars: int  # LLM_SUMMARY_CHUNK_CHARS
+    chapter_chars: int  # LLM_CHAPTER_CHARS
+    summary_lease_s: float  # LLM_SUMMARY_LEASE_S
+    summary_concurrency: int  # LLM_SUMMARY_CONCURRENCY
+    summary_max_attempts: int  # LLM_SUMMARY_MAX_ATTEMPTS
+
+
+# The properties of `Settings` that build a part (dropped from a copy, which rebuilds them).
+PARTS = ("llm",)
 
 
 class Settings(BaseSettings):
@@ -489,6 +524,33 @@ class Settings(BaseSettings):
                     "DATABASE_URL must be a postgresql:// URL; aai-proxy supports Postgres only"
                 )
         return self
+
+    # --- Each feature's part (see LlmSettings above) ---------------------------------------
+    @cached_property
+    def llm(self) -> LlmSettings:
+        return LlmSettings(
+            region=self.assemblyai_region,
+            allowed_models=self.llm_allowed_models,
+            max_tokens=self.llm_max_tokens,
+            max_request_bytes=self.llm_max_request_bytes,
+            daily_token_budget=self.llm_daily_token_budget,
+            reservation_ttl_s=self.llm_reservation_ttl_s,
+            timeout_s=self.llm_timeout_s,
+            summary_model=self.llm_summary_model,
+            summary_max_tokens=self.llm_summary_max_tokens,
+            summary_chunk_chars=self.llm_summary_chunk_chars,
+            chapter_chars=self.llm_chapter_chars,
+            summary_lease_s=self.llm_summary_lease_s,
+            summary_concurrency=self.llm_summary_concurrency,
+            summary_max_attempts=self.llm_summary_max_attempts,
+        )
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        """A copy whose parts are built afresh from its own values."""
+        copied = super().model_copy(update=update, deep=deep)
+        for name in PARTS:
+            copied.__dict__.pop(name, None)
+        return copied
 
     # --- Derived ----------------------------------------------------------------------------
     @property

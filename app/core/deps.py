@@ -8,7 +8,7 @@ from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.boundary import valid_ip
-from app.core.config import Settings
+from app.core.config import LlmSettings, Settings
 from app.core.db import get_session
 from app.core.errors import PayloadTooLarge
 
@@ -16,6 +16,10 @@ from app.core.errors import PayloadTooLarge
 def _settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
+
+
+def _llm_settings(request: Request) -> LlmSettings:
+    return _settings(request).llm
 
 
 def client_ip(request: Request) -> str | None:
@@ -42,4 +46,6 @@ async def read_limited(request: Request, limit: int, too_large: str) -> bytes:
 
 
 SettingsDep = Annotated[Settings, Depends(_settings)]
+# Each feature's part of the settings (app/core/config.py).
+LlmSettingsDep = Annotated[LlmSettings, Depends(_llm_settings)]
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
