@@ -147,8 +147,32 @@ class LlmSettings(_Part):
     summary_max_attempts: int  # LLM_SUMMARY_MAX_ATTEMPTS
 
 
+class JwtSettings(_Part):
+    """JWTs from the app's own identity provider (set when JWT_HS256_SECRET or JWT_JWKS_URL is)."""
+
+    hs256_secret: SecretStr | None  # JWT_HS256_SECRET
+    jwks_url: str | None  # JWT_JWKS_URL
+    issuer: str  # JWT_ISSUER
+    audience: str  # JWT_AUDIENCE
+    key_id: str  # JWT_KEY_ID
+    leeway_s: int  # JWT_LEEWAY_S
+    jwks_cache_ttl_s: int  # JWKS_CACHE_TTL_S
+
+
+class IdentitySettings(_Part):
+    """app/identity and app/sessions: who is calling (keys, JWTs, session cookies, Origin)."""
+
+    key_cache_ttl_s: float  # KEY_CACHE_TTL_S
+    public_base_url: str | None  # PUBLIC_BASE_URL: one of our own origins
+    cors_origins: tuple[str, ...]  # CORS_ORIGINS
+    session_cookie_name: str  # SESSION_COOKIE_NAME
+    session_ttl_s: int  # SESSION_TTL_S
+    session_cookie_secure: bool | None  # SESSION_COOKIE_SECURE
+    jwt: JwtSettings | None  # None: no JWT authentication
+
+
 # The properties of `Settings` that build a part (dropped from a copy, which rebuilds them).
-PARTS = ("llm",)
+PARTS = ("llm", "identity")
 
 
 class Settings(BaseSettings):
@@ -543,6 +567,33 @@ class Settings(BaseSettings):
             summary_lease_s=self.llm_summary_lease_s,
             summary_concurrency=self.llm_summary_concurrency,
             summary_max_attempts=self.llm_summary_max_attempts,
+        )
+
+    @cached_property
+    def identity(self) -> IdentitySettings:
+        jwt = None
+        if self.jwt_hs256_secret is not None or self.jwt_jwks_url is not None:
+            # _jwt_coherent refused a configuration without all three.
+            assert self.jwt_issuer
+            assert self.jwt_audience
+            assert self.jwt_key_id
+            jwt = JwtSettings(
+                hs256_secret=self.jwt_hs256_secret,
+                jwks_url=self.jwt_jwks_url,
+                issuer=self.jwt_issuer,
+                audience=self.jwt_audience,
+                key_id=self.jwt_key_id,
+                leeway_s=self.jwt_leeway_s,
+                jwks_cache_ttl_s=self.jwks_cache_ttl_s,
+            )
+        return IdentitySettings(
+            key_cache_ttl_s=self.key_cache_ttl_s,
+            public_base_url=self.public_base_url,
+            cors_origins=tuple(self.cors_origins),
+            session_cookie_name=self.session_cookie_name,
+            session_ttl_s=self.session_ttl_s,
+            session_cookie_secure=self.session_cookie_secure,
+            jwt=jwt,
         )
 
     def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:

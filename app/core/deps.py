@@ -8,7 +8,7 @@ from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.boundary import valid_ip
-from app.core.config import LlmSettings, Settings
+from app.core.config import IdentitySettings, LlmSettings, Settings
 from app.core.db import get_session
 from app.core.errors import PayloadTooLarge
 
@@ -20,6 +20,10 @@ def _settings(request: Request) -> Settings:
 
 def _llm_settings(request: Request) -> LlmSettings:
     return _settings(request).llm
+
+
+def _identity_settings(request: Request) -> IdentitySettings:
+    return _settings(request).identity
 
 
 def client_ip(request: Request) -> str | None:
@@ -48,4 +52,5 @@ async def read_limited(request: Request, limit: int, too_large: str) -> bytes:
 SettingsDep = Annotated[Settings, Depends(_settings)]
 # Each feature's part of the settings (app/core/config.py).
 LlmSettingsDep = Annotated[LlmSettings, Depends(_llm_settings)]
+IdentitySettingsDep = Annotated[IdentitySettings, Depends(_identity_settings)]
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
