@@ -98,7 +98,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         app.state.sessionmaker = create_sessionmaker(engine)
         app.state.upstream = create_upstream(settings)
         app.state.upload_rest = create_upload_client(settings)
-        app.state.tokens = TokenRuntime.create(settings, engine)
+        app.state.tokens = TokenRuntime.create(settings.tokens, engine)
         if settings.metrics_enabled:
             await start_metrics(app, settings, engine)
         app.state.relay = RelayRuntime(settings, app.state.tokens, app.state.sessionmaker)

@@ -171,8 +171,32 @@ class IdentitySettings(_Part):
     jwt: JwtSettings | None  # None: no JWT authentication
 
 
+class TokenSettings(_Part):
+    """app/tokens: temporary tokens (policy maxima, rate limits, browser defaults)."""
+
+    # Policy maxima and limits (TOKEN_*); per-key overrides replace them.
+    max_expires_in_s: int
+    max_session_s: int
+    key_mints_per_minute: int
+    end_user_mints_per_minute: int
+    key_daily_session_s: int
+    end_user_daily_session_s: int
+    limits_fail_open: bool  # TOKEN_LIMITS_FAIL_OPEN
+    redis_url: SecretStr | None  # REDIS_URL: limits shared across instances
+    rate_limit_key_prefix: str  # RATE_LIMIT_KEY_PREFIX
+    key_cache_ttl_s: float  # KEY_CACHE_TTL_S: how long a key's policy is cached
+    database_connect_timeout_s: float  # DATABASE_CONNECT_TIMEOUT_S: the audit writer's
+    # Defaults put into the websocket_url handed to browsers (TOKEN_STREAMING_*).
+    streaming_sample_rate: int
+    streaming_encoding: Literal["pcm_s16le", "pcm_mulaw"]
+    streaming_speech_model: str
+    streaming_ws_url: str  # where browsers open /v3/ws with a token
+    agents_ws_url: str  # and /v1/ws
+    identity: IdentitySettings  # a mint on a session cookie follows the cookie rules
+
+
 # The properties of `Settings` that build a part (dropped from a copy, which rebuilds them).
-PARTS = ("llm", "identity")
+PARTS = ("llm", "identity", "tokens")
 
 
 class Settings(BaseSettings):
@@ -594,6 +618,28 @@ class Settings(BaseSettings):
             session_ttl_s=self.session_ttl_s,
             session_cookie_secure=self.session_cookie_secure,
             jwt=jwt,
+        )
+
+    @cached_property
+    def tokens(self) -> TokenSettings:
+        return TokenSettings(
+            max_expires_in_s=self.token_max_expires_in_s,
+            max_session_s=self.token_max_session_s,
+            key_mints_per_minute=self.token_key_mints_per_minute,
+            end_user_mints_per_minute=self.token_end_user_mints_per_minute,
+            key_daily_session_s=self.token_key_daily_session_s,
+            end_user_daily_session_s=self.token_end_user_daily_session_s,
+            limits_fail_open=self.token_limits_fail_open,
+            redis_url=self.redis_url,
+            rate_limit_key_prefix=self.rate_limit_key_prefix,
+            key_cache_ttl_s=self.key_cache_ttl_s,
+            database_connect_timeout_s=self.database_connect_timeout_s,
+            streaming_sample_rate=self.token_streaming_sample_rate,
+            streaming_encoding=self.token_streaming_encoding,
+            streaming_speech_model=self.token_streaming_speech_model,
+            streaming_ws_url=self.streaming_ws_url,
+            agents_ws_url=self.agents_ws_url,
+            identity=self.identity,
         )
 
     def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:

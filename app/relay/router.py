@@ -214,7 +214,9 @@ async def _app_mint(
     token, expires, session_s = await _mint(kind, request, caller, requested)
     params: dict[str, Any] = {}
     if isinstance(body, StreamingTokenRequest):
-        params = streaming_params(_runtime(request).settings, body.model_dump(exclude_none=True))
+        params = streaming_params(
+            _runtime(request).tokens.settings, body.model_dump(exclude_none=True)
+        )
     path = "/v3/ws" if kind == "streaming" else "/v1/ws"
     answer = AppTokenResponse(
         token=token,
