@@ -102,7 +102,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         if settings.metrics_enabled:
             await start_metrics(app, settings, engine)
         app.state.relay = RelayRuntime(settings, app.state.tokens, app.state.sessionmaker)
-        webhooks = await start_webhooks(app, settings, database_url)
+        webhooks = await start_webhooks(app, settings.webhooks, database_url)
         scheduler = None
         if settings.reconciler_enabled:  # else `aai-proxy worker` runs the periodic jobs
             scheduler = Scheduler(

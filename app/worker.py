@@ -72,7 +72,7 @@ def registered_jobs(res: Resources) -> list[PeriodicJob]:
         PeriodicJob(
             "webhooks.relay",
             claim=partial(
-                relay.claim_work, res.sessionmaker, res.relay_http, res.settings, res.owner
+                relay.claim_work, res.sessionmaker, res.relay_http, res.settings.webhooks, res.owner
             ),
         ),
         PeriodicJob(
@@ -104,7 +104,7 @@ class Scheduler:
         self.owner = owner or instance_owner()
         self.wake = wake or asyncio.Event()
         self._own_http = relay_http is None
-        self.relay_http = relay_http or relay.create_relay_client(settings)
+        self.relay_http = relay_http or relay.create_relay_client(settings.webhooks)
         self.jobs = jobs(Resources(sessionmaker, upstream, settings, self.owner, self.relay_http))
         self._task: asyncio.Task[None] | None = None
         # Work in flight: claimed items, at most `reconciler_concurrency`; one slow upstream

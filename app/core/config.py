@@ -195,8 +195,35 @@ class TokenSettings(_Part):
     identity: IdentitySettings  # a mint on a session cookie follows the cookie rules
 
 
+class RelayUrlSettings(_Part):
+    """Where the service may send callers' webhooks (app/core/ssrf.py)."""
+
+    allow_private_networks: bool  # RELAY_ALLOW_PRIVATE_NETWORKS
+    allowed_hosts: tuple[str, ...]  # RELAY_ALLOWED_HOSTS, lower-cased; empty = any public host
+
+
+class WebhookSettings(_Part):
+    """app/webhooks: AssemblyAI's webhooks in, callers' webhooks out, live status (SSE)."""
+
+    max_body_bytes: int  # WEBHOOK_MAX_BODY_BYTES
+    pool_size: int  # WEBHOOK_POOL_SIZE
+    database_connect_timeout_s: float  # DATABASE_CONNECT_TIMEOUT_S: the receiver's pool
+    sse_heartbeat_s: float  # SSE_HEARTBEAT_S
+    sse_final_grace_s: float  # SSE_FINAL_GRACE_S
+    signing_secret_grace_s: float  # RELAY_SIGNING_SECRET_GRACE_S
+    relay_schedule: tuple[float, ...]  # RELAY_RETRY_SCHEDULE_S
+    relay_timeout_s: float  # RELAY_TIMEOUT_S
+    lease_s: float  # RECONCILER_LEASE_S: a claimed delivery's lease
+    relay_urls: RelayUrlSettings
+    secrets_key: SecretStr | None  # SECRETS_KEY: seals the stored signing secrets
+
+    def secrets_keys(self) -> tuple[str, ...]:
+        """SECRETS_KEY's Fernet keys (app/core/secretbox.py's `secret_box` takes this part)."""
+        return parse_keys(self.secrets_key.get_secret_value() if self.secrets_key else None)
+
+
 # The properties of `Settings` that build a part (dropped from a copy, which rebuilds them).
-PARTS = ("llm", "identity", "tokens")
+PARTS = ("llm", "identity", "tokens", "relay_urls", "webhooks")
 
 
 class Settings(BaseSettings):
@@ -640,6 +667,29 @@ class Settings(BaseSettings):
             streaming_ws_url=self.streaming_ws_url,
             agents_ws_url=self.agents_ws_url,
             identity=self.identity,
+        )
+
+    @cached_property
+    def relay_urls(self) -> RelayUrlSettings:
+        return RelayUrlSettings(
+            allow_private_networks=self.relay_allow_private_networks,
+            allowed_hosts=tuple(self.relay_host_allowlist),
+        )
+
+    @cached_property
+    def webhooks(self) -> WebhookSettings:
+        return WebhookSettings(
+            max_body_bytes=self.webhook_max_body_bytes,
+            pool_size=self.webhook_pool_size,
+            database_connect_timeout_s=self.database_connect_timeout_s,
+            sse_heartbeat_s=self.sse_heartbeat_s,
+            sse_final_grace_s=self.sse_final_grace_s,
+            signing_secret_grace_s=self.relay_signing_secret_grace_s,
+            relay_schedule=tuple(self.relay_schedule),
+            relay_timeout_s=self.relay_timeout_s,
+            lease_s=self.reconciler_lease_s,
+            relay_urls=self.relay_urls,
+            secrets_key=self.secrets_key,
         )
 
     def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:

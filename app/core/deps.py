@@ -8,7 +8,7 @@ from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.boundary import valid_ip
-from app.core.config import IdentitySettings, LlmSettings, Settings
+from app.core.config import IdentitySettings, LlmSettings, Settings, WebhookSettings
 from app.core.db import get_session
 from app.core.errors import PayloadTooLarge
 
@@ -18,12 +18,17 @@ def _settings(request: Request) -> Settings:
     return settings
 
 
-def _llm_settings(request: Request) -> LlmSettings:
+# A feature's part: `async`, so that FastAPI calls it inline rather than in its thread pool.
+async def _llm_settings(request: Request) -> LlmSettings:
     return _settings(request).llm
 
 
-def _identity_settings(request: Request) -> IdentitySettings:
+async def _identity_settings(request: Request) -> IdentitySettings:
     return _settings(request).identity
+
+
+async def _webhook_settings(request: Request) -> WebhookSettings:
+    return _settings(request).webhooks
 
 
 def client_ip(request: Request) -> str | None:
@@ -53,4 +58,5 @@ SettingsDep = Annotated[Settings, Depends(_settings)]
 # Each feature's part of the settings (app/core/config.py).
 LlmSettingsDep = Annotated[LlmSettings, Depends(_llm_settings)]
 IdentitySettingsDep = Annotated[IdentitySettings, Depends(_identity_settings)]
+WebhookSettingsDep = Annotated[WebhookSettings, Depends(_webhook_settings)]
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
