@@ -100,7 +100,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         app.state.upload_rest = create_upload_client(settings)
         app.state.tokens = TokenRuntime.create(settings.tokens, engine)
         if settings.metrics_enabled:
-            await start_metrics(app, settings, engine)
+            await start_metrics(app, settings.metrics, engine)
         app.state.relay = RelayRuntime(settings, app.state.tokens, app.state.sessionmaker)
         webhooks = await start_webhooks(app, settings.webhooks, database_url)
         scheduler = None

@@ -222,8 +222,18 @@ class WebhookSettings(_Part):
         return parse_keys(self.secrets_key.get_secret_value() if self.secrets_key else None)
 
 
+class MetricsSettings(_Part):
+    """app/metrics: the Prometheus endpoint (METRICS_ENABLED is wiring: app/main.py, app/cli.py)."""
+
+    token: SecretStr | None  # METRICS_TOKEN
+    port: int | None  # METRICS_PORT
+    host: str  # METRICS_HOST
+    environment: Environment  # APP_ENV: an unprotected /metrics in production is warned of
+    llm_daily_token_budget: int  # LLM_DAILY_TOKEN_BUDGET: reported next to the usage
+
+
 # The properties of `Settings` that build a part (dropped from a copy, which rebuilds them).
-PARTS = ("llm", "identity", "tokens", "relay_urls", "webhooks")
+PARTS = ("llm", "identity", "tokens", "relay_urls", "webhooks", "metrics")
 
 
 class Settings(BaseSettings):
@@ -690,6 +700,16 @@ class Settings(BaseSettings):
             lease_s=self.reconciler_lease_s,
             relay_urls=self.relay_urls,
             secrets_key=self.secrets_key,
+        )
+
+    @cached_property
+    def metrics(self) -> MetricsSettings:
+        return MetricsSettings(
+            token=self.metrics_token,
+            port=self.metrics_port,
+            host=self.metrics_host,
+            environment=self.environment,
+            llm_daily_token_budget=self.llm_daily_token_budget,
         )
 
     def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
