@@ -101,7 +101,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         app.state.tokens = TokenRuntime.create(settings.tokens, engine)
         if settings.metrics_enabled:
             await start_metrics(app, settings.metrics, engine)
-        app.state.relay = RelayRuntime(settings, app.state.tokens, app.state.sessionmaker)
+        app.state.relay = RelayRuntime(settings.relay, app.state.tokens, app.state.sessionmaker)
         webhooks = await start_webhooks(app, settings.webhooks, database_url)
         scheduler = None
         if settings.reconciler_enabled:  # else `aai-proxy worker` runs the periodic jobs

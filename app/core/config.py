@@ -232,8 +232,32 @@ class MetricsSettings(_Part):
     llm_daily_token_budget: int  # LLM_DAILY_TOKEN_BUDGET: reported next to the usage
 
 
+class RelaySettings(_Part):
+    """app/relay: live sessions (/v3/ws, /v1/ws) relayed through the service (WS_RELAY_*)."""
+
+    key_max_sessions: int
+    end_user_max_sessions: int
+    max_session_s: int
+    budget_slice_s: int
+    token_max_expires_in_s: int
+    allowed_params: tuple[str, ...]
+    speech_models: tuple[str, ...]
+    stall_timeout_s: float
+    queue_messages: int
+    max_message_bytes: int
+    terminate_wait_s: float
+    connect_timeout_s: float
+    redis_url: SecretStr | None  # REDIS_URL: relay tokens and session counts across instances
+    rate_limit_key_prefix: str  # RATE_LIMIT_KEY_PREFIX
+    key_cache_ttl_s: float  # KEY_CACHE_TTL_S: how long a key's agent policy is cached
+    upstream_key: SecretStr  # ASSEMBLYAI_API_KEY, or the emulator's
+    streaming_ws_url: str  # upstream's /v3/ws
+    agents_ws_url: str  # upstream's /v1/ws
+    identity: IdentitySettings  # cookie callers: the Origin rule; PUBLIC_BASE_URL
+
+
 # The properties of `Settings` that build a part (dropped from a copy, which rebuilds them).
-PARTS = ("llm", "identity", "tokens", "relay_urls", "webhooks", "metrics")
+PARTS = ("llm", "identity", "tokens", "relay_urls", "webhooks", "metrics", "relay")
 
 
 class Settings(BaseSettings):
@@ -710,6 +734,30 @@ class Settings(BaseSettings):
             host=self.metrics_host,
             environment=self.environment,
             llm_daily_token_budget=self.llm_daily_token_budget,
+        )
+
+    @cached_property
+    def relay(self) -> RelaySettings:
+        return RelaySettings(
+            key_max_sessions=self.ws_relay_key_max_sessions,
+            end_user_max_sessions=self.ws_relay_end_user_max_sessions,
+            max_session_s=self.ws_relay_max_session_s,
+            budget_slice_s=self.ws_relay_budget_slice_s,
+            token_max_expires_in_s=self.ws_relay_token_max_expires_in_s,
+            allowed_params=tuple(self.ws_relay_allowed_params),
+            speech_models=tuple(self.ws_relay_speech_models),
+            stall_timeout_s=self.ws_relay_stall_timeout_s,
+            queue_messages=self.ws_relay_queue_messages,
+            max_message_bytes=self.ws_relay_max_message_bytes,
+            terminate_wait_s=self.ws_relay_terminate_wait_s,
+            connect_timeout_s=self.ws_relay_connect_timeout_s,
+            redis_url=self.redis_url,
+            rate_limit_key_prefix=self.rate_limit_key_prefix,
+            key_cache_ttl_s=self.key_cache_ttl_s,
+            upstream_key=SecretStr(self.upstream_key()),
+            streaming_ws_url=self.streaming_ws_url,
+            agents_ws_url=self.agents_ws_url,
+            identity=self.identity,
         )
 
     def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
