@@ -256,8 +256,24 @@ class RelaySettings(_Part):
     identity: IdentitySettings  # cookie callers: the Origin rule; PUBLIC_BASE_URL
 
 
+class UploadSettings(_Part):
+    """app/uploads: request bodies streamed upstream."""
+
+    max_bytes: int  # MAX_UPLOAD_BYTES
+    chunk_bytes: int  # UPLOAD_CHUNK_BYTES
+
+
 # The properties of `Settings` that build a part (dropped from a copy, which rebuilds them).
-PARTS = ("llm", "identity", "tokens", "relay_urls", "webhooks", "metrics", "relay")
+PARTS = (
+    "llm",
+    "identity",
+    "tokens",
+    "relay_urls",
+    "webhooks",
+    "metrics",
+    "relay",
+    "uploads",
+)
 
 
 class Settings(BaseSettings):
@@ -759,6 +775,10 @@ class Settings(BaseSettings):
             agents_ws_url=self.agents_ws_url,
             identity=self.identity,
         )
+
+    @cached_property
+    def uploads(self) -> UploadSettings:
+        return UploadSettings(max_bytes=self.max_upload_bytes, chunk_bytes=self.upload_chunk_bytes)
 
     def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
         """A copy whose parts are built afresh from its own values."""

@@ -37,6 +37,8 @@ def test_parts_read_the_unchanged_environment_variables(monkeypatch: pytest.Monk
         "WS_RELAY_SPEECH_MODELS": "u3-rt-pro",
         "WS_RELAY_QUEUE_MESSAGES": "8",
         "METRICS_PORT": "9100",
+        "MAX_UPLOAD_BYTES": "1000000",
+        "UPLOAD_CHUNK_BYTES": "8192",
     }.items():
         monkeypatch.setenv(name, value)
     s = Settings(_env_file=None)
@@ -56,6 +58,7 @@ def test_parts_read_the_unchanged_environment_variables(monkeypatch: pytest.Monk
     assert s.relay.queue_messages == 8
     assert s.relay.identity is s.identity
     assert s.metrics.port == 9100
+    assert (s.uploads.max_bytes, s.uploads.chunk_bytes) == (1_000_000, 8192)
 
 
 def test_every_part_is_frozen_and_built_once() -> None:
