@@ -96,8 +96,8 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         )
         app.state.engine = engine
         app.state.sessionmaker = create_sessionmaker(engine)
-        app.state.upstream = create_upstream(settings)
-        app.state.upload_rest = create_upload_client(settings)
+        app.state.upstream = create_upstream(settings.upstream)
+        app.state.upload_rest = create_upload_client(settings.upstream)
         app.state.tokens = TokenRuntime.create(settings.tokens, engine)
         if settings.metrics_enabled:
             await start_metrics(app, settings.metrics, engine)

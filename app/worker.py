@@ -227,7 +227,7 @@ async def run_worker(settings: Settings) -> None:
     url = settings.database_url.get_secret_value()
     engine = create_engine(url)
     sessionmaker = create_sessionmaker(engine)
-    upstream = create_upstream(settings)
+    upstream = create_upstream(settings.upstream)
     hub = EventHub(url, sessionmaker)
     await hub.start()
     scheduler = Scheduler(sessionmaker, upstream, settings, wake=hub.wake)

@@ -261,6 +261,26 @@ class UploadSettings(_Part):
 
     max_bytes: int  # MAX_UPLOAD_BYTES
     chunk_bytes: int  # UPLOAD_CHUNK_BYTES
+    relay_buffer_bytes: int  # UPLOAD_RELAY_BUFFER_BYTES
+
+
+class UpstreamSettings(_Part):
+    """app/upstream: the AssemblyAI client (UPSTREAM_*, the hosts, the key)."""
+
+    key: SecretStr  # ASSEMBLYAI_API_KEY, or EMULATOR_API_KEY when none is set
+    transport: Literal["aiohttp", "httpx"]
+    connect_timeout_s: float
+    timeout_s: float
+    max_connections: int
+    keepalive_s: float
+    retry_attempts: int
+    retry_wait_initial_s: float
+    retry_wait_max_s: float
+    retry_after_max_s: float
+    rest_base_url: str  # from ASSEMBLYAI_REGION or ASSEMBLYAI_API_BASE_URL; so are the rest
+    llm_base_url: str
+    streaming_base_url: str
+    agents_base_url: str
 
 
 # The properties of `Settings` that build a part (dropped from a copy, which rebuilds them).
@@ -273,6 +293,7 @@ PARTS = (
     "metrics",
     "relay",
     "uploads",
+    "upstream",
 )
 
 
@@ -778,7 +799,30 @@ class Settings(BaseSettings):
 
     @cached_property
     def uploads(self) -> UploadSettings:
-        return UploadSettings(max_bytes=self.max_upload_bytes, chunk_bytes=self.upload_chunk_bytes)
+        return UploadSettings(
+            max_bytes=self.max_upload_bytes,
+            chunk_bytes=self.upload_chunk_bytes,
+            relay_buffer_bytes=self.upload_relay_buffer_bytes,
+        )
+
+    @cached_property
+    def upstream(self) -> UpstreamSettings:
+        return UpstreamSettings(
+            key=SecretStr(self.upstream_key()),
+            transport=self.upstream_transport,
+            connect_timeout_s=self.upstream_connect_timeout_s,
+            timeout_s=self.upstream_timeout_s,
+            max_connections=self.upstream_max_connections,
+            keepalive_s=self.upstream_keepalive_s,
+            retry_attempts=self.upstream_retry_attempts,
+            retry_wait_initial_s=self.upstream_retry_wait_initial_s,
+            retry_wait_max_s=self.upstream_retry_wait_max_s,
+            retry_after_max_s=self.upstream_retry_after_max_s,
+            rest_base_url=self.rest_base_url,
+            llm_base_url=self.llm_base_url,
+            streaming_base_url=self.streaming_base_url,
+            agents_base_url=self.agents_base_url,
+        )
 
     def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
         """A copy whose parts are built afresh from its own values."""

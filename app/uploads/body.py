@@ -62,6 +62,7 @@ async def upload_body(request: Request, principal: Principal, body: BodyStream) 
     return await stream_upload(
         request.app.state.sessionmaker,
         rest,
+        request.app.state.settings.uploads,
         principal,
         body,
         body_format="multipart" if form else "raw",

@@ -39,6 +39,10 @@ def test_parts_read_the_unchanged_environment_variables(monkeypatch: pytest.Monk
         "METRICS_PORT": "9100",
         "MAX_UPLOAD_BYTES": "1000000",
         "UPLOAD_CHUNK_BYTES": "8192",
+        "UPLOAD_RELAY_BUFFER_BYTES": "65536",
+        "UPSTREAM_RETRY_ATTEMPTS": "2",
+        "UPSTREAM_TRANSPORT": "httpx",
+        "ASSEMBLYAI_REGION": "eu",
     }.items():
         monkeypatch.setenv(name, value)
     s = Settings(_env_file=None)
@@ -59,6 +63,10 @@ def test_parts_read_the_unchanged_environment_variables(monkeypatch: pytest.Monk
     assert s.relay.identity is s.identity
     assert s.metrics.port == 9100
     assert (s.uploads.max_bytes, s.uploads.chunk_bytes) == (1_000_000, 8192)
+    assert s.uploads.relay_buffer_bytes == 65536
+    assert (s.upstream.retry_attempts, s.upstream.transport) == (2, "httpx")
+    assert s.upstream.rest_base_url == "https://api.eu.assemblyai.com"
+    assert s.upstream.key.get_secret_value() == s.upstream_key()  # the emulator's, here
 
 
 def test_every_part_is_frozen_and_built_once() -> None:
@@ -106,6 +114,7 @@ def test_parts_keep_secrets_out_of_their_text() -> None:
         redis_url=SecretStr("redis://:redis-pass-789@127.0.0.1:6379/0"),
     )
     assert s.relay.upstream_key.get_secret_value() == "real-upstream-key-123"
+    assert s.upstream.key.get_secret_value() == "real-upstream-key-123"
     text = " ".join(repr(getattr(s, name)) for name in PARTS)
     for secret in ("real-upstream-key-123", key, "scrape-token-456", "redis-pass-789"):
         assert secret not in text

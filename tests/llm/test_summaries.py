@@ -288,7 +288,7 @@ async def test_two_instances_run_each_summary_once(
 
     async def instance(owner: str) -> int:
         engine = create_engine(llm_database, pool_size=4)
-        upstream = create_upstream(settings)
+        upstream = create_upstream(settings.upstream)
         done = 0
         try:
             while n := await process_due_summaries(
@@ -337,7 +337,7 @@ async def test_an_expired_lease_is_taken_over_and_a_live_one_is_not(
         attempts=1,
     )
     settings = llm_settings()
-    upstream = create_upstream(settings)
+    upstream = create_upstream(settings.upstream)
     try:
         assert await process_due_summaries(db, upstream, settings.llm, owner="c", wait=True) == 1
     finally:
@@ -363,7 +363,7 @@ async def test_upstream_failures(
     key_id, _ = await new_key("transcripts", "llm")
     refused = await add_summary(db, await new_job(key_id))
     settings = llm_settings(upstream_retry_attempts=2)
-    upstream = create_upstream(settings)
+    upstream = create_upstream(settings.upstream)
     try:
         fake_llm.faults = [422]
         assert await process_due_summaries(db, upstream, settings.llm, owner="x", wait=True) == 1
@@ -419,7 +419,7 @@ async def test_shutdown_hands_running_summaries_back(
     summary_id = await add_summary(db, await new_job(key_id))
     fake_llm.gate = asyncio.Event()
     settings = llm_settings()
-    upstream = create_upstream(settings)
+    upstream = create_upstream(settings.upstream)
     try:
         # Returns at once: the call is still held upstream.
         assert await process_due_summaries(db, upstream, settings.llm, owner="s") == 1
@@ -461,7 +461,7 @@ async def test_a_call_longer_than_the_lease_is_not_taken_over_nor_paid_twice(
     fake_llm.gate = asyncio.Event()
     lease_s = 1.0
     settings = llm_settings(llm_summary_lease_s=lease_s)
-    upstream = create_upstream(settings)
+    upstream = create_upstream(settings.upstream)
     loop = asyncio.get_running_loop()
     try:
         assert await process_due_summaries(db, upstream, settings.llm, owner="a") == 1
