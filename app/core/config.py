@@ -283,6 +283,17 @@ class UpstreamSettings(_Part):
     agents_base_url: str
 
 
+class WebSettings(_Part):
+    """app/web: what the browser client is told (`GET /api/client-config`)."""
+
+    stt_sample_rate: int  # TOKEN_STREAMING_SAMPLE_RATE
+    frame_ms: int  # BROWSER_FRAME_MS
+    embed_origins: tuple[str, ...]  # CORS_ORIGINS
+    max_upload_bytes: int  # MAX_UPLOAD_BYTES
+    uses_emulator: bool  # no ASSEMBLYAI_API_KEY
+    live_mode: Literal["token", "relay"]  # BROWSER_LIVE_MODE
+
+
 # The properties of `Settings` that build a part (dropped from a copy, which rebuilds them).
 PARTS = (
     "llm",
@@ -294,6 +305,7 @@ PARTS = (
     "relay",
     "uploads",
     "upstream",
+    "web",
 )
 
 
@@ -822,6 +834,17 @@ class Settings(BaseSettings):
             llm_base_url=self.llm_base_url,
             streaming_base_url=self.streaming_base_url,
             agents_base_url=self.agents_base_url,
+        )
+
+    @cached_property
+    def web(self) -> WebSettings:
+        return WebSettings(
+            stt_sample_rate=self.token_streaming_sample_rate,
+            frame_ms=self.browser_frame_ms,
+            embed_origins=tuple(self.cors_origins),
+            max_upload_bytes=self.max_upload_bytes,
+            uses_emulator=self.uses_emulator,
+            live_mode=self.browser_live_mode,
         )
 
     def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:

@@ -8,7 +8,7 @@ from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.boundary import valid_ip
-from app.core.config import IdentitySettings, LlmSettings, Settings, WebhookSettings
+from app.core.config import IdentitySettings, LlmSettings, Settings, WebhookSettings, WebSettings
 from app.core.db import get_session
 from app.core.errors import PayloadTooLarge
 
@@ -29,6 +29,10 @@ async def _identity_settings(request: Request) -> IdentitySettings:
 
 async def _webhook_settings(request: Request) -> WebhookSettings:
     return _settings(request).webhooks
+
+
+async def _web_settings(request: Request) -> WebSettings:
+    return _settings(request).web
 
 
 def client_ip(request: Request) -> str | None:
@@ -59,4 +63,5 @@ SettingsDep = Annotated[Settings, Depends(_settings)]
 LlmSettingsDep = Annotated[LlmSettings, Depends(_llm_settings)]
 IdentitySettingsDep = Annotated[IdentitySettings, Depends(_identity_settings)]
 WebhookSettingsDep = Annotated[WebhookSettings, Depends(_webhook_settings)]
+WebSettingsDep = Annotated[WebSettings, Depends(_web_settings)]
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
