@@ -369,7 +369,7 @@ def worker() -> None:
         if settings.metrics_enabled and settings.metrics_port is not None:
             from app.metrics.router import serve_process_metrics
 
-            serve_process_metrics(settings)  # a daemon thread: ends with the process
+            serve_process_metrics(settings.metrics)  # a daemon thread: ends with the process
         typer.secho("Reconciler running (Ctrl-C to stop).", err=True)
         asyncio.run(run_worker(settings))
 

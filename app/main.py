@@ -96,13 +96,13 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         )
         app.state.engine = engine
         app.state.sessionmaker = create_sessionmaker(engine)
-        app.state.upstream = create_upstream(settings)
-        app.state.upload_rest = create_upload_client(settings)
-        app.state.tokens = TokenRuntime.create(settings, engine)
+        app.state.upstream = create_upstream(settings.upstream)
+        app.state.upload_rest = create_upload_client(settings.upstream)
+        app.state.tokens = TokenRuntime.create(settings.tokens, engine)
         if settings.metrics_enabled:
-            await start_metrics(app, settings, engine)
-        app.state.relay = RelayRuntime(settings, app.state.tokens, app.state.sessionmaker)
-        webhooks = await start_webhooks(app, settings, database_url)
+            await start_metrics(app, settings.metrics, engine)
+        app.state.relay = RelayRuntime(settings.relay, app.state.tokens, app.state.sessionmaker)
+        webhooks = await start_webhooks(app, settings.webhooks, database_url)
         scheduler = None
         if settings.reconciler_enabled:  # else `aai-proxy worker` runs the periodic jobs
             scheduler = Scheduler(

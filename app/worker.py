@@ -72,13 +72,17 @@ def registered_jobs(res: Resources) -> list[PeriodicJob]:
         PeriodicJob(
             "webhooks.relay",
             claim=partial(
-                relay.claim_work, res.sessionmaker, res.relay_http, res.settings, res.owner
+                relay.claim_work, res.sessionmaker, res.relay_http, res.settings.webhooks, res.owner
             ),
         ),
         PeriodicJob(
             "llm.summaries",
             sweep=partial(
-                process_due_summaries, res.sessionmaker, res.upstream, res.settings, owner=res.owner
+                process_due_summaries,
+                res.sessionmaker,
+                res.upstream,
+                res.settings.llm,
+                owner=res.owner,
             ),
         ),
     ]
@@ -100,7 +104,7 @@ class Scheduler:
         self.owner = owner or instance_owner()
         self.wake = wake or asyncio.Event()
         self._own_http = relay_http is None
-        self.relay_http = relay_http or relay.create_relay_client(settings)
+        self.relay_http = relay_http or relay.create_relay_client(settings.webhooks)
         self.jobs = jobs(Resources(sessionmaker, upstream, settings, self.owner, self.relay_http))
         self._task: asyncio.Task[None] | None = None
         # Work in flight: claimed items, at most `reconciler_concurrency`; one slow upstream
@@ -223,7 +227,7 @@ async def run_worker(settings: Settings) -> None:
     url = settings.database_url.get_secret_value()
     engine = create_engine(url)
     sessionmaker = create_sessionmaker(engine)
-    upstream = create_upstream(settings)
+    upstream = create_upstream(settings.upstream)
     hub = EventHub(url, sessionmaker)
     await hub.start()
     scheduler = Scheduler(sessionmaker, upstream, settings, wake=hub.wake)

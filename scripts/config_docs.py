@@ -29,6 +29,8 @@ Settings come from the environment or a `.env` file in the working directory (co
 `.env.example`, which documents every one). Real environment variables win over the file.
 A wrong or contradictory value stops start-up with one sentence naming the setting (exit
 code 2). Durations end in `_s` (seconds); lists are comma-separated or a JSON list.
+In the code, each feature reads its own part of these (`settings.llm`, `settings.relay`, ...:
+`app/core/config.py`), with the feature's prefix dropped from the field's name.
 """
 
 _KEY_LINE = re.compile(r"^#?\s*([A-Z][A-Z0-9_]*)=(.*)$")

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-from functools import lru_cache
+from collections.abc import Mapping
+from functools import cached_property, lru_cache
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, Self
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from app.core.secretbox import DEVELOPMENT_KEY, parse_keys
@@ -114,6 +115,200 @@ def _env_list(value: object, *, empty: list[str] | None) -> object:
             return json.loads(text)
         return [m.strip() for m in text.split(",") if m.strip()] or empty
     return value
+
+
+# --- Each feature's part --------------------------------------------------------------------
+# `Settings` below is the one place that reads the environment and validates it; each
+# feature's functions receive only their part: a small frozen model built from it (and cached
+# on it) by the property of the same name, e.g. `settings.llm`. Fields drop the feature's
+# prefix where that reads naturally; the environment variable names stay as they are.
+
+
+class _Part(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class LlmSettings(_Part):
+    """app/llm: LLM Gateway policy (models, token caps, daily budgets) and summaries."""
+
+    region: Region  # ASSEMBLYAI_REGION: which models the gateway serves
+    allowed_models: tuple[str, ...]  # LLM_MODELS, or the region's list
+    max_tokens: int  # LLM_MAX_TOKENS
+    max_request_bytes: int  # LLM_MAX_REQUEST_BYTES
+    daily_token_budget: int  # LLM_DAILY_TOKEN_BUDGET
+    reservation_ttl_s: float  # LLM_RESERVATION_TTL_S
+    timeout_s: float  # LLM_TIMEOUT_S
+    summary_model: str  # LLM_SUMMARY_MODEL
+    summary_max_tokens: int  # LLM_SUMMARY_MAX_TOKENS
+    summary_chunk_chars: int  # LLM_SUMMARY_CHUNK_CHARS
+    chapter_chars: int  # LLM_CHAPTER_CHARS
+    summary_lease_s: float  # LLM_SUMMARY_LEASE_S
+    summary_concurrency: int  # LLM_SUMMARY_CONCURRENCY
+    summary_max_attempts: int  # LLM_SUMMARY_MAX_ATTEMPTS
+
+
+class JwtSettings(_Part):
+    """JWTs from the app's own identity provider (set when JWT_HS256_SECRET or JWT_JWKS_URL is)."""
+
+    hs256_secret: SecretStr | None  # JWT_HS256_SECRET
+    jwks_url: str | None  # JWT_JWKS_URL
+    issuer: str  # JWT_ISSUER
+    audience: str  # JWT_AUDIENCE
+    key_id: str  # JWT_KEY_ID
+    leeway_s: int  # JWT_LEEWAY_S
+    jwks_cache_ttl_s: int  # JWKS_CACHE_TTL_S
+
+
+class IdentitySettings(_Part):
+    """app/identity and app/sessions: who is calling (keys, JWTs, session cookies, Origin)."""
+
+    key_cache_ttl_s: float  # KEY_CACHE_TTL_S
+    public_base_url: str | None  # PUBLIC_BASE_URL: one of our own origins
+    cors_origins: tuple[str, ...]  # CORS_ORIGINS
+    session_cookie_name: str  # SESSION_COOKIE_NAME
+    session_ttl_s: int  # SESSION_TTL_S
+    session_cookie_secure: bool | None  # SESSION_COOKIE_SECURE
+    jwt: JwtSettings | None  # None: no JWT authentication
+
+
+class TokenSettings(_Part):
+    """app/tokens: temporary tokens (policy maxima, rate limits, browser defaults)."""
+
+    # Policy maxima and limits (TOKEN_*); per-key overrides replace them.
+    max_expires_in_s: int
+    max_session_s: int
+    key_mints_per_minute: int
+    end_user_mints_per_minute: int
+    key_daily_session_s: int
+    end_user_daily_session_s: int
+    limits_fail_open: bool  # TOKEN_LIMITS_FAIL_OPEN
+    redis_url: SecretStr | None  # REDIS_URL: limits shared across instances
+    rate_limit_key_prefix: str  # RATE_LIMIT_KEY_PREFIX
+    key_cache_ttl_s: float  # KEY_CACHE_TTL_S: how long a key's policy is cached
+    database_connect_timeout_s: float  # DATABASE_CONNECT_TIMEOUT_S: the audit writer's
+    # Defaults put into the websocket_url handed to browsers (TOKEN_STREAMING_*).
+    streaming_sample_rate: int
+    streaming_encoding: Literal["pcm_s16le", "pcm_mulaw"]
+    streaming_speech_model: str
+    streaming_ws_url: str  # where browsers open /v3/ws with a token
+    agents_ws_url: str  # and /v1/ws
+    identity: IdentitySettings  # a mint on a session cookie follows the cookie rules
+
+
+class RelayUrlSettings(_Part):
+    """Where the service may send callers' webhooks (app/core/ssrf.py)."""
+
+    allow_private_networks: bool  # RELAY_ALLOW_PRIVATE_NETWORKS
+    allowed_hosts: tuple[str, ...]  # RELAY_ALLOWED_HOSTS, lower-cased; empty = any public host
+
+
+class WebhookSettings(_Part):
+    """app/webhooks: AssemblyAI's webhooks in, callers' webhooks out, live status (SSE)."""
+
+    max_body_bytes: int  # WEBHOOK_MAX_BODY_BYTES
+    pool_size: int  # WEBHOOK_POOL_SIZE
+    database_connect_timeout_s: float  # DATABASE_CONNECT_TIMEOUT_S: the receiver's pool
+    sse_heartbeat_s: float  # SSE_HEARTBEAT_S
+    sse_final_grace_s: float  # SSE_FINAL_GRACE_S
+    signing_secret_grace_s: float  # RELAY_SIGNING_SECRET_GRACE_S
+    relay_schedule: tuple[float, ...]  # RELAY_RETRY_SCHEDULE_S
+    relay_timeout_s: float  # RELAY_TIMEOUT_S
+    lease_s: float  # RECONCILER_LEASE_S: a claimed delivery's lease
+    relay_urls: RelayUrlSettings
+    secrets_key: SecretStr | None  # SECRETS_KEY: seals the stored signing secrets
+
+    def secrets_keys(self) -> tuple[str, ...]:
+        """SECRETS_KEY's Fernet keys (app/core/secretbox.py's `secret_box` takes this part)."""
+        return parse_keys(self.secrets_key.get_secret_value() if self.secrets_key else None)
+
+
+class MetricsSettings(_Part):
+    """app/metrics: the Prometheus endpoint (METRICS_ENABLED is wiring: app/main.py, app/cli.py)."""
+
+    token: SecretStr | None  # METRICS_TOKEN
+    port: int | None  # METRICS_PORT
+    host: str  # METRICS_HOST
+    environment: Environment  # APP_ENV: an unprotected /metrics in production is warned of
+    llm_daily_token_budget: int  # LLM_DAILY_TOKEN_BUDGET: reported next to the usage
+
+
+class RelaySettings(_Part):
+    """app/relay: live sessions (/v3/ws, /v1/ws) relayed through the service (WS_RELAY_*)."""
+
+    key_max_sessions: int
+    end_user_max_sessions: int
+    max_session_s: int
+    budget_slice_s: int
+    token_max_expires_in_s: int
+    allowed_params: tuple[str, ...]
+    speech_models: tuple[str, ...]
+    stall_timeout_s: float
+    queue_messages: int
+    max_message_bytes: int
+    terminate_wait_s: float
+    connect_timeout_s: float
+    redis_url: SecretStr | None  # REDIS_URL: relay tokens and session counts across instances
+    rate_limit_key_prefix: str  # RATE_LIMIT_KEY_PREFIX
+    key_cache_ttl_s: float  # KEY_CACHE_TTL_S: how long a key's agent policy is cached
+    upstream_key: SecretStr  # ASSEMBLYAI_API_KEY, or the emulator's
+    streaming_ws_url: str  # upstream's /v3/ws
+    agents_ws_url: str  # upstream's /v1/ws
+    identity: IdentitySettings  # cookie callers: the Origin rule; PUBLIC_BASE_URL
+    upstream_ca_file: str | None  # UPSTREAM_CA_FILE, for a wss:// upstream
+
+
+class UploadSettings(_Part):
+    """app/uploads: request bodies streamed upstream."""
+
+    max_bytes: int  # MAX_UPLOAD_BYTES
+    chunk_bytes: int  # UPLOAD_CHUNK_BYTES
+    relay_buffer_bytes: int  # UPLOAD_RELAY_BUFFER_BYTES
+
+
+class UpstreamSettings(_Part):
+    """app/upstream: the AssemblyAI client (UPSTREAM_*, the hosts, the key)."""
+
+    key: SecretStr  # ASSEMBLYAI_API_KEY, or EMULATOR_API_KEY when none is set
+    transport: Literal["aiohttp", "httpx"]
+    connect_timeout_s: float
+    timeout_s: float
+    max_connections: int
+    keepalive_s: float
+    retry_attempts: int
+    retry_wait_initial_s: float
+    retry_wait_max_s: float
+    retry_after_max_s: float
+    rest_base_url: str  # from ASSEMBLYAI_REGION or ASSEMBLYAI_API_BASE_URL; so are the rest
+    llm_base_url: str
+    streaming_base_url: str
+    agents_base_url: str
+    ca_file: str | None  # UPSTREAM_CA_FILE: CAs trusted besides certifi's
+
+
+class WebSettings(_Part):
+    """app/web: what the browser client is told (`GET /api/client-config`)."""
+
+    stt_sample_rate: int  # TOKEN_STREAMING_SAMPLE_RATE
+    frame_ms: int  # BROWSER_FRAME_MS
+    embed_origins: tuple[str, ...]  # CORS_ORIGINS
+    max_upload_bytes: int  # MAX_UPLOAD_BYTES
+    uses_emulator: bool  # no ASSEMBLYAI_API_KEY
+    live_mode: Literal["token", "relay"]  # BROWSER_LIVE_MODE
+
+
+# The properties of `Settings` that build a part (dropped from a copy, which rebuilds them).
+PARTS = (
+    "llm",
+    "identity",
+    "tokens",
+    "relay_urls",
+    "webhooks",
+    "metrics",
+    "relay",
+    "uploads",
+    "upstream",
+    "web",
+)
 
 
 class Settings(BaseSettings):
@@ -501,6 +696,179 @@ class Settings(BaseSettings):
                     "DATABASE_URL must be a postgresql:// URL; aai-proxy supports Postgres only"
                 )
         return self
+
+    # --- Each feature's part (see LlmSettings above) ---------------------------------------
+    @cached_property
+    def llm(self) -> LlmSettings:
+        return LlmSettings(
+            region=self.assemblyai_region,
+            allowed_models=self.llm_allowed_models,
+            max_tokens=self.llm_max_tokens,
+            max_request_bytes=self.llm_max_request_bytes,
+            daily_token_budget=self.llm_daily_token_budget,
+            reservation_ttl_s=self.llm_reservation_ttl_s,
+            timeout_s=self.llm_timeout_s,
+            summary_model=self.llm_summary_model,
+            summary_max_tokens=self.llm_summary_max_tokens,
+            summary_chunk_chars=self.llm_summary_chunk_chars,
+            chapter_chars=self.llm_chapter_chars,
+            summary_lease_s=self.llm_summary_lease_s,
+            summary_concurrency=self.llm_summary_concurrency,
+            summary_max_attempts=self.llm_summary_max_attempts,
+        )
+
+    @cached_property
+    def identity(self) -> IdentitySettings:
+        jwt = None
+        if self.jwt_hs256_secret is not None or self.jwt_jwks_url is not None:
+            # _jwt_coherent refused a configuration without all three.
+            assert self.jwt_issuer
+            assert self.jwt_audience
+            assert self.jwt_key_id
+            jwt = JwtSettings(
+                hs256_secret=self.jwt_hs256_secret,
+                jwks_url=self.jwt_jwks_url,
+                issuer=self.jwt_issuer,
+                audience=self.jwt_audience,
+                key_id=self.jwt_key_id,
+                leeway_s=self.jwt_leeway_s,
+                jwks_cache_ttl_s=self.jwks_cache_ttl_s,
+            )
+        return IdentitySettings(
+            key_cache_ttl_s=self.key_cache_ttl_s,
+            public_base_url=self.public_base_url,
+            cors_origins=tuple(self.cors_origins),
+            session_cookie_name=self.session_cookie_name,
+            session_ttl_s=self.session_ttl_s,
+            session_cookie_secure=self.session_cookie_secure,
+            jwt=jwt,
+        )
+
+    @cached_property
+    def tokens(self) -> TokenSettings:
+        return TokenSettings(
+            max_expires_in_s=self.token_max_expires_in_s,
+            max_session_s=self.token_max_session_s,
+            key_mints_per_minute=self.token_key_mints_per_minute,
+            end_user_mints_per_minute=self.token_end_user_mints_per_minute,
+            key_daily_session_s=self.token_key_daily_session_s,
+            end_user_daily_session_s=self.token_end_user_daily_session_s,
+            limits_fail_open=self.token_limits_fail_open,
+            redis_url=self.redis_url,
+            rate_limit_key_prefix=self.rate_limit_key_prefix,
+            key_cache_ttl_s=self.key_cache_ttl_s,
+            database_connect_timeout_s=self.database_connect_timeout_s,
+            streaming_sample_rate=self.token_streaming_sample_rate,
+            streaming_encoding=self.token_streaming_encoding,
+            streaming_speech_model=self.token_streaming_speech_model,
+            streaming_ws_url=self.streaming_ws_url,
+            agents_ws_url=self.agents_ws_url,
+            identity=self.identity,
+        )
+
+    @cached_property
+    def relay_urls(self) -> RelayUrlSettings:
+        return RelayUrlSettings(
+            allow_private_networks=self.relay_allow_private_networks,
+            allowed_hosts=tuple(self.relay_host_allowlist),
+        )
+
+    @cached_property
+    def webhooks(self) -> WebhookSettings:
+        return WebhookSettings(
+            max_body_bytes=self.webhook_max_body_bytes,
+            pool_size=self.webhook_pool_size,
+            database_connect_timeout_s=self.database_connect_timeout_s,
+            sse_heartbeat_s=self.sse_heartbeat_s,
+            sse_final_grace_s=self.sse_final_grace_s,
+            signing_secret_grace_s=self.relay_signing_secret_grace_s,
+            relay_schedule=tuple(self.relay_schedule),
+            relay_timeout_s=self.relay_timeout_s,
+            lease_s=self.reconciler_lease_s,
+            relay_urls=self.relay_urls,
+            secrets_key=self.secrets_key,
+        )
+
+    @cached_property
+    def metrics(self) -> MetricsSettings:
+        return MetricsSettings(
+            token=self.metrics_token,
+            port=self.metrics_port,
+            host=self.metrics_host,
+            environment=self.environment,
+            llm_daily_token_budget=self.llm_daily_token_budget,
+        )
+
+    @cached_property
+    def relay(self) -> RelaySettings:
+        return RelaySettings(
+            key_max_sessions=self.ws_relay_key_max_sessions,
+            end_user_max_sessions=self.ws_relay_end_user_max_sessions,
+            max_session_s=self.ws_relay_max_session_s,
+            budget_slice_s=self.ws_relay_budget_slice_s,
+            token_max_expires_in_s=self.ws_relay_token_max_expires_in_s,
+            allowed_params=tuple(self.ws_relay_allowed_params),
+            speech_models=tuple(self.ws_relay_speech_models),
+            stall_timeout_s=self.ws_relay_stall_timeout_s,
+            queue_messages=self.ws_relay_queue_messages,
+            max_message_bytes=self.ws_relay_max_message_bytes,
+            terminate_wait_s=self.ws_relay_terminate_wait_s,
+            connect_timeout_s=self.ws_relay_connect_timeout_s,
+            redis_url=self.redis_url,
+            rate_limit_key_prefix=self.rate_limit_key_prefix,
+            key_cache_ttl_s=self.key_cache_ttl_s,
+            upstream_key=SecretStr(self.upstream_key()),
+            streaming_ws_url=self.streaming_ws_url,
+            agents_ws_url=self.agents_ws_url,
+            identity=self.identity,
+            upstream_ca_file=self.upstream_ca_file,
+        )
+
+    @cached_property
+    def uploads(self) -> UploadSettings:
+        return UploadSettings(
+            max_bytes=self.max_upload_bytes,
+            chunk_bytes=self.upload_chunk_bytes,
+            relay_buffer_bytes=self.upload_relay_buffer_bytes,
+        )
+
+    @cached_property
+    def upstream(self) -> UpstreamSettings:
+        return UpstreamSettings(
+            key=SecretStr(self.upstream_key()),
+            transport=self.upstream_transport,
+            connect_timeout_s=self.upstream_connect_timeout_s,
+            timeout_s=self.upstream_timeout_s,
+            max_connections=self.upstream_max_connections,
+            keepalive_s=self.upstream_keepalive_s,
+            retry_attempts=self.upstream_retry_attempts,
+            retry_wait_initial_s=self.upstream_retry_wait_initial_s,
+            retry_wait_max_s=self.upstream_retry_wait_max_s,
+            retry_after_max_s=self.upstream_retry_after_max_s,
+            rest_base_url=self.rest_base_url,
+            llm_base_url=self.llm_base_url,
+            streaming_base_url=self.streaming_base_url,
+            agents_base_url=self.agents_base_url,
+            ca_file=self.upstream_ca_file,
+        )
+
+    @cached_property
+    def web(self) -> WebSettings:
+        return WebSettings(
+            stt_sample_rate=self.token_streaming_sample_rate,
+            frame_ms=self.browser_frame_ms,
+            embed_origins=tuple(self.cors_origins),
+            max_upload_bytes=self.max_upload_bytes,
+            uses_emulator=self.uses_emulator,
+            live_mode=self.browser_live_mode,
+        )
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        """A copy whose parts are built afresh from its own values."""
+        copied = super().model_copy(update=update, deep=deep)
+        for name in PARTS:
+            copied.__dict__.pop(name, None)
+        return copied
 
     # --- Derived ----------------------------------------------------------------------------
     @property

@@ -8,7 +8,7 @@ from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.boundary import valid_ip
-from app.core.config import Settings
+from app.core.config import IdentitySettings, LlmSettings, Settings, WebhookSettings, WebSettings
 from app.core.db import get_session
 from app.core.errors import PayloadTooLarge
 
@@ -16,6 +16,23 @@ from app.core.errors import PayloadTooLarge
 def _settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
+
+
+# A feature's part: `async`, so that FastAPI calls it inline rather than in its thread pool.
+async def _llm_settings(request: Request) -> LlmSettings:
+    return _settings(request).llm
+
+
+async def _identity_settings(request: Request) -> IdentitySettings:
+    return _settings(request).identity
+
+
+async def _webhook_settings(request: Request) -> WebhookSettings:
+    return _settings(request).webhooks
+
+
+async def _web_settings(request: Request) -> WebSettings:
+    return _settings(request).web
 
 
 def client_ip(request: Request) -> str | None:
@@ -42,4 +59,9 @@ async def read_limited(request: Request, limit: int, too_large: str) -> bytes:
 
 
 SettingsDep = Annotated[Settings, Depends(_settings)]
+# Each feature's part of the settings (app/core/config.py).
+LlmSettingsDep = Annotated[LlmSettings, Depends(_llm_settings)]
+IdentitySettingsDep = Annotated[IdentitySettings, Depends(_identity_settings)]
+WebhookSettingsDep = Annotated[WebhookSettings, Depends(_webhook_settings)]
+WebSettingsDep = Annotated[WebSettings, Depends(_web_settings)]
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]

@@ -12,10 +12,11 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from app.core.config import Settings
+from app.core.config import RelayUrlSettings
 from app.core.errors import BadRequest
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -66,19 +67,19 @@ class ResolvedUrl:
     address: str  # the checked IP the relay connects to
 
 
-def check_address(address: IPAddress, settings: Settings) -> str | None:
+def check_address(address: IPAddress, settings: RelayUrlSettings) -> str | None:
     """Why `address` is refused, or None when it may be called."""
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
     if any(address in net for net in ALWAYS_BLOCKED):
         return "a link-local, metadata or reserved address"
     if any(address in net for net in PRIVATE) or not address.is_global:
-        if not settings.relay_allow_private_networks:
+        if not settings.allow_private_networks:
             return "a loopback or private-network address"
     return None
 
 
-def _host_allowed(host: str, allowlist: list[str]) -> bool:
+def _host_allowed(host: str, allowlist: Sequence[str]) -> bool:
     for entry in allowlist:
         if entry.startswith("*.") and (host.endswith(entry[1:]) or host == entry[2:]):
             return True
@@ -87,7 +88,7 @@ def _host_allowed(host: str, allowlist: list[str]) -> bool:
     return False
 
 
-def _parse(url: str, settings: Settings) -> tuple[str, str, int]:
+def _parse(url: str, settings: RelayUrlSettings) -> tuple[str, str, int]:
     try:
         parts = urlsplit(url)
         port = parts.port
@@ -101,13 +102,13 @@ def _parse(url: str, settings: Settings) -> tuple[str, str, int]:
         raise RelayUrlRefused("The webhook URL has no host.")
     if parts.username or parts.password:
         raise RelayUrlRefused("The webhook URL must not carry credentials.")
-    allowlist = settings.relay_host_allowlist
+    allowlist = settings.allowed_hosts
     if allowlist and not _host_allowed(host, allowlist):
         raise RelayUrlRefused("The webhook URL's host is not in RELAY_ALLOWED_HOSTS.")
     return scheme, host, port or (443 if scheme == "https" else 80)
 
 
-async def resolve_relay_url(url: str, settings: Settings) -> ResolvedUrl:
+async def resolve_relay_url(url: str, settings: RelayUrlSettings) -> ResolvedUrl:
     """Check `url` and resolve its host; every resolved address must pass."""
     scheme, host, port = _parse(url, settings)
     try:
@@ -136,6 +137,6 @@ async def resolve_relay_url(url: str, settings: Settings) -> ResolvedUrl:
     return ResolvedUrl(url=url, scheme=scheme, host=host, port=port, address=str(addresses[0]))
 
 
-async def validate_relay_url(url: str, settings: Settings) -> None:
+async def validate_relay_url(url: str, settings: RelayUrlSettings) -> None:
     """Refuse (400, RelayUrlRefused) a caller webhook URL we would not call."""
     await resolve_relay_url(url, settings)

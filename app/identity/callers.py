@@ -36,7 +36,7 @@ from fastapi import Depends, Request
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.core.config import Settings
+from app.core.config import IdentitySettings
 from app.core.db import utcnow
 from app.core.deps import SessionDep
 from app.core.errors import BadRequest, Forbidden, Unauthorized
@@ -129,16 +129,18 @@ class IdentityCache:
 
 class IdentityState:
     def __init__(
-        self, settings: Settings, sessionmaker: async_sessionmaker[AsyncSession] | None = None
+        self,
+        settings: IdentitySettings,
+        sessionmaker: async_sessionmaker[AsyncSession] | None = None,
     ) -> None:
         self.sessionmaker = sessionmaker
         self.cache = IdentityCache(settings.key_cache_ttl_s)
         self.flights = SingleFlight()
         self.jwt: JwtVerifier | None = None
-        if settings.jwt_hs256_secret is not None or settings.jwt_jwks_url is not None:
-            self.jwt = JwtVerifier(settings)
+        if settings.jwt is not None:
+            self.jwt = JwtVerifier(settings.jwt)
         self.jwt_key_id: uuid.UUID | None = (
-            uuid.UUID(settings.jwt_key_id) if settings.jwt_key_id else None
+            uuid.UUID(settings.jwt.key_id) if settings.jwt is not None else None
         )
 
     @asynccontextmanager
@@ -158,7 +160,7 @@ def identity_state(request: Request) -> IdentityState:
     state: IdentityState | None = getattr(request.app.state, "identity", None)
     if state is None:
         state = IdentityState(
-            request.app.state.settings, getattr(request.app.state, "sessionmaker", None)
+            request.app.state.settings.identity, getattr(request.app.state, "sessionmaker", None)
         )
         request.app.state.identity = state
     return state
@@ -222,7 +224,7 @@ def _origin_of(url: str) -> str | None:
     return f"{parts.scheme}://{parts.netloc}".lower()
 
 
-def own_origins(request: Request, settings: Settings) -> set[str]:
+def own_origins(request: Request, settings: IdentitySettings) -> set[str]:
     own = {f"{request.url.scheme}://{request.url.netloc}".lower()}
     if settings.public_base_url:
         public = _origin_of(settings.public_base_url)
@@ -231,7 +233,7 @@ def own_origins(request: Request, settings: Settings) -> set[str]:
     return own
 
 
-def origin_allowed(request: Request, settings: Settings, *, required: bool) -> bool:
+def origin_allowed(request: Request, settings: IdentitySettings, *, required: bool) -> bool:
     """The request's Origin (or, failing that, Referer) is ours or a configured CORS origin.
     With neither header, the answer is `not required`."""
     origin = request.headers.get("origin")
@@ -247,7 +249,7 @@ def origin_allowed(request: Request, settings: Settings, *, required: bool) -> b
     return origin in allowed
 
 
-def check_origin(request: Request, settings: Settings, *, required: bool = True) -> None:
+def check_origin(request: Request, settings: IdentitySettings, *, required: bool = True) -> None:
     if request.method in UNSAFE_METHODS and not origin_allowed(
         request, settings, required=required
     ):
@@ -288,7 +290,7 @@ async def _from_jwt(state: IdentityState, session: AsyncSession | None, token: s
 
 async def _from_session_cookie(
     request: Request,
-    settings: Settings,
+    settings: IdentitySettings,
     state: IdentityState,
     session: AsyncSession | None,
     cookie: str,
@@ -321,7 +323,7 @@ async def _from_session_cookie(
 
 async def resolve_caller(request: Request, session: AsyncSession | None = None) -> Principal:
     """The caller; lookups use `session`, or short transactions of their own when None."""
-    settings: Settings = request.app.state.settings
+    settings: IdentitySettings = request.app.state.settings.identity
     state = identity_state(request)
     header = request.headers.get("authorization")
     if header is not None:
@@ -371,5 +373,5 @@ def require_caller_scope(scope: str) -> Callable[..., Awaitable[Principal]]:
 CallerDep = Annotated[Principal, Depends(get_caller)]
 
 
-def session_expiry(settings: Settings) -> datetime:
+def session_expiry(settings: IdentitySettings) -> datetime:
     return utcnow() + timedelta(seconds=settings.session_ttl_s)

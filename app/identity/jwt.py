@@ -15,7 +15,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from app.core.config import Settings
+from app.core.config import JwtSettings
 from app.core.errors import ServiceUnavailable, Unauthorized
 
 if TYPE_CHECKING:
@@ -38,22 +38,18 @@ def looks_like_jwt(value: str) -> bool:
 
 
 class JwtVerifier:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: JwtSettings) -> None:
         import jwt
 
         self._jwt = jwt
-        assert settings.jwt_issuer
-        assert settings.jwt_audience
-        self.issuer = settings.jwt_issuer
-        self.audience = settings.jwt_audience
-        self.leeway = settings.jwt_leeway_s
-        self._secret = (
-            settings.jwt_hs256_secret.get_secret_value() if settings.jwt_hs256_secret else None
-        )
+        self.issuer = settings.issuer
+        self.audience = settings.audience
+        self.leeway = settings.leeway_s
+        self._secret = settings.hs256_secret.get_secret_value() if settings.hs256_secret else None
         self._jwks: PyJWKClient | None = None
-        if settings.jwt_jwks_url:
+        if settings.jwks_url:
             self._jwks = jwt.PyJWKClient(
-                settings.jwt_jwks_url,
+                settings.jwks_url,
                 cache_jwk_set=True,
                 lifespan=settings.jwks_cache_ttl_s,
                 cache_keys=True,

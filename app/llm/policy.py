@@ -20,7 +20,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.core.config import Settings
+from app.core.config import LlmSettings
 from app.core.db import utcnow
 from app.core.errors import BadRequest, RateLimited
 from app.llm.models import LlmBudgetDay, LlmReservation, LlmUsage
@@ -42,28 +42,28 @@ class ModelNotAllowed(BadRequest):
     message = "This model is not available here."
 
 
-def check_model(model: object, settings: Settings) -> str:
+def check_model(model: object, settings: LlmSettings) -> str:
     """The exact model ID, or a 400 that lists the valid ones (shorthand included)."""
-    valid = settings.llm_allowed_models
+    valid = settings.allowed_models
     listing = ", ".join(valid)
     if not isinstance(model, str) or not model:
         raise ModelNotAllowed(f"'model' is required; valid model IDs: {listing}")
     if model in valid:
         return model
-    region = settings.assemblyai_region.upper()
+    region = settings.region.upper()
     close = [m for m in valid if m.startswith(model + "-")]
     if close:
         hint = f"'{model}' is not an exact model ID; did you mean {' or '.join(close)}?"
-    elif settings.assemblyai_region == "eu" and model.startswith(("gpt-", "o1", "o3", "o4")):
+    elif settings.region == "eu" and model.startswith(("gpt-", "o1", "o3", "o4")):
         hint = f"'{model}' is not served by the EU LLM Gateway (Anthropic and Google only)."
     else:
         hint = f"'{model}' is not an allowed model in region {region}."
     raise ModelNotAllowed(f"{hint} Valid model IDs: {listing}")
 
 
-def cap_max_tokens(payload: dict[str, Any], settings: Settings) -> int:
+def cap_max_tokens(payload: dict[str, Any], settings: LlmSettings) -> int:
     """Clamp the completion budget to policy (set it when absent); returns the value."""
-    cap = settings.llm_max_tokens
+    cap = settings.max_tokens
     asked: object = payload.get("max_tokens")
     if asked is None and "max_completion_tokens" in payload:
         asked = payload["max_completion_tokens"]
@@ -175,14 +175,14 @@ async def _held(session: AsyncSession, key_id: uuid.UUID, day: date, now: dateti
 
 async def reserve(
     sessionmaker: async_sessionmaker[AsyncSession],
-    settings: Settings,
+    settings: LlmSettings,
     key_id: uuid.UUID,
     tokens: int,
 ) -> Reservation:
     """Hold `tokens` of the key's daily budget (committed at once) or raise 429."""
     now = utcnow()
     day = utc_day(now)
-    budget = settings.llm_daily_token_budget
+    budget = settings.daily_token_budget
     if budget == 0:
         return Reservation(None, key_id, day, tokens)
     if tokens > budget:
@@ -208,7 +208,7 @@ async def reserve(
             day=day,
             tokens=tokens,
             created_at=now,
-            expires_at=now + timedelta(seconds=settings.llm_reservation_ttl_s),
+            expires_at=now + timedelta(seconds=settings.reservation_ttl_s),
         )
         session.add(reservation)
         await session.flush()
@@ -222,10 +222,10 @@ async def reserve(
 
 
 async def budget_available(
-    session: AsyncSession, settings: Settings, key_id: uuid.UUID, tokens: int
+    session: AsyncSession, settings: LlmSettings, key_id: uuid.UUID, tokens: int
 ) -> None:
     """A non-holding check (raises 429) for work that is queued rather than run now."""
-    budget = settings.llm_daily_token_budget
+    budget = settings.daily_token_budget
     if budget == 0:
         return
     now = utcnow()

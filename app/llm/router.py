@@ -14,8 +14,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.boundary import BoundaryRoute, parse_json
-from app.core.config import Settings
-from app.core.deps import SessionDep, SettingsDep, read_limited
+from app.core.config import LlmSettings
+from app.core.deps import LlmSettingsDep, SessionDep, read_limited
 from app.core.errors import Conflict, NotFound
 from app.identity.callers import require_caller_scope
 from app.identity.principal import Principal
@@ -101,16 +101,15 @@ async def chat_completions(
     request: Request,
     principal: LlmDep,
     session: SessionDep,
-    settings: SettingsDep,
+    settings: LlmSettingsDep,
     upstream: UpstreamDep,
 ) -> Response:
     """Create a chat completion through LLM Gateway (governed; `stream: true` passed through)."""
     body = parse_json(
         await read_limited(
             request,
-            settings.llm_max_request_bytes,
-            f"The request body is over LLM_MAX_REQUEST_BYTES "
-            f"({settings.llm_max_request_bytes} bytes).",
+            settings.max_request_bytes,
+            f"The request body is over LLM_MAX_REQUEST_BYTES ({settings.max_request_bytes} bytes).",
         )
     )
     payload, model, reserve_tokens = service.prepare(body, settings)
@@ -159,7 +158,7 @@ async def owned_job(session: AsyncSession, principal: Principal, transcript_id: 
 async def run_now(
     sessionmaker: async_sessionmaker[AsyncSession],
     upstream: Upstream,
-    settings: Settings,
+    settings: LlmSettings,
     summary_id: uuid.UUID,
 ) -> None:
     """Run a just-requested summary here; if another instance claimed it, that one runs it."""
@@ -190,7 +189,7 @@ async def create_summary(
     background: BackgroundTasks,
     principal: LlmDep,
     session: SessionDep,
-    settings: SettingsDep,
+    settings: LlmSettingsDep,
     upstream: UpstreamDep,
 ) -> SummaryRead:
     """Summarise a transcript once (a repeat returns the same summary); 202 while it runs."""
@@ -199,9 +198,7 @@ async def create_summary(
         raise Conflict(f"The transcript ended with status '{job.status}': nothing to summarise.")
     existing_or_new, queued = await summaries.create_summary(session, job, body, settings)
     if queued:
-        await policy.budget_available(
-            session, settings, job.key_id, settings.llm_summary_max_tokens
-        )
+        await policy.budget_available(session, settings, job.key_id, settings.summary_max_tokens)
         if job.status == JobStatus.completed.value:
             background.add_task(
                 run_now, request.app.state.sessionmaker, upstream, settings, existing_or_new.id

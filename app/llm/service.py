@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.core.config import Settings
+from app.core.config import LlmSettings
 from app.core.errors import BadRequest, NotFound
 from app.llm import policy
 from app.llm.policy import Reservation, Usage
@@ -56,7 +56,7 @@ async def check_transcript_access(
         raise NotFound("Transcript not found.")
 
 
-def prepare(payload: object, settings: Settings) -> tuple[dict[str, Any], str, int]:
+def prepare(payload: object, settings: LlmSettings) -> tuple[dict[str, Any], str, int]:
     """Apply policy to a request body; returns (payload, model, tokens to reserve)."""
     if not isinstance(payload, dict):
         raise BadRequest("The body must be a JSON object.")
@@ -72,7 +72,7 @@ def prepare(payload: object, settings: Settings) -> tuple[dict[str, Any], str, i
 async def complete(
     sessionmaker: async_sessionmaker[AsyncSession],
     upstream: Upstream,
-    settings: Settings,
+    settings: LlmSettings,
     *,
     key_id: uuid.UUID,
     payload: dict[str, Any],
@@ -84,7 +84,7 @@ async def complete(
     """One governed, non-streamed completion: hold, call, settle (or release)."""
     reservation = await policy.reserve(sessionmaker, settings, key_id, reserve_tokens)
     try:
-        answer = await upstream.llm.chat(payload, timeout=settings.llm_timeout_s)
+        answer = await upstream.llm.chat(payload, timeout=settings.timeout_s)
     except BaseException:
         with anyio.CancelScope(shield=True):
             await policy.release(sessionmaker, reservation)
@@ -187,7 +187,7 @@ class SseUsageTap:
 async def stream(
     sessionmaker: async_sessionmaker[AsyncSession],
     upstream: Upstream,
-    settings: Settings,
+    settings: LlmSettings,
     *,
     key_id: uuid.UUID,
     payload: dict[str, Any],
@@ -199,7 +199,7 @@ async def stream(
     stack = AsyncExitStack()
     try:
         response: httpx.Response = await stack.enter_async_context(
-            upstream.llm.chat_stream(payload, timeout=settings.llm_timeout_s)
+            upstream.llm.chat_stream(payload, timeout=settings.timeout_s)
         )
     except BaseException:
         with anyio.CancelScope(shield=True):

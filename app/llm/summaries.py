@@ -28,7 +28,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core import events
-from app.core.config import Settings
+from app.core.config import LlmSettings
 from app.core.db import utcnow
 from app.core.errors import BadRequest, Forbidden, UpstreamClientError
 from app.core.tasks import running_alongside
@@ -94,7 +94,7 @@ async def create_summary(
     session: AsyncSession,
     job: Job,
     request: SummaryRequest,
-    settings: Settings,
+    settings: LlmSettings,
     *,
     source: str = "api",
 ) -> tuple[Summary, bool]:
@@ -103,7 +103,7 @@ async def create_summary(
     A summary that had failed is queued again (nothing was stored, so nothing was paid
     for twice); a pending, running or completed one is returned as it is.
     """
-    model = policy.check_model(request.model or settings.llm_summary_model, settings)
+    model = policy.check_model(request.model or settings.summary_model, settings)
     spec, params, prompt_hash = spec_of(request)
     now = utcnow()
     inserted = (
@@ -288,7 +288,7 @@ class Runner:
 
     sessionmaker: async_sessionmaker[AsyncSession]
     upstream: Upstream
-    settings: Settings
+    settings: LlmSettings
     summary: Summary
     key_id: uuid.UUID
     owner: str
@@ -297,7 +297,7 @@ class Runner:
     calls: int = 0
 
     async def ask(self, system: str, user: str) -> str:
-        max_tokens = min(self.settings.llm_summary_max_tokens, self.settings.llm_max_tokens)
+        max_tokens = min(self.settings.summary_max_tokens, self.settings.max_tokens)
         messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
         payload = {"model": self.summary.model, "messages": messages, "max_tokens": max_tokens}
         answer, usage = await service.complete(
@@ -329,7 +329,7 @@ class Runner:
                         Summary.status == SummaryStatus.running.value,
                     )
                     .values(
-                        lease_expires_at=now + timedelta(seconds=self.settings.llm_summary_lease_s),
+                        lease_expires_at=now + timedelta(seconds=self.settings.summary_lease_s),
                     )
                     .returning(Summary.id)
                 )
@@ -342,7 +342,7 @@ class Runner:
         """Extend our lease while the calls run: one completion may outlast the lease, and
         an expired lease lets any instance (this one too) run the summary again and pay
         twice. A dead instance stops extending, so after a crash the lease still expires."""
-        interval = self.settings.llm_summary_lease_s / 3
+        interval = self.settings.summary_lease_s / 3
 
         async def renew() -> None:
             while True:
@@ -364,14 +364,14 @@ class Runner:
 
     async def condensed(self, text: str, instruction: str) -> str:
         """Run `instruction` on the text, map-reducing when it exceeds the chunk budget."""
-        limit = self.settings.llm_summary_chunk_chars
+        limit = self.settings.summary_chunk_chars
         if len(text) <= limit:
             return await self.ask(instruction, text)
         notes = await self.notes(text)
         return await self.ask(instruction, notes)
 
     async def notes(self, text: str) -> str:
-        limit = self.settings.llm_summary_chunk_chars
+        limit = self.settings.summary_chunk_chars
         while True:
             pieces = split_text(text, limit)
             parts = []
@@ -435,10 +435,10 @@ async def _paragraphs(
 async def _chapters(runner: Runner, job: Job) -> tuple[str, list[dict[str, Any]]]:
     settings = runner.settings
     paragraphs = await _paragraphs(runner.sessionmaker, runner.upstream, job)
-    chapters = group_chapters(paragraphs, settings.llm_chapter_chars)
+    chapters = group_chapters(paragraphs, settings.chapter_chars)
     titles: dict[int, tuple[str, str]] = {}
     # Chapters are titled in batches that each fit the chunk budget.
-    limit = settings.llm_summary_chunk_chars
+    limit = settings.summary_chunk_chars
     batch: list[tuple[int, str]] = []
     size = 0
 
@@ -545,7 +545,7 @@ async def _publish(session: AsyncSession, job: Job, summary: Summary) -> None:
 async def run_claimed_summary(
     sessionmaker: async_sessionmaker[AsyncSession],
     upstream: Upstream,
-    settings: Settings,
+    settings: LlmSettings,
     summary_id: uuid.UUID,
     *,
     owner: str,
@@ -615,7 +615,7 @@ async def run_claimed_summary(
     except Exception as exc:
         spent = _spent(summary, runner)
         message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
-        final = summary.attempts >= settings.llm_summary_max_attempts
+        final = summary.attempts >= settings.summary_max_attempts
         values: dict[str, Any] = {"error": str(message)[:2000], **spent}
         if final:
             values["status"] = SummaryStatus.error.value
@@ -664,18 +664,18 @@ def _spent(summary: Summary, runner: Runner) -> dict[str, int]:
 
 
 def check_requests(
-    requests: list[SummaryRequest], settings: Settings, principal: Principal
+    requests: list[SummaryRequest], settings: LlmSettings, principal: Principal
 ) -> None:
     """Policy before anything is stored or sent: the `llm` scope, allowed models only."""
     if requests and not principal.has("llm"):
         raise Forbidden("Requesting summaries needs the 'llm' scope.")
     for request in requests:
-        policy.check_model(request.model or settings.llm_summary_model, settings)
+        policy.check_model(request.model or settings.summary_model, settings)
 
 
 async def queue_summaries(
     sessionmaker: async_sessionmaker[AsyncSession],
-    settings: Settings,
+    settings: LlmSettings,
     job_id: uuid.UUID,
     requests: list[SummaryRequest],
 ) -> None:
@@ -690,7 +690,7 @@ async def queue_summaries(
     rows = []
     seen: set[tuple[str, str]] = set()
     for request in requests:
-        model = policy.check_model(request.model or settings.llm_summary_model, settings)
+        model = policy.check_model(request.model or settings.summary_model, settings)
         spec, params, prompt_hash = spec_of(request)
         if (spec, model) in seen:
             continue
@@ -737,13 +737,13 @@ def _requested(options: object) -> list[SummaryRequest]:
 
 async def on_job_requested(event: events.JobRequested) -> None:
     """Refuse, before anything is stored, summaries the caller may not have."""
-    check_requests(_requested(event.options), event.settings, event.principal)
+    check_requests(_requested(event.options), event.settings.llm, event.principal)
 
 
 async def on_job_created(event: events.JobCreated) -> None:
     """Queue the summaries asked with the submit (run when the job completes)."""
     requested = _requested(event.options)
-    await queue_summaries(event.sessionmaker, event.settings, event.job_id, requested)
+    await queue_summaries(event.sessionmaker, event.settings.llm, event.job_id, requested)
 
 
 async def on_job_changed(event: events.JobChanged) -> None:

@@ -16,7 +16,7 @@ from datetime import timedelta
 from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.core.config import Settings
+from app.core.config import LlmSettings
 from app.core.db import utcnow
 from app.core.leases import claim_leases
 from app.llm.models import Summary, SummaryStatus
@@ -39,7 +39,7 @@ def _due_clause(now: object) -> object:
 
 async def claim_summaries(
     sessionmaker: async_sessionmaker[AsyncSession],
-    settings: Settings,
+    settings: LlmSettings,
     *,
     owner: str,
     limit: int = 10,
@@ -47,7 +47,7 @@ async def claim_summaries(
 ) -> list[uuid.UUID]:
     """Claim up to `limit` due summaries of completed jobs; commits the claim."""
     now = utcnow()
-    lease = timedelta(seconds=settings.llm_summary_lease_s)
+    lease = timedelta(seconds=settings.summary_lease_s)
     query = (
         select(Summary.id)
         .join(Job, Job.id == Summary.job_id)
@@ -90,7 +90,7 @@ def in_flight() -> int:
 async def _run(
     sessionmaker: async_sessionmaker[AsyncSession],
     upstream: Upstream,
-    settings: Settings,
+    settings: LlmSettings,
     summary_id: uuid.UUID,
     owner: str,
 ) -> None:
@@ -109,7 +109,7 @@ async def _run(
 async def process_due_summaries(
     sessionmaker: async_sessionmaker[AsyncSession],
     upstream: Upstream,
-    settings: Settings,
+    settings: LlmSettings,
     *,
     owner: str,
     limit: int = 10,
@@ -120,7 +120,7 @@ async def process_due_summaries(
     At most LLM_SUMMARY_CONCURRENCY run at once in this process; they run as tasks of
     their own (`wait=True` awaits them, for tests and one-shot callers).
     """
-    free = settings.llm_summary_concurrency - in_flight()
+    free = settings.summary_concurrency - in_flight()
     if free <= 0:
         return 0
     ids = await claim_summaries(sessionmaker, settings, owner=owner, limit=min(limit, free))

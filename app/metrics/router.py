@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.responses import Response
 
 from app.core.boundary import BoundaryRoute
-from app.core.config import Settings
+from app.core.config import MetricsSettings
 from app.core.errors import Unauthorized
 from app.metrics import watch_pool
 
@@ -118,7 +118,7 @@ async def _database_rows(engine: AsyncEngine) -> dict[str, Any] | None:
         return None
 
 
-async def exposition(engine: AsyncEngine, settings: Settings) -> bytes:
+async def exposition(engine: AsyncEngine, settings: MetricsSettings) -> bytes:
     """Everything, as Prometheus text: every worker's values plus the database gauges."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
@@ -130,10 +130,10 @@ async def exposition(engine: AsyncEngine, settings: Settings) -> bytes:
     return generate_latest(registry) + generate_latest(snapshot)
 
 
-def _authorized(settings: Settings, authorization: str | None) -> bool:
-    if settings.metrics_token is None:
+def _authorized(settings: MetricsSettings, authorization: str | None) -> bool:
+    if settings.token is None:
         return True
-    expected = settings.metrics_token.get_secret_value()
+    expected = settings.token.get_secret_value()
     scheme, _, presented = (authorization or "").partition(" ")
     if not expected or scheme.lower() != "bearer" or not presented:
         return False
@@ -143,20 +143,20 @@ def _authorized(settings: Settings, authorization: str | None) -> bool:
 @router.get("/metrics", include_in_schema=False)
 async def metrics(request: Request) -> Response:
     """Prometheus metrics (text exposition format)."""
-    settings: Settings = request.app.state.settings
+    settings: MetricsSettings = request.app.state.settings.metrics
     if not _authorized(settings, request.headers.get("authorization")):
         raise MetricsUnauthorized()
     body = await exposition(request.app.state.engine, settings)
     return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 
-async def start_metrics(app: FastAPI, settings: Settings, engine: AsyncEngine) -> None:
+async def start_metrics(app: FastAPI, settings: MetricsSettings, engine: AsyncEngine) -> None:
     """Watch the pool; with METRICS_PORT, serve /metrics there (every worker binds it with
     SO_REUSEPORT, and each answers for all of them)."""
     watch_pool(engine)
     app.state.metrics_site = None
-    if settings.metrics_port is None:
-        if settings.environment == "production" and settings.metrics_token is None:
+    if settings.port is None:
+        if settings.environment == "production" and settings.token is None:
             logger.warning(
                 "metrics.unprotected",
                 extra={"hint": "set METRICS_TOKEN or METRICS_PORT, or block /metrics in front"},
@@ -177,16 +177,16 @@ async def start_metrics(app: FastAPI, settings: Settings, engine: AsyncEngine) -
     web_app.router.add_get("/metrics", handle)
     runner = web.AppRunner(web_app, access_log=None, handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(runner, settings.metrics_host, settings.metrics_port, reuse_port=True)
+    site = web.TCPSite(runner, settings.host, settings.port, reuse_port=True)
     await site.start()
     app.state.metrics_site = runner
     logger.info(
         "metrics.listening",
-        extra={"host": settings.metrics_host, "port": settings.metrics_port},
+        extra={"host": settings.host, "port": settings.port},
     )
 
 
-def serve_process_metrics(settings: Settings) -> Callable[[], None]:
+def serve_process_metrics(settings: MetricsSettings) -> Callable[[], None]:
     """`aai-proxy worker`'s own metrics (reconciler, relay, upstream calls) on METRICS_PORT,
     from a daemon thread (the worker has no HTTP server); METRICS_TOKEN applies. Returns
     the function that stops it."""
@@ -217,11 +217,11 @@ def serve_process_metrics(settings: Settings) -> Callable[[], None]:
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
             pass
 
-    port = settings.metrics_port
+    port = settings.port
     assert port is not None
-    server: WSGIServer = make_server(settings.metrics_host, port, app, handler_class=QuietHandler)
+    server: WSGIServer = make_server(settings.host, port, app, handler_class=QuietHandler)
     threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
-    logger.info("metrics.listening", extra={"host": settings.metrics_host, "port": port})
+    logger.info("metrics.listening", extra={"host": settings.host, "port": port})
     return server.shutdown
 
 

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 from starlette.requests import Request
 from starlette.websockets import WebSocket
 
-from app.core.config import Settings
+from app.core.config import IdentitySettings
 from app.core.errors import Forbidden, Unauthorized
 from app.identity.auth import credential_from_header
 from app.identity.callers import identity_state, key_by_id, resolve_caller
@@ -28,7 +28,7 @@ def _as_request(ws: WebSocket) -> Request:
     return Request({**ws.scope, "type": "http", "method": "GET"})
 
 
-def origin_allowed(ws: WebSocket, settings: Settings) -> bool:
+def origin_allowed(ws: WebSocket, settings: IdentitySettings) -> bool:
     origin = ws.headers.get("origin")
     if not origin or origin == "null":
         return False
@@ -58,7 +58,7 @@ async def _from_grant(ws: WebSocket, grant: RelayGrant, kind: str) -> Principal:
 
 
 async def authenticate(
-    ws: WebSocket, state: RelayState, settings: Settings, kind: str
+    ws: WebSocket, state: RelayState, settings: IdentitySettings, kind: str
 ) -> tuple[Principal, RelayGrant | None]:
     """The caller and, for a relay token, its grant; Unauthorized/Forbidden otherwise."""
     if "token" in ws.query_params:

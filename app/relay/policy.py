@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from app.core.config import Settings
+from app.core.config import RelaySettings
 
 # Close codes the relay itself uses (upstream's own codes pass through unchanged).
 UNAUTHORIZED = 1008  # as upstream: missing/invalid credentials, or a lacking scope
@@ -47,18 +47,18 @@ class StreamShape:
 
 
 def check_streaming_query(
-    params: Mapping[str, str], keys: list[str], settings: Settings
+    params: Mapping[str, str], keys: list[str], settings: RelaySettings
 ) -> StreamShape:
     """Refuse (3006, as upstream would) a parameter the service does not allow or a
     `speech_model` outside WS_RELAY_SPEECH_MODELS."""
-    allowed = set(settings.ws_relay_allowed_params)
+    allowed = set(settings.allowed_params)
     for name in keys:
         if name != "token" and name not in allowed:
             raise PolicyRefusal(
                 INVALID_PARAMS, f"Invalid query parameters: {name[:40]} is not allowed here"
             )
     model = params.get("speech_model") or None
-    models = settings.ws_relay_speech_models
+    models = settings.speech_models
     if models and (model or "") not in models:
         raise PolicyRefusal(
             INVALID_PARAMS,

@@ -101,9 +101,9 @@ async def _mint(
         await tokens.refuse(kind, caller, ctx, exc, requested, relay=True)
         raise exc
     policy = await tokens.policies.get(caller.key_id)
-    max_expires = min(settings.ws_relay_token_max_expires_in_s, policy.max_expires_in_s)
+    max_expires = min(settings.token_max_expires_in_s, policy.max_expires_in_s)
     expires = min(requested.expires_in_s or max_expires, max_expires)
-    session_cap = settings.ws_relay_max_session_s or policy.max_session_s
+    session_cap = settings.max_session_s or policy.max_session_s
     session_s = min(requested.session_s or session_cap, session_cap)
     try:
         await tokens.limiter.hit_mint(policy.quota, caller.key_id, caller.end_user)
@@ -170,7 +170,7 @@ async def agents_relay_token(request: Request) -> JSONResponse:
 
 def relay_ws_base(request: Request, path: str) -> str:
     """This service's WebSocket URL for `path` (PUBLIC_BASE_URL, else the request's host)."""
-    settings = _runtime(request).settings
+    settings = _runtime(request).settings.identity
     base = settings.public_base_url or f"{request.url.scheme}://{request.url.netloc}"
     parts = urlsplit(base)
     scheme = "wss" if parts.scheme == "https" else "ws"
@@ -195,7 +195,9 @@ async def _app_mint(
     token, expires, session_s = await _mint(kind, request, caller, requested)
     params: dict[str, Any] = {}
     if isinstance(body, StreamingTokenRequest):
-        params = streaming_params(_runtime(request).settings, body.model_dump(exclude_none=True))
+        params = streaming_params(
+            _runtime(request).tokens.settings, body.model_dump(exclude_none=True)
+        )
     path = "/v3/ws" if kind == "streaming" else "/v1/ws"
     answer = AppTokenResponse(
         token=token,

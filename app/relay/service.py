@@ -41,7 +41,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 
-from app.core.config import Settings
+from app.core.config import RelaySettings
 from app.core.db import utcnow
 from app.core.errors import AppError
 from app.identity.principal import Principal
@@ -140,7 +140,7 @@ class RelayRuntime:
 
     def __init__(
         self,
-        settings: Settings,
+        settings: RelaySettings,
         tokens: TokenRuntime,
         sessionmaker: async_sessionmaker[AsyncSession],
     ) -> None:
@@ -149,7 +149,7 @@ class RelayRuntime:
         self.sessionmaker = sessionmaker
         redis_url = settings.redis_url.get_secret_value() if settings.redis_url else None
         self.state = RelayState(redis_url, settings.rate_limit_key_prefix)
-        key = settings.upstream_key()
+        key = settings.upstream_key.get_secret_value()
         self.products: dict[str, Product] = {
             "streaming": Product("streaming", "/v3/ws", settings.streaming_ws_url, key),
             "agents": Product("agents", "/v1/ws", settings.agents_ws_url, f"Bearer {key}"),
@@ -162,7 +162,7 @@ class RelayRuntime:
         """Terminate every open session (1012), give them a moment, close the stores."""
         self.closing.set()
         if self.open:
-            await asyncio.wait(self.open, timeout=self.settings.ws_relay_terminate_wait_s + 2)
+            await asyncio.wait(self.open, timeout=self.settings.terminate_wait_s + 2)
         await self.state.aclose()
 
     # --- the session -----------------------------------------------------------------------
@@ -238,7 +238,7 @@ class RelayRuntime:
         await self._audit(product, caller, ctx, "refused", close_code=code, reason=reason)
 
     def _cap(self, policy_max_s: int, grant: RelayGrant | None) -> int:
-        cap = self.settings.ws_relay_max_session_s or policy_max_s
+        cap = self.settings.max_session_s or policy_max_s
         if grant is not None and grant.session_s:
             cap = min(cap, grant.session_s)
         return max(1, cap)
@@ -250,7 +250,7 @@ class RelayRuntime:
         shape: StreamShape | None = None
         # --- who, and what they may do: nothing goes upstream before all of it passed.
         try:
-            caller, grant = await authenticate(ws, self.state, settings, product.kind)
+            caller, grant = await authenticate(ws, self.state, settings.identity, product.kind)
             if not caller.has(SCOPE[product.kind]):
                 raise PolicyRefusal(
                     codes.UNAUTHORIZED,
@@ -277,7 +277,7 @@ class RelayRuntime:
             )
             return
         live = Live(id=uuid.uuid4(), product=product, caller=caller, shape=shape, rules=rules)
-        limits = (settings.ws_relay_key_max_sessions, settings.ws_relay_end_user_max_sessions)
+        limits = (settings.key_max_sessions, settings.end_user_max_sessions)
         try:
             refused = await self.state.acquire(
                 product.kind, caller.key_id, caller.end_user, str(live.id), limits
@@ -321,7 +321,7 @@ class RelayRuntime:
             quota,
             caller.key_id,
             caller.end_user,
-            slice_s=settings.ws_relay_budget_slice_s,
+            slice_s=settings.budget_slice_s,
             cap_s=cap,
         )
         try:
@@ -405,13 +405,15 @@ class RelayRuntime:
             return await connect(
                 url,
                 additional_headers={"Authorization": product.authorization},
-                open_timeout=settings.ws_relay_connect_timeout_s,
-                max_size=settings.ws_relay_max_message_bytes,
-                max_queue=settings.ws_relay_queue_messages,
+                open_timeout=settings.connect_timeout_s,
+                max_size=settings.max_message_bytes,
+                max_queue=settings.queue_messages,
                 compression=None,
-                ssl=upstream_ssl_context(settings) if url.startswith("wss://") else None,
+                ssl=upstream_ssl_context(settings.upstream_ca_file)
+                if url.startswith("wss://")
+                else None,
                 user_agent_header=ws.headers.get("user-agent") or "aai-proxy relay",
-                close_timeout=settings.ws_relay_terminate_wait_s,
+                close_timeout=settings.terminate_wait_s,
                 logger=UPSTREAM_LOG,
             )
         except InvalidStatus as exc:
@@ -512,7 +514,7 @@ class RelayRuntime:
         if not live.client_open:
             return
         try:
-            async with asyncio.timeout(self.settings.ws_relay_stall_timeout_s):
+            async with asyncio.timeout(self.settings.stall_timeout_s):
                 if isinstance(message, str):
                     await ws.send_text(message)
                 else:
@@ -574,7 +576,7 @@ class RelayRuntime:
         metering = asyncio.create_task(meter.run(live.started, renew))
         closing = asyncio.create_task(self.closing.wait())
         tasks = {reader, pump, metering, closing}
-        wait = self.settings.ws_relay_terminate_wait_s
+        wait = self.settings.terminate_wait_s
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             if pump in done:
@@ -625,7 +627,7 @@ class RelayRuntime:
         self, ws: WebSocket, upstream: ClientConnection, live: Live
     ) -> tuple[int | None, str | None, str]:
         await self._end_upstream(upstream, live)
-        reason = f"Client too slow: took nothing for {self.settings.ws_relay_stall_timeout_s:g} s"
+        reason = f"Client too slow: took nothing for {self.settings.stall_timeout_s:g} s"
         await self._close_client(ws, codes.CLIENT_STALLED, reason)
         return codes.CLIENT_STALLED, reason, "stall"
 

@@ -9,9 +9,9 @@ from sqlalchemy import delete, update
 
 from app.audit.record import record_audit
 from app.core.boundary import BoundaryRoute
-from app.core.config import Settings
+from app.core.config import IdentitySettings
 from app.core.db import utcnow
-from app.core.deps import SessionDep, SettingsDep, client_ip
+from app.core.deps import IdentitySettingsDep, SessionDep, client_ip
 from app.core.errors import Unauthorized
 from app.core.security import hash_key, new_secret
 from app.identity.auth import credential_from_header
@@ -35,7 +35,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _secure(request: Request, settings: Settings) -> bool:
+def _secure(request: Request, settings: IdentitySettings) -> bool:
     if settings.session_cookie_secure is not None:
         return settings.session_cookie_secure
     public = settings.public_base_url or ""
@@ -47,7 +47,7 @@ async def create_session(
     request: Request,
     response: Response,
     session: SessionDep,
-    settings: SettingsDep,
+    settings: IdentitySettingsDep,
     body: SessionCreate | None = None,
 ) -> SessionRead:
     """Exchange a proxy key for a session cookie (HttpOnly, SameSite=Strict)."""
@@ -114,7 +114,7 @@ async def create_session(
     responses={401: {"description": "The Authorization header's key or JWT is refused"}},
 )
 async def read_session(
-    request: Request, response: Response, session: SessionDep, settings: SettingsDep
+    request: Request, response: Response, session: SessionDep, settings: IdentitySettingsDep
 ) -> SessionRead | SignedOut:
     """Who the current credentials (cookie, key or JWT) say the caller is.
 
@@ -151,7 +151,7 @@ async def read_session(
 
 @router.delete("", status_code=status.HTTP_204_NO_CONTENT, responses=_ERRORS)
 async def end_session(
-    request: Request, session: SessionDep, settings: SettingsDep, caller: CallerDep
+    request: Request, session: SessionDep, settings: IdentitySettingsDep, caller: CallerDep
 ) -> Response:
     """End the cookie's session (the row is revoked; the cookie is cleared)."""
     session_id = caller.extra.get("session_id")

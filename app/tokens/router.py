@@ -14,7 +14,7 @@ from starlette.types import Scope
 
 from app.audit.record import record_audit
 from app.core.boundary import BoundaryRoute
-from app.core.config import Settings
+from app.core.config import IdentitySettings
 from app.core.deps import SessionDep, client_ip
 from app.core.errors import AppError, Forbidden
 from app.core.middleware import Endpoint, Shortcut
@@ -89,7 +89,7 @@ async def _authorized(kind: Kind, request: Request, runtime: TokenRuntime) -> Pr
     """The caller with the kind's scope; every refusal here is audited too."""
     principal: Principal | None = None
     try:
-        check_cookie_origin(request, runtime.settings)
+        check_cookie_origin(request, runtime.settings.identity)
         # No request session: lookups (cached) use short transactions of their own, so a
         # mint holds no pooled connection while it waits for AssemblyAI.
         principal = await resolve_caller(request)
@@ -102,7 +102,7 @@ async def _authorized(kind: Kind, request: Request, runtime: TokenRuntime) -> Pr
     return principal
 
 
-def check_cookie_origin(request: Request, settings: Settings) -> None:
+def check_cookie_origin(request: Request, settings: IdentitySettings) -> None:
     """A mint on the strength of a session cookie alone follows the rule of every cookie
     write, whatever its method: the Origin (or Referer) must be ours or a CORS origin, and
     one of them must be present. `GET /v3/token` is a GET, but it spends limits and budget,

@@ -21,7 +21,7 @@ from urllib.parse import urlencode, urlsplit
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.audit.writer import AuditWriter
-from app.core.config import Settings
+from app.core.config import TokenSettings
 from app.core.db import create_sessionmaker, utcnow
 from app.core.errors import AppError, BadRequest, ServiceUnavailable, UpstreamError
 from app.identity.callers import SingleFlight
@@ -133,14 +133,14 @@ def websocket_url(base: str, token: str, params: Mapping[str, Any] | None = None
     return f"{base}?{urlencode(query)}"
 
 
-def streaming_params(settings: Settings, body: Mapping[str, Any]) -> dict[str, Any]:
+def streaming_params(settings: TokenSettings, body: Mapping[str, Any]) -> dict[str, Any]:
     """The query a browser needs on `/v3/ws`: our defaults, then the caller's choices."""
-    encoding = body.get("encoding") or settings.token_streaming_encoding
-    default_rate = 8000 if encoding == "pcm_mulaw" else settings.token_streaming_sample_rate
+    encoding = body.get("encoding") or settings.streaming_encoding
+    default_rate = 8000 if encoding == "pcm_mulaw" else settings.streaming_sample_rate
     params: dict[str, Any] = {
         "sample_rate": body.get("sample_rate") or default_rate,
         "encoding": encoding,
-        "speech_model": body.get("speech_model") or settings.token_streaming_speech_model,
+        "speech_model": body.get("speech_model") or settings.streaming_speech_model,
     }
     for name in (
         "speaker_labels",
@@ -170,7 +170,7 @@ class PolicyCache:
     )
 
     def __init__(
-        self, settings: Settings, sessionmaker: async_sessionmaker[AsyncSession] | None = None
+        self, settings: TokenSettings, sessionmaker: async_sessionmaker[AsyncSession] | None = None
     ) -> None:
         self.settings = settings
         self.sessionmaker = sessionmaker
@@ -181,12 +181,12 @@ class PolicyCache:
     def build(self, row: TokenPolicy | None) -> Policy:
         s = self.settings
         values: dict[str, int] = {
-            "max_expires_in_s": s.token_max_expires_in_s,
-            "max_session_s": s.token_max_session_s,
-            "key_mints_per_minute": s.token_key_mints_per_minute,
-            "end_user_mints_per_minute": s.token_end_user_mints_per_minute,
-            "key_daily_session_s": s.token_key_daily_session_s,
-            "end_user_daily_session_s": s.token_end_user_daily_session_s,
+            "max_expires_in_s": s.max_expires_in_s,
+            "max_session_s": s.max_session_s,
+            "key_mints_per_minute": s.key_mints_per_minute,
+            "end_user_mints_per_minute": s.end_user_mints_per_minute,
+            "key_daily_session_s": s.key_daily_session_s,
+            "end_user_daily_session_s": s.end_user_daily_session_s,
         }
         overrides = []
         if row is not None:
@@ -232,21 +232,21 @@ class PolicyCache:
 class TokenRuntime:
     """What the token routes share for the app's lifetime (made in the lifespan)."""
 
-    settings: Settings
+    settings: TokenSettings
     limiter: TokenLimiter
     audit: AuditWriter
     policies: PolicyCache
     hosts: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def create(cls, settings: Settings, engine: AsyncEngine) -> TokenRuntime:
+    def create(cls, settings: TokenSettings, engine: AsyncEngine) -> TokenRuntime:
         redis_url = settings.redis_url.get_secret_value() if settings.redis_url else None
         return cls(
             settings=settings,
             limiter=TokenLimiter(
                 redis_url,
                 prefix=settings.rate_limit_key_prefix,
-                fail_open=settings.token_limits_fail_open,
+                fail_open=settings.limits_fail_open,
             ),
             audit=AuditWriter(
                 engine.url.render_as_string(hide_password=False),

@@ -108,7 +108,7 @@ async def check_caller_webhook(plan: SubmitPlan, settings: Settings) -> None:
     http(s), metadata, link-local, private unless allowed): at submit, before any upstream
     call, rather than as a relay that fails hours later."""
     if plan.caller_webhook is not None:
-        await validate_relay_url(plan.caller_webhook.url, settings)
+        await validate_relay_url(plan.caller_webhook.url, settings.relay_urls)
 
 
 @dataclass(frozen=True)

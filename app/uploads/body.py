@@ -7,7 +7,7 @@ from __future__ import annotations
 from fastapi import Request
 
 from app.core.body_tap import EXTENSION as TAP_EXTENSION
-from app.core.config import Settings
+from app.core.config import UploadSettings
 from app.core.errors import BadRequest
 from app.identity.principal import Principal
 from app.uploads.limits import too_large
@@ -23,11 +23,11 @@ from app.uploads.streaming import (
 from app.upstream.client import RestClient
 
 
-def open_body(request: Request, settings: Settings, *, allow_multipart: bool) -> BodyStream:
+def open_body(request: Request, settings: UploadSettings, *, allow_multipart: bool) -> BodyStream:
     """The request's body as a stream, refused early when its size or form is wrong."""
     content_type = request.headers.get("content-type")
     declared = declared_length(request.headers)
-    limit = settings.max_upload_bytes
+    limit = settings.max_bytes
     if is_multipart(content_type):
         if not allow_multipart:
             raise BadRequest(
@@ -38,7 +38,7 @@ def open_body(request: Request, settings: Settings, *, allow_multipart: bool) ->
             request.receive,
             request.headers,
             limit=limit,
-            chunk_size=settings.upload_chunk_bytes,
+            chunk_size=settings.chunk_bytes,
             fields=("config",),
         )
         # A form has a little overhead beyond its file.
@@ -50,7 +50,7 @@ def open_body(request: Request, settings: Settings, *, allow_multipart: bool) ->
     if declared == 0:
         raise BadRequest("The request body is empty: send the audio bytes.")
     tap = request.scope.get("extensions", {}).get(TAP_EXTENSION) if declared else None
-    return RawBody(request.receive, limit=limit, chunk_size=settings.upload_chunk_bytes, tap=tap)
+    return RawBody(request.receive, limit=limit, chunk_size=settings.chunk_bytes, tap=tap)
 
 
 async def upload_body(request: Request, principal: Principal, body: BodyStream) -> UploadResult:
@@ -62,6 +62,7 @@ async def upload_body(request: Request, principal: Principal, body: BodyStream) 
     return await stream_upload(
         request.app.state.sessionmaker,
         rest,
+        request.app.state.settings.uploads,
         principal,
         body,
         body_format="multipart" if form else "raw",

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from app.core.boundary import BoundaryRoute
-from app.core.config import Settings
+from app.core.config import UploadSettings
 from app.uploads.auth import StreamingPrincipalDep
 from app.uploads.body import open_body, upload_body
 from app.uploads.compat import CompatRoute
@@ -57,7 +57,7 @@ _BINARY_BODY: dict[str, Any] = {
 )
 async def upload_v2(request: Request, principal: StreamingPrincipalDep) -> JSONResponse:
     """Upload a local file (raw binary body), as AssemblyAI's /v2/upload."""
-    settings: Settings = request.app.state.settings
+    settings: UploadSettings = request.app.state.settings.uploads
     body = open_body(request, settings, allow_multipart=False)
     result = await upload_body(request, principal, body)
     return JSONResponse(result.upstream)
@@ -71,7 +71,7 @@ async def upload_v2(request: Request, principal: StreamingPrincipalDep) -> JSONR
 )
 async def upload_api(request: Request, principal: StreamingPrincipalDep) -> UploadRead:
     """Upload a file: a raw body, or a multipart form with a `file` field (streamed)."""
-    settings: Settings = request.app.state.settings
+    settings: UploadSettings = request.app.state.settings.uploads
     body = open_body(request, settings, allow_multipart=True)
     result = await upload_body(request, principal, body)
     return UploadRead(id=result.upload_id, upload_url=result.upload_url, bytes=result.bytes)

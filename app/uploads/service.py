@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.audit.record import record_audit
 from app.core.body_tap import SinkEnded, SinkStalled
+from app.core.config import UploadSettings
 from app.core.db import utcnow
 from app.core.errors import AppError, UpstreamError, UpstreamTimeout
 from app.identity.principal import Principal
@@ -42,6 +43,7 @@ class UploadResult:
 async def stream_upload(
     sessionmaker: async_sessionmaker[AsyncSession],
     rest: RestClient,
+    settings: UploadSettings,
     principal: Principal,
     body: BodyStream,
     *,
@@ -74,10 +76,10 @@ async def stream_upload(
                 content_length is not None
                 and isinstance(body, RawBody)
                 and body.can_pipe
-                and rest.settings.upstream_transport == "aiohttp"  # "httpx": httpx for all
+                and rest.settings.transport == "aiohttp"  # "httpx": httpx for all
             ):
                 async with rest.upload_slots:
-                    answer = await _relay(rest, body, content_length)
+                    answer = await _relay(rest, body, content_length, settings.relay_buffer_bytes)
             else:
                 answer = await rest.upload(body, content_length=content_length)
         finally:
@@ -119,17 +121,18 @@ async def stream_upload(
     )
 
 
-async def _relay(rest: RestClient, body: RawBody, content_length: int) -> dict[str, Any]:
+async def _relay(
+    rest: RestClient, body: RawBody, content_length: int, relay_buffer_bytes: int
+) -> dict[str, Any]:
     """`rest.upload` without copies: the server's body tap writes straight to a fresh
     upstream connection (app/core/http_server.py, app/upstream/http1.py)."""
-    settings = rest.settings
     stream = await rest.open_upload(content_length)
     try:
         try:
             await body.pipe(
                 stream,
-                buffer_size=settings.upload_relay_buffer_bytes,
-                stall_timeout_s=settings.upstream_timeout_s,
+                buffer_size=relay_buffer_bytes,
+                stall_timeout_s=rest.settings.timeout_s,
             )
         except (SinkEnded, TransportError):
             pass  # upstream answered or hung up before the body ended: its answer says why

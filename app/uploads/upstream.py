@@ -14,43 +14,39 @@ import aiohttp
 import httpx
 from httpx_aiohttp import AiohttpTransport
 
-from app.core.config import Settings
+from app.core.config import UpstreamSettings
 from app.upstream.client import USER_AGENT, RestClient
 from app.upstream.transport import upstream_ssl_context
 
 
-def _transport(settings: Settings) -> httpx.AsyncBaseTransport:
-    if settings.upstream_transport == "aiohttp":
+def _transport(settings: UpstreamSettings) -> httpx.AsyncBaseTransport:
+    if settings.transport == "aiohttp":
 
         def session() -> aiohttp.ClientSession:
             # The transport's `verify` is not used with a session of our own: the
             # connector carries the TLS context (certifi's CAs and UPSTREAM_CA_FILE's).
             connector = aiohttp.TCPConnector(
                 force_close=True,
-                limit=settings.upstream_max_connections,
-                ssl=upstream_ssl_context(settings),
+                limit=settings.max_connections,
+                ssl=upstream_ssl_context(settings.ca_file),
             )
             return aiohttp.ClientSession(connector=connector, trust_env=False)
 
         return AiohttpTransport(
-            client=session, trust_env=False, verify=upstream_ssl_context(settings)
+            client=session, trust_env=False, verify=upstream_ssl_context(settings.ca_file)
         )
-    limits = httpx.Limits(
-        max_connections=settings.upstream_max_connections, max_keepalive_connections=0
-    )
+    limits = httpx.Limits(max_connections=settings.max_connections, max_keepalive_connections=0)
     return httpx.AsyncHTTPTransport(
-        limits=limits, trust_env=False, verify=upstream_ssl_context(settings)
+        limits=limits, trust_env=False, verify=upstream_ssl_context(settings.ca_file)
     )
 
 
-def create_upload_client(settings: Settings) -> RestClient:
+def create_upload_client(settings: UpstreamSettings) -> RestClient:
     """Created and closed in the lifespan, beside the pooled upstream clients."""
     http = httpx.AsyncClient(
         base_url=settings.rest_base_url,
         transport=_transport(settings),
-        timeout=httpx.Timeout(
-            settings.upstream_timeout_s, connect=settings.upstream_connect_timeout_s
-        ),
+        timeout=httpx.Timeout(settings.timeout_s, connect=settings.connect_timeout_s),
         headers={"User-Agent": USER_AGENT},
         trust_env=False,
     )

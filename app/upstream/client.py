@@ -28,7 +28,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from app.core.config import Settings
+from app.core.config import UpstreamSettings
 from app.core.db import utcnow
 from app.core.errors import (
     RateLimited,
@@ -146,16 +146,16 @@ class UpstreamHost:
 
     name = "upstream"
 
-    def __init__(self, http: httpx.AsyncClient, settings: Settings) -> None:
+    def __init__(self, http: httpx.AsyncClient, settings: UpstreamSettings) -> None:
         self.http = http
         self._settings = settings
 
     @property
-    def settings(self) -> Settings:
+    def settings(self) -> UpstreamSettings:
         return self._settings
 
     def _auth(self) -> dict[str, str]:
-        return {"Authorization": self._settings.upstream_key()}
+        return {"Authorization": self._settings.key.get_secret_value()}
 
     def _should_retry(self, idempotent: bool, retry_status: bool = False) -> Any:
         # retry_status: the request is not idempotent, but an error status proves it was
@@ -163,7 +163,7 @@ class UpstreamHost:
         def predicate(exc: BaseException) -> bool:
             if isinstance(exc, _RetryableStatus):
                 if exc.response.status_code == 429:
-                    bound = self._settings.upstream_retry_after_max_s
+                    bound = self._settings.retry_after_max_s
                     return (idempotent or retry_status) and (
                         exc.retry_after is None or exc.retry_after <= bound
                     )
@@ -176,14 +176,14 @@ class UpstreamHost:
 
     def _wait(self) -> Any:
         jitter = wait_random_exponential(
-            multiplier=self._settings.upstream_retry_wait_initial_s,
-            max=self._settings.upstream_retry_wait_max_s,
+            multiplier=self._settings.retry_wait_initial_s,
+            max=self._settings.retry_wait_max_s,
         )
 
         def wait(state: RetryCallState) -> float:
             exc = state.outcome.exception() if state.outcome else None
             if isinstance(exc, _RetryableStatus) and exc.retry_after is not None:
-                return min(exc.retry_after, self._settings.upstream_retry_after_max_s)
+                return min(exc.retry_after, self._settings.retry_after_max_s)
             return float(jitter(state))
 
         return wait
@@ -199,7 +199,7 @@ class UpstreamHost:
         **kwargs: Any,
     ) -> httpx.Response:
         headers = {**self._auth(), **kwargs.pop("headers", {})}
-        attempts = self._settings.upstream_retry_attempts if retry else 1
+        attempts = self._settings.retry_attempts if retry else 1
 
         async def attempt() -> httpx.Response:
             with UpstreamCall(self.name, path) as call:
@@ -277,8 +277,8 @@ class RestClient(UpstreamHost):
             content=body,
             headers=headers,
             timeout=httpx.Timeout(
-                self._settings.upstream_timeout_s,
-                connect=self._settings.upstream_connect_timeout_s,
+                self._settings.timeout_s,
+                connect=self._settings.connect_timeout_s,
                 write=None,
             ),
         )
@@ -289,7 +289,7 @@ class RestClient(UpstreamHost):
     def upload_slots(self) -> asyncio.Semaphore:
         """Held for each `open_upload` until it is finished: at most
         UPSTREAM_MAX_CONNECTIONS uploads to upstream at once, as the pooled clients."""
-        return asyncio.Semaphore(self._settings.upstream_max_connections)
+        return asyncio.Semaphore(self._settings.max_connections)
 
     async def open_upload(self, content_length: int) -> PostStream:
         """The copy-free path of `upload` for a body of known length: a fresh connection
@@ -307,8 +307,8 @@ class RestClient(UpstreamHost):
                 "/v2/upload",
                 headers,
                 content_length=content_length,
-                connect_timeout_s=self._settings.upstream_connect_timeout_s,
-                ssl_context=upstream_ssl_context(self._settings),
+                connect_timeout_s=self._settings.connect_timeout_s,
+                ssl_context=upstream_ssl_context(self._settings.ca_file),
             )
         except TransportError as exc:
             raise _map_transport_error(exc) from exc
@@ -317,7 +317,7 @@ class RestClient(UpstreamHost):
         """Upstream's answer to an upload sent through `open_upload`, mapped as `upload`."""
         try:
             with UpstreamCall(self.name, "/v2/upload", stream.opened_at) as call:
-                answer = await stream.response(self._settings.upstream_timeout_s)
+                answer = await stream.response(self._settings.timeout_s)
                 call.status = answer.status
         except TransportError as exc:
             logger.warning(
@@ -366,7 +366,7 @@ class TokenHost(UpstreamHost):
 
     token_path = "/v3/token"
 
-    def __init__(self, http: httpx.AsyncClient, settings: Settings, base_url: str) -> None:
+    def __init__(self, http: httpx.AsyncClient, settings: UpstreamSettings, base_url: str) -> None:
         super().__init__(http, settings)
         self._base_url = base_url.rstrip("/")
         self._pool: GetPool | None = make_token_pool(settings, self._base_url)
@@ -396,7 +396,7 @@ class TokenHost(UpstreamHost):
         429 and transport errors retried with jittered exponential backoff (429 waits
         `Retry-After` when within UPSTREAM_RETRY_AFTER_MAX_S, else is passed on)."""
         request = pool.request_bytes(path, self._headers)
-        attempts = self._settings.upstream_retry_attempts
+        attempts = self._settings.retry_attempts
         attempt = 0
         while True:
             attempt += 1
@@ -423,7 +423,7 @@ class TokenHost(UpstreamHost):
             response = _as_response(answer, "GET", self._base_url + path)
             if answer.status in RETRYABLE_STATUS and attempt < attempts:
                 retry_after = parse_retry_after(response.headers.get("retry-after"))
-                bound = self._settings.upstream_retry_after_max_s
+                bound = self._settings.retry_after_max_s
                 if answer.status != 429 or retry_after is None or retry_after <= bound:
                     reason = f"upstream answered {answer.status}"
                     await self._retry_wait("GET", path, attempt, reason, retry_after)
@@ -434,7 +434,7 @@ class TokenHost(UpstreamHost):
         self, method: str, path: str, attempt: int, reason: str, retry_after: float | None
     ) -> None:
         self._retry_logged(method, path, attempt, reason)
-        cap = self._settings.upstream_retry_after_max_s
+        cap = self._settings.retry_after_max_s
         await asyncio.sleep(wait_for_attempt(self._wait(), attempt, retry_after, cap))
 
     async def aclose(self) -> None:
@@ -457,7 +457,7 @@ class AgentTokenClient(TokenHost):
     token_path = "/v1/token"
 
     def _auth(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self._settings.upstream_key()}"}
+        return {"Authorization": f"Bearer {self._settings.key.get_secret_value()}"}
 
     async def voices(self) -> Any:
         response = await self._send("GET", "/v1/voices", idempotent=True)
@@ -472,7 +472,7 @@ class LlmGatewayClient(UpstreamHost):
     def _timeout(self, timeout: float | None) -> httpx.Timeout | None:
         if timeout is None:
             return None
-        return httpx.Timeout(timeout, connect=self._settings.upstream_connect_timeout_s)
+        return httpx.Timeout(timeout, connect=self._settings.connect_timeout_s)
 
     async def chat(
         self, payload: dict[str, Any], *, timeout: float | None = None
@@ -497,7 +497,7 @@ class LlmGatewayClient(UpstreamHost):
         An error status before the first byte is retried like `chat` (nothing was billed);
         once the stream is open nothing is retried.
         """
-        attempts = self._settings.upstream_retry_attempts
+        attempts = self._settings.retry_attempts
         wait = self._wait()
         attempt = 0
         while True:
@@ -513,19 +513,19 @@ class LlmGatewayClient(UpstreamHost):
                 response = await self.http.send(request, stream=True)
             except httpx.TransportError as exc:
                 if is_connect_failure(exc) and attempt < attempts:
-                    await asyncio.sleep(self._settings.upstream_retry_wait_initial_s)
+                    await asyncio.sleep(self._settings.retry_wait_initial_s)
                     continue
                 raise _map_transport_error(exc) from exc
             if response.status_code in RETRYABLE_STATUS and attempt < attempts:
                 retry_after = parse_retry_after(response.headers.get("retry-after"))
                 if response.status_code != 429 or (
-                    retry_after is None or retry_after <= self._settings.upstream_retry_after_max_s
+                    retry_after is None or retry_after <= self._settings.retry_after_max_s
                 ):
                     # Closed only when retried: a 429 whose Retry-After is over the cap is
                     # passed on below, and reading a closed stream is StreamClosed (a 500).
                     await response.aclose()
                     delay = wait_for_attempt(
-                        wait, attempt, retry_after, self._settings.upstream_retry_after_max_s
+                        wait, attempt, retry_after, self._settings.retry_after_max_s
                     )
                     reason = f"upstream answered {response.status_code}"
                     self._retry_logged("POST", "/v1/chat/completions", attempt, reason)
@@ -557,12 +557,10 @@ class Upstream:
 
 
 def create_upstream(
-    settings: Settings, transport: httpx.AsyncBaseTransport | None = None
+    settings: UpstreamSettings, transport: httpx.AsyncBaseTransport | None = None
 ) -> Upstream:
     """One long-lived pooled client per upstream host (created in the lifespan)."""
-    timeout = httpx.Timeout(
-        settings.upstream_timeout_s, connect=settings.upstream_connect_timeout_s
-    )
+    timeout = httpx.Timeout(settings.timeout_s, connect=settings.connect_timeout_s)
 
     def http(base_url: str) -> httpx.AsyncClient:
         return httpx.AsyncClient(

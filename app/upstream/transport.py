@@ -20,7 +20,7 @@ import aiohttp
 import httpx
 from httpx_aiohttp import AiohttpTransport
 
-from app.core.config import Settings
+from app.core.config import UpstreamSettings
 from app.upstream.http1 import ConnectFailed, GetPool, TransportError
 
 
@@ -35,41 +35,42 @@ def verified_ssl_context(ca_file: str | None = None) -> ssl.SSLContext:
     return context
 
 
-def upstream_ssl_context(settings: Settings) -> ssl.SSLContext:
-    """The TLS context for AssemblyAI's hosts under these settings (shared, see above)."""
-    return verified_ssl_context(settings.upstream_ca_file)
+def upstream_ssl_context(ca_file: str | None) -> ssl.SSLContext:
+    """The TLS context for AssemblyAI's hosts: certifi's CAs, plus UPSTREAM_CA_FILE's
+    (shared, see above)."""
+    return verified_ssl_context(ca_file)
 
 
-def make_transport(settings: Settings) -> httpx.AsyncBaseTransport:
+def make_transport(settings: UpstreamSettings) -> httpx.AsyncBaseTransport:
     limits = httpx.Limits(
-        max_connections=settings.upstream_max_connections,
-        max_keepalive_connections=settings.upstream_max_connections,
-        keepalive_expiry=settings.upstream_keepalive_s,
+        max_connections=settings.max_connections,
+        max_keepalive_connections=settings.max_connections,
+        keepalive_expiry=settings.keepalive_s,
     )
-    if settings.upstream_transport == "aiohttp":
+    if settings.transport == "aiohttp":
         return AiohttpTransport(
-            limits=limits, trust_env=False, verify=upstream_ssl_context(settings)
+            limits=limits, trust_env=False, verify=upstream_ssl_context(settings.ca_file)
         )
     return httpx.AsyncHTTPTransport(
-        limits=limits, trust_env=False, verify=upstream_ssl_context(settings)
+        limits=limits, trust_env=False, verify=upstream_ssl_context(settings.ca_file)
     )
 
 
-def make_token_pool(settings: Settings, base_url: str) -> GetPool | None:
+def make_token_pool(settings: UpstreamSettings, base_url: str) -> GetPool | None:
     """The keep-alive GET pool for one token host (`app/upstream/http1.py`), or None to
     use the httpx client (`UPSTREAM_TRANSPORT=httpx`)."""
-    if settings.upstream_transport != "aiohttp":
+    if settings.transport != "aiohttp":
         return None
     # The same limits as the httpx clients: a pooled connection within the timeout, a new
     # one within the connect timeout, the answer within the timeout.
     return GetPool(
         base_url,
-        max_connections=settings.upstream_max_connections,
-        keepalive_s=settings.upstream_keepalive_s,
-        connect_timeout_s=settings.upstream_connect_timeout_s,
-        pool_timeout_s=settings.upstream_timeout_s,
-        read_timeout_s=settings.upstream_timeout_s,
-        ssl_context=upstream_ssl_context(settings),
+        max_connections=settings.max_connections,
+        keepalive_s=settings.keepalive_s,
+        connect_timeout_s=settings.connect_timeout_s,
+        pool_timeout_s=settings.timeout_s,
+        read_timeout_s=settings.timeout_s,
+        ssl_context=upstream_ssl_context(settings.ca_file),
     )
 
 

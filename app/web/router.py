@@ -11,7 +11,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 
 from app.core.boundary import BoundaryRoute
-from app.core.deps import SettingsDep
+from app.core.deps import WebSettingsDep
 from app.web.voices import DEFAULT_VOICE, VOICES
 
 STATIC_DIR = Path(__file__).resolve().parents[2] / "static"
@@ -57,16 +57,16 @@ async def list_voices() -> VoiceCatalogue:
 
 
 @router.get("/api/client-config", response_model=ClientConfig)
-async def client_config(settings: SettingsDep) -> ClientConfig:
+async def client_config(settings: WebSettingsDep) -> ClientConfig:
     """Settings the browser client needs; nothing secret."""
     return ClientConfig(
-        stt_sample_rate=settings.token_streaming_sample_rate,
+        stt_sample_rate=settings.stt_sample_rate,
         agent_sample_rate=24000,
-        frame_ms=settings.browser_frame_ms,
-        embed_origins=list(settings.cors_origins),
+        frame_ms=settings.frame_ms,
+        embed_origins=list(settings.embed_origins),
         max_upload_bytes=settings.max_upload_bytes,
         uses_emulator=settings.uses_emulator,
-        live_mode=settings.browser_live_mode,
+        live_mode=settings.live_mode,
     )
 
 

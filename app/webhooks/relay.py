@@ -13,7 +13,7 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -23,7 +23,7 @@ from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.core.config import Settings
+from app.core.config import WebhookSettings
 from app.core.db import utcnow
 from app.core.leases import claim_leases, lease_free
 from app.core.secretbox import SecretUnreadable, secret_box
@@ -101,12 +101,12 @@ async def claim_deliveries(
 async def claim_work(
     sessionmaker: async_sessionmaker[AsyncSession],
     http: httpx.AsyncClient,
-    settings: Settings,
+    settings: WebhookSettings,
     owner: str,
     limit: int,
 ) -> list[Coroutine[Any, Any, str]]:
     """Claim up to `limit` due deliveries: the `webhooks.relay` job of app/worker.py."""
-    ids = await claim_deliveries(sessionmaker, owner, limit, settings.reconciler_lease_s)
+    ids = await claim_deliveries(sessionmaker, owner, limit, settings.lease_s)
     return [deliver(sessionmaker, http, settings, delivery_id, owner) for delivery_id in ids]
 
 
@@ -143,7 +143,7 @@ async def _post(
         return _Outcome(None, type(exc).__name__, (time.perf_counter() - started) * 1000)
 
 
-def next_delay(schedule: list[float], attempt: int) -> float | None:
+def next_delay(schedule: Sequence[float], attempt: int) -> float | None:
     """Seconds until retry number `attempt` (1-based), with ±20 % jitter; None: give up."""
     if attempt > len(schedule):
         return None
@@ -154,7 +154,7 @@ def next_delay(schedule: list[float], attempt: int) -> float | None:
 async def deliver(
     sessionmaker: async_sessionmaker[AsyncSession],
     http: httpx.AsyncClient,
-    settings: Settings,
+    settings: WebhookSettings,
     delivery_id: uuid.UUID,
     owner: str,
 ) -> str:
@@ -195,7 +195,7 @@ async def deliver(
         outcome = _Outcome(None, f"not sent: {unreadable}", 0.0)
     else:
         try:
-            resolved = await resolve_relay_url(url, settings)
+            resolved = await resolve_relay_url(url, settings.relay_urls)
         except RelayUrlRefused as exc:
             outcome = _Outcome(None, f"refused: {exc.message}", 0.0)
         if resolved is not None:
@@ -257,7 +257,7 @@ async def deliver(
     return status
 
 
-def create_relay_client(settings: Settings) -> httpx.AsyncClient:
+def create_relay_client(settings: WebhookSettings) -> httpx.AsyncClient:
     # No redirects: a 3xx could point at an address the SSRF check never saw.
     return httpx.AsyncClient(
         timeout=httpx.Timeout(settings.relay_timeout_s, connect=min(5.0, settings.relay_timeout_s)),

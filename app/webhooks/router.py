@@ -19,9 +19,9 @@ from sse_starlette import EventSourceResponse
 from starlette.types import Scope as AsgiScope
 
 from app.core.boundary import INT64_MAX, BoundaryRoute
-from app.core.config import Settings
+from app.core.config import WebhookSettings
 from app.core.db import utcnow
-from app.core.deps import SessionDep, SettingsDep, read_limited
+from app.core.deps import SessionDep, WebhookSettingsDep, read_limited
 from app.core.errors import (
     BadRequest,
     Forbidden,
@@ -68,8 +68,8 @@ async def _receive(job_id: uuid.UUID, request: Request) -> Response:
         raise service.WebhookUnauthorized()
     # No SessionDep or SettingsDep on this hot path: see app/webhooks/service.py (and a
     # sync dependency would run in the thread pool, about a millisecond under load).
-    settings: Settings = request.app.state.settings
-    limit = settings.webhook_max_body_bytes
+    settings: WebhookSettings = request.app.state.settings.webhooks
+    limit = settings.max_body_bytes
     body = await read_limited(request, limit, f"The webhook body is over {limit} bytes.")
     runtime: WebhooksRuntime | None = getattr(request.app.state, "webhooks", None)
     if runtime is None:
@@ -210,7 +210,7 @@ async def job_events(
     job_id: uuid.UUID,
     request: Request,
     session: SessionDep,
-    settings: SettingsDep,
+    settings: WebhookSettingsDep,
     principal: CallerTranscriptsDep,
 ) -> EventSourceResponse:
     """Live status of one job as Server-Sent Events (resume with Last-Event-ID)."""
@@ -260,7 +260,7 @@ async def job_events(
 async def rotate_key_signing_secret(
     key_id: uuid.UUID,
     session: SessionDep,
-    settings: SettingsDep,
+    settings: WebhookSettingsDep,
     principal: Annotated[Principal, Depends(get_principal)],
 ) -> SigningSecretRotated:
     """Rotate a key's webhook signing secret; the previous one signs during a grace period."""
@@ -269,7 +269,7 @@ async def rotate_key_signing_secret(
     key = await session.get(ApiKey, key_id)
     if key is None:
         raise NotFound("No key with that id.")
-    grace = settings.relay_signing_secret_grace_s
+    grace = settings.signing_secret_grace_s
     secret, previous = await rotate_signing_secret(session, secret_box(settings), key_id, grace)
     until = utcnow() + timedelta(seconds=grace) if previous else None
     logger.info("webhooks.signing_secret.rotated", extra={"key_id": str(key_id)})

@@ -13,7 +13,7 @@ from typing import Protocol
 import asyncpg
 from fastapi import FastAPI
 
-from app.core.config import Settings
+from app.core.config import WebhookSettings
 from app.core.db import plain_url, utcnow
 from app.webhooks.hub import EventHub
 from app.webhooks.service import RECORD_SQL
@@ -111,12 +111,14 @@ async def _warm(pool: asyncpg.Pool, size: int) -> None:
         logger.info("webhooks.pool.warm_failed", extra={"error": type(exc).__name__})
 
 
-async def start_webhooks(app: FastAPI, settings: Settings, database_url: str) -> WebhooksRuntime:
+async def start_webhooks(
+    app: FastAPI, settings: WebhookSettings, database_url: str
+) -> WebhooksRuntime:
     """Start the receiver's pool and the hub (one LISTEN connection)."""
     pool = await asyncpg.create_pool(
         plain_url(database_url),
         min_size=0,  # no connection at start-up: the service starts with the database down
-        max_size=settings.webhook_pool_size,
+        max_size=settings.pool_size,
         # Opened once (warmed below) and kept: a burst after a quiet hour is just as fast.
         max_inactive_connection_lifetime=0,
         reset=_keep_session,
@@ -134,7 +136,7 @@ async def start_webhooks(app: FastAPI, settings: Settings, database_url: str) ->
     app.state.event_hub = hub
     runtime = WebhooksRuntime(hub, None, pool)
     runtime.warm = asyncio.create_task(
-        _warm(pool, min(WARM_CONNECTIONS, settings.webhook_pool_size)), name="webhooks.pool.warm"
+        _warm(pool, min(WARM_CONNECTIONS, settings.pool_size)), name="webhooks.pool.warm"
     )
     app.state.webhooks = runtime
     return runtime

@@ -37,7 +37,7 @@ PRIVATE = [
 @pytest.mark.parametrize("url", ALWAYS_REFUSED + PRIVATE)
 async def test_refused_by_default(make_settings: Callable[..., Settings], url: str) -> None:
     with pytest.raises(RelayUrlRefused) as info:
-        await validate_relay_url(url, make_settings())
+        await validate_relay_url(url, make_settings().relay_urls)
     assert info.value.status_code == 400
 
 
@@ -46,22 +46,24 @@ async def test_metadata_refused_even_with_private_allowed(
     make_settings: Callable[..., Settings], url: str
 ) -> None:
     with pytest.raises(RelayUrlRefused):
-        await validate_relay_url(url, make_settings(relay_allow_private_networks=True))
+        await validate_relay_url(url, make_settings(relay_allow_private_networks=True).relay_urls)
 
 
 @pytest.mark.parametrize("url", PRIVATE)
 async def test_private_allowed_when_configured(
     make_settings: Callable[..., Settings], url: str
 ) -> None:
-    resolved = await resolve_relay_url(url, make_settings(relay_allow_private_networks=True))
+    resolved = await resolve_relay_url(
+        url, make_settings(relay_allow_private_networks=True).relay_urls
+    )
     assert resolved.address
 
 
 async def test_public_address_passes_and_allowlist_applies(
     make_settings: Callable[..., Settings],
 ) -> None:
-    await validate_relay_url("https://93.184.215.14/hook", make_settings())
-    allow = make_settings(relay_allowed_hosts="hooks.example.com,*.trusted.test")
+    await validate_relay_url("https://93.184.215.14/hook", make_settings().relay_urls)
+    allow = make_settings(relay_allowed_hosts="hooks.example.com,*.trusted.test").relay_urls
     with pytest.raises(RelayUrlRefused):
         await validate_relay_url("https://93.184.215.14/hook", allow)
     with pytest.raises(RelayUrlRefused):
@@ -70,4 +72,4 @@ async def test_public_address_passes_and_allowlist_applies(
 
 async def test_unresolvable_host_refused(make_settings: Callable[..., Settings]) -> None:
     with pytest.raises(RelayUrlRefused):
-        await validate_relay_url("https://no-such-host.invalid/hook", make_settings())
+        await validate_relay_url("https://no-such-host.invalid/hook", make_settings().relay_urls)

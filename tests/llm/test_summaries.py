@@ -288,11 +288,11 @@ async def test_two_instances_run_each_summary_once(
 
     async def instance(owner: str) -> int:
         engine = create_engine(llm_database, pool_size=4)
-        upstream = create_upstream(settings)
+        upstream = create_upstream(settings.upstream)
         done = 0
         try:
             while n := await process_due_summaries(
-                create_sessionmaker(engine), upstream, settings, owner=owner, limit=4, wait=True
+                create_sessionmaker(engine), upstream, settings.llm, owner=owner, limit=4, wait=True
             ):
                 done += n
         finally:
@@ -337,9 +337,9 @@ async def test_an_expired_lease_is_taken_over_and_a_live_one_is_not(
         attempts=1,
     )
     settings = llm_settings()
-    upstream = create_upstream(settings)
+    upstream = create_upstream(settings.upstream)
     try:
-        assert await process_due_summaries(db, upstream, settings, owner="c", wait=True) == 1
+        assert await process_due_summaries(db, upstream, settings.llm, owner="c", wait=True) == 1
     finally:
         await upstream.aclose()
     async with db() as session:
@@ -363,22 +363,22 @@ async def test_upstream_failures(
     key_id, _ = await new_key("transcripts", "llm")
     refused = await add_summary(db, await new_job(key_id))
     settings = llm_settings(upstream_retry_attempts=2)
-    upstream = create_upstream(settings)
+    upstream = create_upstream(settings.upstream)
     try:
         fake_llm.faults = [422]
-        assert await process_due_summaries(db, upstream, settings, owner="x", wait=True) == 1
+        assert await process_due_summaries(db, upstream, settings.llm, owner="x", wait=True) == 1
         assert len(fake_llm.calls) == 1
         flaky = await add_summary(db, await new_job(key_id))
         fake_llm.faults = [503, 503]
-        assert await process_due_summaries(db, upstream, settings, owner="x", wait=True) == 1
+        assert await process_due_summaries(db, upstream, settings.llm, owner="x", wait=True) == 1
         assert len(fake_llm.calls) == 3
         # Not due before its backoff has passed.
-        assert await process_due_summaries(db, upstream, settings, owner="x", wait=True) == 0
+        assert await process_due_summaries(db, upstream, settings.llm, owner="x", wait=True) == 0
         async with db() as session, session.begin():
             await session.execute(
                 update(Summary).where(Summary.id == flaky).values(next_attempt_at=utcnow())
             )
-        assert await process_due_summaries(db, upstream, settings, owner="x", wait=True) == 1
+        assert await process_due_summaries(db, upstream, settings.llm, owner="x", wait=True) == 1
     finally:
         await upstream.aclose()
     async with db() as session:
@@ -419,10 +419,10 @@ async def test_shutdown_hands_running_summaries_back(
     summary_id = await add_summary(db, await new_job(key_id))
     fake_llm.gate = asyncio.Event()
     settings = llm_settings()
-    upstream = create_upstream(settings)
+    upstream = create_upstream(settings.upstream)
     try:
         # Returns at once: the call is still held upstream.
-        assert await process_due_summaries(db, upstream, settings, owner="s") == 1
+        assert await process_due_summaries(db, upstream, settings.llm, owner="s") == 1
         deadline = asyncio.get_running_loop().time() + 10
         while not fake_llm.calls:
             assert asyncio.get_running_loop().time() < deadline
@@ -461,10 +461,10 @@ async def test_a_call_longer_than_the_lease_is_not_taken_over_nor_paid_twice(
     fake_llm.gate = asyncio.Event()
     lease_s = 1.0
     settings = llm_settings(llm_summary_lease_s=lease_s)
-    upstream = create_upstream(settings)
+    upstream = create_upstream(settings.upstream)
     loop = asyncio.get_running_loop()
     try:
-        assert await process_due_summaries(db, upstream, settings, owner="a") == 1
+        assert await process_due_summaries(db, upstream, settings.llm, owner="a") == 1
         deadline = loop.time() + 10
         while not fake_llm.calls:
             assert loop.time() < deadline, "the call never reached the LLM"
@@ -472,8 +472,8 @@ async def test_a_call_longer_than_the_lease_is_not_taken_over_nor_paid_twice(
         # Both instances tick for well over two leases while the call is held upstream.
         until = loop.time() + 2.5 * lease_s
         while loop.time() < until:
-            assert await process_due_summaries(db, upstream, settings, owner="a") == 0
-            assert await process_due_summaries(db, upstream, settings, owner="b") == 0
+            assert await process_due_summaries(db, upstream, settings.llm, owner="a") == 0
+            assert await process_due_summaries(db, upstream, settings.llm, owner="b") == 0
             await asyncio.sleep(0.1)
         fake_llm.gate.set()
         deadline = loop.time() + 10

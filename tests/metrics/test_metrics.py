@@ -128,7 +128,7 @@ async def test_queue_gauges_read_from_postgres(
                     next_check_at=utcnow() + timedelta(minutes=5),
                 )
             )
-        found = samples((await exposition(engine, make_settings())).decode())
+        found = samples((await exposition(engine, make_settings().metrics)).decode())
         assert found[("aai_reconciler_queue_depth", ())] == 2
         assert 170 <= found[("aai_reconciler_oldest_due_seconds", ())] <= 240
         assert found[("aai_metrics_database_up", ())] == 1
@@ -139,7 +139,7 @@ async def test_queue_gauges_read_from_postgres(
 async def test_database_down_reported_not_raised(make_settings: Callable[..., Settings]) -> None:
     engine = create_engine("postgresql://nobody@127.0.0.1:1/none", pool_size=1)
     try:
-        found = samples((await exposition(engine, make_settings())).decode())
+        found = samples((await exposition(engine, make_settings().metrics)).decode())
     finally:
         await engine.dispose()
     assert found[("aai_metrics_database_up", ())] == 0

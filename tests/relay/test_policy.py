@@ -6,13 +6,13 @@ from typing import Any
 
 import pytest
 
-from app.core.config import Settings
+from app.core.config import RelaySettings, Settings
 from app.relay.policy import PolicyRefusal, check_streaming_query
 from app.relay.service import _query_without_token, _reason
 
 
-def settings(**values: Any) -> Settings:
-    return Settings(_env_file=None, **values)
+def settings(**values: Any) -> RelaySettings:
+    return Settings(_env_file=None, **values).relay
 
 
 def test_the_token_never_goes_upstream_and_the_rest_is_byte_for_byte() -> None:

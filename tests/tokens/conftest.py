@@ -70,7 +70,7 @@ def make_app(
         async with LifespanManager(app):
             await app.state.upstream.aclose()
             app.state.upstream = create_upstream(
-                settings, transport=httpx.MockTransport(fake_upstream.handler)
+                settings.upstream, transport=httpx.MockTransport(fake_upstream.handler)
             )
             yield app
 

@@ -37,7 +37,9 @@ async def mock() -> AsyncIterator[respx.MockRouter]:
 
 @pytest.fixture
 async def upstream(upstream_settings: Settings, mock: respx.MockRouter) -> AsyncIterator[Upstream]:
-    client = create_upstream(upstream_settings, transport=httpx.MockTransport(mock.async_handler))
+    client = create_upstream(
+        upstream_settings.upstream, transport=httpx.MockTransport(mock.async_handler)
+    )
     yield client
     await client.aclose()
 
@@ -95,7 +97,7 @@ async def test_emulator_key_is_sent_when_no_key_is_configured(
     make_settings: Callable[..., Settings], mock: respx.MockRouter
 ) -> None:
     settings = make_settings(emulator_api_key="emu-key-123")
-    client = create_upstream(settings, transport=httpx.MockTransport(mock.async_handler))
+    client = create_upstream(settings.upstream, transport=httpx.MockTransport(mock.async_handler))
     route = mock.get(f"{REST}/v2/transcript/t1").mock(return_value=json_response(200, {}))
     try:
         await client.rest.get_transcript("t1")
@@ -311,7 +313,7 @@ async def test_default_httpx_transport_under_respx(
     make_settings: Callable[..., Settings],
 ) -> None:
     settings = make_settings(assemblyai_api_key=KEY, upstream_transport="httpx")
-    client = create_upstream(settings)
+    client = create_upstream(settings.upstream)
     try:
         async with respx.mock(using="httpx") as router:
             route = router.get(f"{REST}/v2/transcript/t1").mock(

@@ -79,7 +79,7 @@ async def test_connection_idle_past_keepalive_is_not_reused(
                 assemblyai_streaming_base_url=url,
                 upstream_transport=transport,
                 upstream_keepalive_s=0.2,
-            )
+            ).upstream
         )
         try:
             for call in (

@@ -111,7 +111,7 @@ def connect(
             "upstream_retry_attempts": 3,
         }
         values.update(overrides)
-        upstream = create_upstream(make_settings(**values))
+        upstream = create_upstream(make_settings(**values).upstream)
         try:
             yield upstream
         finally:

@@ -72,7 +72,9 @@ async def test_submit_not_repeated_when_server_hung_up(
     make_settings: Callable[..., Settings],
 ) -> None:
     async with tcp_server(["hangup", "ok"]) as (port, received):
-        upstream = create_upstream(aiohttp_settings(make_settings, f"http://127.0.0.1:{port}"))
+        upstream = create_upstream(
+            aiohttp_settings(make_settings, f"http://127.0.0.1:{port}").upstream
+        )
         try:
             with pytest.raises(UpstreamError) as info:
                 await upstream.rest.submit({"audio_url": "https://example.com/a.wav"})
@@ -85,7 +87,9 @@ async def test_submit_not_repeated_when_server_hung_up(
 
 async def test_get_repeated_when_server_hung_up(make_settings: Callable[..., Settings]) -> None:
     async with tcp_server(["hangup", "ok"]) as (port, received):
-        upstream = create_upstream(aiohttp_settings(make_settings, f"http://127.0.0.1:{port}"))
+        upstream = create_upstream(
+            aiohttp_settings(make_settings, f"http://127.0.0.1:{port}").upstream
+        )
         try:
             assert (await upstream.rest.get_transcript("t1")) == {"id": "t1"}
         finally:
@@ -100,7 +104,7 @@ async def test_submit_read_timeout_is_504_and_not_repeated(
         settings = aiohttp_settings(
             make_settings, f"http://127.0.0.1:{port}", upstream_timeout_s=0.3
         )
-        upstream = create_upstream(settings)
+        upstream = create_upstream(settings.upstream)
         try:
             with pytest.raises(UpstreamTimeout) as info:
                 await upstream.rest.submit({"audio_url": "https://example.com/a.wav"})
@@ -114,7 +118,7 @@ async def test_submit_retried_when_connection_refused(
     make_settings: Callable[..., Settings], caplog: pytest.LogCaptureFixture
 ) -> None:
     port = free_port()  # nothing listens: the request provably never left
-    upstream = create_upstream(aiohttp_settings(make_settings, f"http://127.0.0.1:{port}"))
+    upstream = create_upstream(aiohttp_settings(make_settings, f"http://127.0.0.1:{port}").upstream)
     caplog.set_level(logging.INFO, logger="app.upstream.client")
     try:
         with pytest.raises(UpstreamError) as info:

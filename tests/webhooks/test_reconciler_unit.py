@@ -75,7 +75,7 @@ async def test_an_orphaned_early_webhook_is_adopted(
                 job_id=job_id, body_sha256="x" * 64, transcript_id="tr_adopt", status="completed"
             )
         )
-    upstream = create_upstream(settings)
+    upstream = create_upstream(settings.upstream)
     reconciler = Reconciler(sm, upstream, settings)
     try:
         claimed = await reconciler.claim_jobs(10)
@@ -99,7 +99,7 @@ async def test_a_fresh_early_webhook_waits_for_the_submit(
     url, sm = own_db
     settings = make_settings(database_url=SecretStr(url), reconciler_lease_s=0.4)
     job_id = await _job(sm, status="submitting", next_check_at=utcnow())
-    upstream = create_upstream(settings)
+    upstream = create_upstream(settings.upstream)
     reconciler = Reconciler(sm, upstream, settings)
     try:
         (claimed,) = await reconciler.claim_jobs(10)
@@ -141,7 +141,7 @@ async def test_an_expired_lease_is_claimable_and_a_live_one_is_not(
         lease_owner="dead",
         lease_expires_at=now - timedelta(seconds=1),
     )
-    upstream = create_upstream(settings)
+    upstream = create_upstream(settings.upstream)
     reconciler = Reconciler(sm, upstream, settings)
     try:
         claimed = await reconciler.claim_jobs(10)
@@ -168,7 +168,7 @@ async def test_an_orphaned_submit_fails_and_a_later_webhook_adopts_it(
     )
     orphan = await _job(sm, status="submitting", created_at=utcnow() - timedelta(seconds=700))
     fresh = await _job(sm, status="submitting", created_at=utcnow() - timedelta(seconds=60))
-    upstream = create_upstream(settings)
+    upstream = create_upstream(settings.upstream)
     reconciler = Reconciler(sm, upstream, settings)
     connection = await asyncpg.connect(plain_url(url))
     try:

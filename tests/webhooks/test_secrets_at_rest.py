@@ -285,7 +285,7 @@ async def test_a_secret_no_key_opens_is_never_sent(
     )
     settings = make_settings(secrets_key=SecretStr(Fernet.generate_key().decode()))
     async with http:
-        status = await relay.deliver(sm, http, settings, delivery.id, "me")
+        status = await relay.deliver(sm, http, settings.webhooks, delivery.id, "me")
     assert status == "pending"  # retried on the schedule
     assert sent == []
     async with sm() as session:

@@ -22,7 +22,7 @@ async def parts(
     settings = make_settings(reconciler_concurrency=3, reconciler_batch_size=2)
     assert settings.database_url is not None
     engine = create_engine(settings.database_url.get_secret_value())
-    upstream = create_upstream(settings)
+    upstream = create_upstream(settings.upstream)
     async with httpx.AsyncClient() as http:
         yield create_sessionmaker(engine), upstream, settings, http
     await upstream.aclose()
