@@ -1,4 +1,5 @@
-"""LLM Gateway: POST /v1/chat/completions, OpenAI-shaped, with a deterministic "model".
+"""LLM Gateway: POST /v1/chat/completions, OpenAI-shaped, with a deterministic "model";
+GET /v1/models lists the region's models.
 
 Model IDs are exact (reference §8); in the EU region (`EMULATOR_REGION=eu`, or a Host of
 `llm-gateway.eu.*`) only Anthropic and Google models are served.

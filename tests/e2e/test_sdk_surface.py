@@ -200,3 +200,26 @@ def test_redacted_audio_of_a_job_without_redaction_is_upstreams_400(
 
     assert answer.status_code == 400, answer.text
     assert "redact_pii_audio" in answer.json()["error"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("POST", "/v1/understanding"),
+        ("POST", "/v1/understanding/validate"),
+        ("POST", "/v1/transcribe"),
+        ("POST", "/v1/transcribe/live"),
+        ("POST", "/v1/warm"),
+        ("POST", "/v1/speech"),
+        ("GET", "/v2/realtime/token"),
+    ],
+)
+def test_sdk_calls_deliberately_not_served_are_404(
+    surface_service: Proc, database_url: str, method: str, path: str
+) -> None:
+    """docs/guide.md lists these as not served: they answer 404, never reach upstream."""
+    key = create_key_in(database_url, ["transcripts", "llm"])
+    answer = httpx.request(
+        method, f"{surface_service.url}{path}", headers={"Authorization": key}, json={}
+    )
+    assert answer.status_code == 404, answer.text
