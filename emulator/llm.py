@@ -1,4 +1,5 @@
-"""LLM Gateway: POST /v1/chat/completions, OpenAI-shaped, with a deterministic "model".
+"""LLM Gateway: POST /v1/chat/completions, OpenAI-shaped, with a deterministic "model";
+GET /v1/models lists the region's models.
 
 Model IDs are exact (reference §8); in the EU region (`EMULATOR_REGION=eu`, or a Host of
 `llm-gateway.eu.*`) only Anthropic and Google models are served.
@@ -37,7 +38,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
 from emulator.auth import check_raw_key
-from emulator.faults import CutResponse, fault_response
+from emulator.faults import CutResponse, apply_fault, fault_response
 from emulator.state import LlmCall, get_state
 
 MODELS: dict[str, str] = {
@@ -293,4 +294,67 @@ async def _stream(
     yield "data: [DONE]\n\n"
 
 
-routes: list[BaseRoute] = [Route("/v1/chat/completions", chat_completions, methods=["POST"])]
+_CREATORS = {
+    "anthropic": "Anthropic",
+    "openai": "OpenAI",
+    "google": "Google",
+    "moonshot": "Moonshot AI",
+    "qwen": "Qwen",
+}
+
+
+def model_entry(model_id: str) -> dict[str, Any]:
+    """One model as `GET /v1/models` lists it (the fields the SDKs' types declare)."""
+    provider = MODELS[model_id]
+    creator = _CREATORS[provider]
+    context = 200_000 if provider == "anthropic" else 128_000
+    price = {"prompt": 1.0, "completions": 4.0}
+    return {
+        "id": model_id,
+        "name": f"{creator}: {model_id}",
+        "description": f"{model_id} by {creator}, served through the LLM Gateway.",
+        "default_parameters": {"temperature": None, "top_p": None, "frequency_penalty": None},
+        "supported_parameters": ["max_tokens", "temperature", "top_p", "stream", "tools"],
+        "top_provider": {
+            "is_moderated": False,
+            "context_length": context,
+            "max_completion_tokens": 32_000,
+        },
+        "context_length": context,
+        "pricing": {
+            "global": price,
+            "us": price,
+            "eu": price if provider in EU_PROVIDERS else None,
+        },
+        "creator": creator,
+        "retirement_date": 0,
+        "available_regions": ["us", "eu"] if provider in EU_PROVIDERS else ["us"],
+        "providers": [{"id": provider, "name": creator}],
+        "default_provider": {"id": provider, "name": creator},
+    }
+
+
+async def list_models(request: Request) -> Response:
+    """The region's models (`GET /v1/models` needs no key upstream; a sent one is ignored)."""
+    state = get_state(request)
+    injected = await apply_fault(state, "GET /v1/models")
+    if injected is not None:
+        return injected
+    eu = state.settings.region == "eu" or request.headers.get("host", "").startswith(
+        "llm-gateway.eu."
+    )
+    return JSONResponse(
+        {
+            "data": [
+                model_entry(m)
+                for m, provider in MODELS.items()
+                if not eu or provider in EU_PROVIDERS
+            ]
+        }
+    )
+
+
+routes: list[BaseRoute] = [
+    Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+    Route("/v1/models", list_models, methods=["GET"]),
+]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import secrets
 import time
 import uuid
 from collections.abc import Callable
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
@@ -463,6 +464,63 @@ async def get_word_search(request: Request) -> Response:
     return JSONResponse(tx.word_search(transcript, queries))
 
 
+NO_REDACTED_AUDIO = (
+    "Redacted audio is not available for this transcript: it was not submitted with "
+    '"redact_pii_audio": true'
+)
+
+
+async def get_redacted_audio(request: Request) -> Response:
+    """Where the PII-redacted audio is: a URL (no key needed, like upstream's signed one).
+
+    The emulator does not redact audio: the URL serves the original audio bytes."""
+    state, refused = await _guard(request, "GET /v2/transcript/{id}")
+    if refused is not None:
+        return refused
+    transcript = _owned(request, state)
+    if transcript is None:
+        return error(NOT_FOUND, 404)
+    if not transcript.get("redact_pii_audio"):
+        return error(NO_REDACTED_AUDIO, 400)
+    if transcript["status"] != "completed":
+        return error(
+            f"This transcript has a status of '{transcript['status']}'. Transcripts must have "
+            "a status of 'completed' before this resource can be requested.",
+            400,
+        )
+    token = transcript.setdefault("_redacted_audio_token", secrets.token_urlsafe(24))
+    url = str(request.url_for("redacted_audio_file", token=token))
+    return JSONResponse({"status": "redacted_audio_ready", "redacted_audio_url": url})
+
+
+async def redacted_audio_file(request: Request) -> Response:
+    """The audio behind a redacted-audio URL (the original bytes: nothing is redacted)."""
+    state = get_state(request)
+    token = request.path_params["token"]
+    transcript = next(
+        (
+            t
+            for t in state.records.transcripts.values()
+            if secrets.compare_digest(str(t.get("_redacted_audio_token", "")), token)
+        ),
+        None,
+    )
+    if transcript is None:
+        return error("Redacted audio not found", 404)
+    url: str = transcript["audio_url"]
+    located = tx.upload_key(url)
+    record = state.records.uploads.get(located[1]) if located else None
+    if located:
+        if record is None or record.path is None:
+            return error("Redacted audio not found", 404)
+        return FileResponse(record.path, media_type="application/octet-stream")
+    try:
+        data = await tx.fetch(state, url)
+    except tx.JobError:
+        return error("Redacted audio not found", 404)
+    return Response(data, media_type="application/octet-stream")
+
+
 _TRANSCRIPT = "/v2/transcript/{transcript_id}"
 routes: list[BaseRoute] = [
     Route("/v2/upload", UploadEndpoint(), methods=["POST"]),
@@ -475,4 +533,11 @@ routes: list[BaseRoute] = [
     Route(f"{_TRANSCRIPT}/srt", get_srt, methods=["GET"]),
     Route(f"{_TRANSCRIPT}/vtt", get_vtt, methods=["GET"]),
     Route(f"{_TRANSCRIPT}/word-search", get_word_search, methods=["GET"]),
+    Route(f"{_TRANSCRIPT}/redacted-audio", get_redacted_audio, methods=["GET"]),
+    Route(
+        "/redacted-audio/{token}",
+        redacted_audio_file,
+        methods=["GET"],
+        name="redacted_audio_file",
+    ),
 ]

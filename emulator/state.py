@@ -28,6 +28,7 @@ ROUTES = (
     "GET /v1/token",
     "GET /v1/voices",
     "POST /v1/chat/completions",
+    "GET /v1/models",
     "WS /v3/ws",
     "WS /v1/ws",
     "WEBHOOK",

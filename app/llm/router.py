@@ -1,5 +1,5 @@
-"""LLM Gateway routes: the compatible `/v1/chat/completions` and the app surface's
-transcript summaries."""
+"""LLM Gateway routes: the compatible `/v1/chat/completions` and `/v1/models`, and the
+app surface's transcript summaries."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from app.core.errors import Conflict, NotFound
 from app.identity.callers import require_caller_scope
 from app.identity.principal import Principal
 from app.identity.scopes import Scope
-from app.llm import policy, service, summaries
+from app.llm import catalog, policy, service, summaries
 from app.llm.schemas import SummaryRead
 from app.llm.worker import claim_summaries
 from app.transcripts.models import Job, JobStatus
@@ -139,6 +139,24 @@ async def chat_completions(
         reserve_tokens=reserve_tokens,
     )
     return service.json_answer(answer)
+
+
+_MODELS_ERRORS: dict[int | str, dict[str, str]] = {
+    401: {"description": "Missing or invalid key (or session)"},
+    403: {"description": "Key lacks the llm scope"},
+    429: {"description": "LLM Gateway rate limiting (its Retry-After passed on)"},
+    502: {"description": "LLM Gateway failed or answered no model list (5xx retried first)"},
+    504: {"description": "LLM Gateway did not answer in time"},
+}
+
+
+@router.get("/v1/models", responses=_MODELS_ERRORS)
+async def list_models(
+    principal: LlmDep, settings: SettingsDep, upstream: UpstreamDep
+) -> dict[str, Any]:
+    """The LLM Gateway models this service allows (LLM_MODELS or the region's list), in the
+    gateway's shape `{"data": [...]}`; upstream's list is cached for a minute."""
+    return await catalog.allowed_models(upstream.llm, settings)
 
 
 async def owned_job(session: AsyncSession, principal: Principal, transcript_id: str) -> Job:

@@ -305,6 +305,39 @@ async def get_v2(
     return JSONResponse(present(job, obj))
 
 
+_REDACTED_AUDIO_ERRORS: dict[int | str, dict[str, Any]] = {
+    **_READ_ERRORS,
+    202: {"description": "AssemblyAI is still producing the redacted audio (its answer)"},
+    400: {
+        "description": "AssemblyAI's refusal, passed on: the job was not submitted with "
+        "redact_pii_audio, is not completed, or its redacted audio expired"
+    },
+    429: {"description": "AssemblyAI is rate limiting this service"},
+}
+
+
+@compat_router.get(
+    "/v2/transcript/{transcript_id}/redacted-audio", responses=_REDACTED_AUDIO_ERRORS
+)
+async def get_v2_redacted_audio(
+    transcript_id: TranscriptIdPath,
+    session: SessionDep,
+    principal: TranscriptsDep,
+    upstream: UpstreamDep,
+) -> Response:
+    """Where the PII-redacted audio of a `redact_pii_audio` job is: AssemblyAI's answer
+    (`status`, `redacted_audio_url`) passed on, never cached (the URL expires)."""
+    job = await service.owned_by_upstream_id(session, principal, transcript_id)
+    if job.upstream_id is None:
+        raise NotFound("Transcript not found.")
+    answer = await upstream.rest.get_subresource(job.upstream_id, "redacted-audio")
+    return Response(
+        content=answer.content,
+        status_code=answer.status_code,
+        media_type=answer.headers.get("content-type", "application/json"),
+    )
+
+
 @compat_router.get("/v2/transcript/{transcript_id}/{resource}", responses=_READ_ERRORS)
 async def get_v2_subresource(
     transcript_id: TranscriptIdPath,

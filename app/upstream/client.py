@@ -465,7 +465,7 @@ class AgentTokenClient(TokenHost):
 
 
 class LlmGatewayClient(UpstreamHost):
-    """`llm-gateway.assemblyai.com`: chat completions."""
+    """`llm-gateway.assemblyai.com`: chat completions and the model list."""
 
     name = "llm"
 
@@ -485,6 +485,15 @@ class LlmGatewayClient(UpstreamHost):
         response = await self._send(
             "POST", "/v1/chat/completions", idempotent=False, retry_status=True, **kwargs
         )
+        result: dict[str, Any] = response.json()
+        return result
+
+    async def models(self, *, timeout: float | None = None) -> dict[str, Any]:
+        """`GET /v1/models`: the gateway's model list (a read: retried like one)."""
+        kwargs: dict[str, Any] = {}
+        if timeout is not None:
+            kwargs["timeout"] = self._timeout(timeout)
+        response = await self._send("GET", "/v1/models", idempotent=True, **kwargs)
         result: dict[str, Any] = response.json()
         return result
 

@@ -84,6 +84,25 @@ def test_official_sdk_transcribes_a_local_file_through_the_proxy(
         _get_with(other, transcript.id)
 
 
+def test_official_sdk_gets_redacted_audio_through_the_proxy(
+    sdk: str, spoken_wav: Path, tmp_path: Path
+) -> None:
+    """`get_redacted_audio_url()` calls GET /v2/transcript/{id}/redacted-audio through us;
+    `save_redacted_audio()` fetches the URL (upstream's storage, here the emulator's)."""
+    config = aai.TranscriptionConfig(
+        redact_pii=True,
+        redact_pii_policies=[aai.PIIRedactionPolicy.person_name],
+        redact_pii_audio=True,
+    )
+    transcript = aai.Transcriber(config=config).transcribe(str(spoken_wav))
+    assert transcript.status == aai.TranscriptStatus.completed, transcript.error
+
+    assert transcript.get_redacted_audio_url().startswith("http")
+    saved = tmp_path / "redacted.wav"
+    transcript.save_redacted_audio(str(saved))
+    assert saved.read_bytes() == spoken_wav.read_bytes()  # the emulator redacts nothing
+
+
 def test_policy_refusals_reach_sdk_users_with_their_hint(sdk: str) -> None:
     """The SDK shows `error` as the message: the hint must be there, not a class name."""
     config = aai.TranscriptionConfig(speech_model=aai.SpeechModel.nano)
