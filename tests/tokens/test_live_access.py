@@ -152,3 +152,27 @@ async def test_a_policy_change_applies_to_the_next_mint(
     await _set_policy(client, admin, key_id, live_access="both")
     assert (await _mint(client, "GET", "/v3/token", raw)).status_code == 200
     assert len(fake_upstream.issued) == 2
+
+
+@pytest.mark.parametrize(
+    ("live_access", "mode"), [("relay", "relay"), ("tokens", "token"), ("both", "token")]
+)
+async def test_client_config_follows_the_signed_in_callers_key_policy(
+    client: AsyncClient, committed_key: Callable[..., Any], live_access: str, mode: str
+) -> None:
+    admin, _ = await committed_key("admin")
+    raw, key_id = await committed_key(STREAMING, AGENTS)
+    anonymous = await client.get("/api/client-config")
+    assert anonymous.status_code == 200
+    assert anonymous.json()["live_mode"] == "token"  # BROWSER_LIVE_MODE's default
+    await _set_policy(client, admin, key_id, live_access=live_access)
+    by_key = await client.get("/api/client-config", headers={"Authorization": raw})
+    assert by_key.json()["live_mode"] == mode
+    signed_in = await client.post("/api/session", json={"key": raw})
+    assert signed_in.status_code == 201, signed_in.text
+    by_cookie = await client.get("/api/client-config")
+    assert by_cookie.json()["live_mode"] == mode
+    client.cookies.clear()
+    # A bad credential is not an error here: the global choice.
+    bad = await client.get("/api/client-config", headers={"Authorization": "aaip_nope12345678"})
+    assert (bad.status_code, bad.json()["live_mode"]) == (200, "token")
