@@ -181,6 +181,9 @@ class TokenSettings(_Part):
     end_user_mints_per_minute: int
     key_daily_session_s: int
     end_user_daily_session_s: int
+    # The relay's concurrent-session caps (WS_RELAY_*), overridable in the same per-key policy.
+    relay_key_max_sessions: int
+    relay_end_user_max_sessions: int
     limits_fail_open: bool  # TOKEN_LIMITS_FAIL_OPEN
     redis_url: SecretStr | None  # REDIS_URL: limits shared across instances
     rate_limit_key_prefix: str  # RATE_LIMIT_KEY_PREFIX
@@ -764,6 +767,8 @@ class Settings(BaseSettings):
             streaming_ws_url=self.streaming_ws_url,
             agents_ws_url=self.agents_ws_url,
             identity=self.identity,
+            relay_key_max_sessions=self.ws_relay_key_max_sessions,
+            relay_end_user_max_sessions=self.ws_relay_end_user_max_sessions,
         )
 
     @cached_property

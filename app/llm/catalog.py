@@ -12,7 +12,7 @@ import time
 import weakref
 from typing import Any
 
-from app.core.config import Settings
+from app.core.config import LlmSettings
 from app.core.errors import UpstreamError
 from app.upstream.client import LlmGatewayClient
 
@@ -24,13 +24,13 @@ _cache: weakref.WeakKeyDictionary[LlmGatewayClient, tuple[float, list[dict[str, 
 )
 
 
-async def upstream_models(client: LlmGatewayClient, settings: Settings) -> list[dict[str, Any]]:
+async def upstream_models(client: LlmGatewayClient, settings: LlmSettings) -> list[dict[str, Any]]:
     """Upstream's model entries (cached briefly); a malformed answer is a 502."""
     now = time.monotonic()
     cached = _cache.get(client)
     if cached is not None and now - cached[0] < CATALOG_TTL_S:
         return cached[1]
-    answer = await client.models(timeout=settings.llm_timeout_s)
+    answer = await client.models(timeout=settings.timeout_s)
     data = answer.get("data") if isinstance(answer, dict) else None
     if data is None:
         data = []
@@ -41,7 +41,7 @@ async def upstream_models(client: LlmGatewayClient, settings: Settings) -> list[
     return entries
 
 
-async def allowed_models(client: LlmGatewayClient, settings: Settings) -> dict[str, Any]:
+async def allowed_models(client: LlmGatewayClient, settings: LlmSettings) -> dict[str, Any]:
     """`{"data": [...]}` in the gateway's shape: upstream's entries for allowed models only."""
-    allowed = set(settings.llm_allowed_models)
+    allowed = set(settings.allowed_models)
     return {"data": [m for m in await upstream_models(client, settings) if m["id"] in allowed]}

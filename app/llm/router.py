@@ -152,7 +152,7 @@ _MODELS_ERRORS: dict[int | str, dict[str, str]] = {
 
 @router.get("/v1/models", responses=_MODELS_ERRORS)
 async def list_models(
-    principal: LlmDep, settings: SettingsDep, upstream: UpstreamDep
+    principal: LlmDep, settings: LlmSettingsDep, upstream: UpstreamDep
 ) -> dict[str, Any]:
     """The LLM Gateway models this service allows (LLM_MODELS or the region's list), in the
     gateway's shape `{"data": [...]}`; upstream's list is cached for a minute."""

@@ -21,6 +21,11 @@ STORAGE_UNAVAILABLE = 4503  # counters (Redis) unreachable and TOKEN_LIMITS_FAIL
 # Close codes that cannot travel in a close frame (RFC 6455 7.4.1): sent as 1011 instead.
 NOT_SENDABLE = frozenset({1005, 1006, 1015})
 
+# The close reason (1008) for a key whose token policy says live_access=tokens.
+LIVE_ACCESS_TOKENS_REASON = (
+    "Forbidden: this key's token policy allows only direct tokens (live_access=tokens)"
+)
+
 BYTES_PER_SAMPLE = {"pcm_s16le": 2, "pcm_mulaw": 1}
 
 

@@ -41,8 +41,10 @@ from app.tokens.schemas import (
     compat_token_parameters,
 )
 from app.tokens.service import (
+    TOKENS_ONLY,
     CallContext,
     InvalidTokenParameter,
+    LiveAccessDenied,
     Requested,
     parse_upstream_params,
     streaming_params,
@@ -55,7 +57,10 @@ NO_STORE = {"Cache-Control": "no-store"}
 _ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"description": "A lifetime parameter is missing or out of range"},
     401: {"description": "No valid key, session cookie or JWT"},
-    403: {"description": "The caller lacks the scope, or chose an end user it may not"},
+    403: {
+        "description": "The caller lacks the scope, chose an end user it may not, or its key's "
+        "token policy allows only direct tokens (live_access=tokens)"
+    },
     429: {"description": "A token mint limit was reached (Retry-After says when to retry)"},
     503: {"description": "Relay or rate-limit storage is unavailable"},
 }
@@ -101,6 +106,10 @@ async def _mint(
         await tokens.refuse(kind, caller, ctx, exc, requested, relay=True)
         raise exc
     policy = await tokens.policies.get(caller.key_id)
+    if policy.live_access == "tokens":
+        refusal = LiveAccessDenied(TOKENS_ONLY)
+        await tokens.refuse(kind, caller, ctx, refusal, requested, relay=True, live_access="tokens")
+        raise refusal
     max_expires = min(settings.token_max_expires_in_s, policy.max_expires_in_s)
     expires = min(requested.expires_in_s or max_expires, max_expires)
     session_cap = settings.max_session_s or policy.max_session_s

@@ -52,7 +52,12 @@ from app.relay.agent_policy import AgentPolicyCache, AgentRules
 from app.relay.auth import SCOPE, authenticate
 from app.relay.meter import Meter
 from app.relay.models import RelaySession
-from app.relay.policy import PolicyRefusal, StreamShape, check_streaming_query
+from app.relay.policy import (
+    LIVE_ACCESS_TOKENS_REASON,
+    PolicyRefusal,
+    StreamShape,
+    check_streaming_query,
+)
 from app.relay.state import RelayGrant, RelayState
 from app.tokens.limits import LimiterUnavailable, LimitExceeded
 from app.tokens.service import TokenRuntime
@@ -261,6 +266,8 @@ class RelayRuntime:
                     ws.query_params, list(ws.query_params.keys()), settings
                 )
             policy = await self.tokens.policies.get(caller.key_id)
+            if policy.live_access == "tokens":
+                raise PolicyRefusal(codes.UNAUTHORIZED, LIVE_ACCESS_TOKENS_REASON)
             rules = None
             if product.kind == "agents":
                 rules = await self.agent_policies.get(caller.key_id)
@@ -277,7 +284,7 @@ class RelayRuntime:
             )
             return
         live = Live(id=uuid.uuid4(), product=product, caller=caller, shape=shape, rules=rules)
-        limits = (settings.key_max_sessions, settings.end_user_max_sessions)
+        limits = (policy.relay_key_max_sessions, policy.relay_end_user_max_sessions)
         try:
             refused = await self.state.acquire(
                 product.kind, caller.key_id, caller.end_user, str(live.id), limits

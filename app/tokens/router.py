@@ -53,7 +53,9 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "No valid key, session cookie or JWT"},
     403: {
         "description": "The caller lacks the scope, or a session-cookie mint (any method) "
-        "whose Origin/Referer is missing or not this service's or one of CORS_ORIGINS"
+        "whose Origin/Referer is missing or not this service's or one of CORS_ORIGINS, "
+        "or the key's token policy allows live sessions only through the relay "
+        "(live_access=relay)"
     },
     429: {"description": "A token limit was reached (Retry-After says when to retry)"},
     502: {"description": "AssemblyAI failed or rejected the service's key"},
@@ -293,6 +295,9 @@ def _policy_read(key_id: uuid.UUID, runtime: TokenRuntime, row: TokenPolicy | No
         end_user_mints_per_minute=policy.quota.end_user_mints_per_minute,
         key_daily_session_s=policy.quota.key_daily_session_s,
         end_user_daily_session_s=policy.quota.end_user_daily_session_s,
+        live_access=policy.live_access,
+        relay_key_max_sessions=policy.relay_key_max_sessions,
+        relay_end_user_max_sessions=policy.relay_end_user_max_sessions,
         overrides=list(policy.overrides),
     )
 

@@ -62,6 +62,9 @@ class AppTokenResponse(BaseModel):
     max_session_duration_seconds: int
 
 
+LiveAccess = Literal["tokens", "relay", "both"]
+
+
 class TokenPolicyRead(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
@@ -72,6 +75,9 @@ class TokenPolicyRead(BaseModel):
     end_user_mints_per_minute: int
     key_daily_session_s: int
     end_user_daily_session_s: int
+    live_access: LiveAccess
+    relay_key_max_sessions: int
+    relay_end_user_max_sessions: int
     overrides: list[str] = Field(description="Fields set for this key; the rest are defaults")
 
 
@@ -89,6 +95,18 @@ class TokenPolicyUpdate(BaseModel):
     key_daily_session_s: Annotated[int, Field(ge=0, le=INT32_MAX), JSON_INT] | None = None
     end_user_daily_session_s: Annotated[int, Field(ge=0, le=INT32_MAX), JSON_INT] | None = Field(
         None
+    )
+    live_access: LiveAccess | None = Field(
+        None,
+        description="Live paths the key may use: direct tokens, the relay, or both (default)",
+    )
+    relay_key_max_sessions: Annotated[int, Field(ge=0, le=INT32_MAX), JSON_INT] | None = Field(
+        None, description="Concurrent relayed sessions per key (default: WS_RELAY_KEY_MAX_SESSIONS)"
+    )
+    relay_end_user_max_sessions: Annotated[int, Field(ge=0, le=INT32_MAX), JSON_INT] | None = Field(
+        None,
+        description="Concurrent relayed sessions per end user "
+        "(default: WS_RELAY_END_USER_MAX_SESSIONS)",
     )
 
 

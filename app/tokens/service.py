@@ -23,12 +23,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from app.audit.writer import AuditWriter
 from app.core.config import TokenSettings
 from app.core.db import create_sessionmaker, utcnow
-from app.core.errors import AppError, BadRequest, ServiceUnavailable, UpstreamError
+from app.core.errors import AppError, BadRequest, Forbidden, ServiceUnavailable, UpstreamError
 from app.identity.callers import SingleFlight
 from app.identity.principal import Principal
 from app.metrics import TOKEN_MINTS
 from app.tokens.limits import LimiterUnavailable, LimitExceeded, Quota, TokenLimiter
 from app.tokens.models import TokenPolicy
+from app.tokens.schemas import LiveAccess
 from app.upstream.client import TokenHost
 
 logger = logging.getLogger(__name__)
@@ -47,12 +48,33 @@ class InvalidTokenParameter(BadRequest):
     message = "Invalid token parameters."
 
 
+class LiveAccessDenied(Forbidden):
+    """The key's token policy (`live_access`) does not allow this live path."""
+
+    message = "This key's token policy does not allow this live path."
+
+
+_LIVE_ACCESS: dict[str | None, LiveAccess] = {"tokens": "tokens", "relay": "relay"}
+
+RELAY_ONLY = (
+    "This key may use live sessions only through the service's relay (its token policy has "
+    "live_access=relay): use /v3/relay-token or /v1/relay-token and /v3/ws or /v1/ws."
+)
+TOKENS_ONLY = (
+    "This key may not use the service's relay (its token policy has live_access=tokens): "
+    "mint a direct token with /v3/token or /v1/token."
+)
+
+
 @dataclass(frozen=True)
 class Policy:
     max_expires_in_s: int
     max_session_s: int
     quota: Quota
     overrides: tuple[str, ...] = ()
+    live_access: LiveAccess = "both"
+    relay_key_max_sessions: int = 0
+    relay_end_user_max_sessions: int = 0
 
 
 @dataclass(frozen=True)
@@ -167,6 +189,8 @@ class PolicyCache:
         "end_user_mints_per_minute",
         "key_daily_session_s",
         "end_user_daily_session_s",
+        "relay_key_max_sessions",
+        "relay_end_user_max_sessions",
     )
 
     def __init__(
@@ -187,14 +211,20 @@ class PolicyCache:
             "end_user_mints_per_minute": s.end_user_mints_per_minute,
             "key_daily_session_s": s.key_daily_session_s,
             "end_user_daily_session_s": s.end_user_daily_session_s,
+            "relay_key_max_sessions": s.relay_key_max_sessions,
+            "relay_end_user_max_sessions": s.relay_end_user_max_sessions,
         }
         overrides = []
+        live_access: LiveAccess = "both"
         if row is not None:
             for name in self.FIELDS:
                 value = getattr(row, name)
                 if value is not None:
                     values[name] = value
                     overrides.append(name)
+            if row.live_access is not None:
+                live_access = _LIVE_ACCESS.get(row.live_access, "both")
+                overrides.append("live_access")
         return Policy(
             max_expires_in_s=values["max_expires_in_s"],
             max_session_s=values["max_session_s"],
@@ -205,6 +235,9 @@ class PolicyCache:
                 end_user_daily_session_s=values["end_user_daily_session_s"],
             ),
             overrides=tuple(overrides),
+            live_access=live_access,
+            relay_key_max_sessions=values["relay_key_max_sessions"],
+            relay_end_user_max_sessions=values["relay_end_user_max_sessions"],
         )
 
     async def get(self, key_id: uuid.UUID) -> Policy:
@@ -346,6 +379,10 @@ class TokenRuntime:
         ctx: CallContext,
     ) -> Grant:
         policy = await self.policies.get(caller.key_id)
+        if policy.live_access == "relay":
+            refusal = LiveAccessDenied(RELAY_ONLY)
+            await self.refuse(kind, caller, ctx, refusal, requested, live_access="relay")
+            raise refusal
         expires_in, session_s = clamp(requested, policy)
         lifetimes = {
             "requested_expires_in_s": requested.expires_in_s,

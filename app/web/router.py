@@ -5,13 +5,15 @@ from __future__ import annotations
 import mimetypes
 from pathlib import Path
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from app.core.boundary import BoundaryRoute
 from app.core.deps import WebSettingsDep
+from app.core.errors import AppError
+from app.identity.callers import resolve_caller
 from app.web.voices import DEFAULT_VOICE, VOICES
 
 STATIC_DIR = Path(__file__).resolve().parents[2] / "static"
@@ -44,7 +46,12 @@ class ClientConfig(BaseModel):
     embed_origins: list[str]
     max_upload_bytes: int
     uses_emulator: bool
-    live_mode: str = "token"  # BROWSER_LIVE_MODE: "token" (direct) or "relay" (this service)
+    live_mode: str = Field(
+        "token",
+        description="The live path to use: 'token' (direct to AssemblyAI) or 'relay' (this "
+        "service). BROWSER_LIVE_MODE, unless the signed-in caller's key is limited to one "
+        "path by its token policy (live_access)",
+    )
 
 
 @router.get("/api/voices", response_model=VoiceCatalogue)
@@ -56,9 +63,23 @@ async def list_voices() -> VoiceCatalogue:
     )
 
 
+_LIVE_MODE = {"relay": "relay", "tokens": "token"}
+
+
+async def _live_mode(request: Request, default: str) -> str:
+    """BROWSER_LIVE_MODE (`default`), or the one path the signed-in caller's key may use."""
+    try:
+        caller = await resolve_caller(request)
+    except AppError:  # not signed in (yet): the global choice
+        return default
+    policy = await request.app.state.tokens.policies.get(caller.key_id)
+    return _LIVE_MODE.get(policy.live_access, default)
+
+
 @router.get("/api/client-config", response_model=ClientConfig)
-async def client_config(settings: WebSettingsDep) -> ClientConfig:
-    """Settings the browser client needs; nothing secret."""
+async def client_config(request: Request, settings: WebSettingsDep) -> ClientConfig:
+    """Settings the browser client needs; nothing secret. Asked again after sign-in: the
+    live path follows the caller's key policy."""
     return ClientConfig(
         stt_sample_rate=settings.stt_sample_rate,
         agent_sample_rate=24000,
@@ -66,7 +87,7 @@ async def client_config(settings: WebSettingsDep) -> ClientConfig:
         embed_origins=list(settings.embed_origins),
         max_upload_bytes=settings.max_upload_bytes,
         uses_emulator=settings.uses_emulator,
-        live_mode=settings.live_mode,
+        live_mode=await _live_mode(request, settings.live_mode),
     )
 
 

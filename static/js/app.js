@@ -129,6 +129,13 @@ async function enter(session, { focus = false } = {}) {
   const initial = tabs.find((t) => `#${t.id.replace("tab-", "")}` === location.hash) || tabs[0];
   // After signing in, focus moves to the view's tab (the form it came from is gone).
   selectTab(initial, focus);
+  // The live path can follow the signed-in key's policy (live_access): ask again, in place
+  // (the views hold this object).
+  try {
+    Object.assign((stats.config ||= {}), await api("/api/client-config"));
+  } catch {
+    // keep the configuration read at start-up
+  }
   if (mounted) {
     views.files.loadList(true);
     return;
