@@ -23,6 +23,11 @@ service's /v3/ws relay (a relay token), which relays to the emulator; the same f
 taken from the emulator's received PCM, so they include the relay. The run checks that the
 page's WebSocket really went to the service and prints `relay: 1`.
 
+The figures are taken from the emulator session whose id the page got in `Begin`, once it
+has ended; the run stops (exit 1) unless that session received exactly the frames the page
+sent (count, sizes, order, PCM bytes) with no frame of speech delivered twice — a lost,
+doubled or reordered frame would otherwise show only as a low SNR.
+
 Exits 1 when it could not measure.
   .venv/bin/python bench/capture_fidelity.py [--seconds 6] [--relay]
 """
@@ -144,6 +149,18 @@ def check_frames(record: dict[str, Any], pcm: bytes, send_log: list[list[float]]
         )
     if len(pcm) != sum(received):
         raise RuntimeError(f"the emulator holds {len(pcm)} PCM bytes of {sum(received)} received")
+    # Two frames of speech with the very same bytes: a frame delivered twice (and, the count
+    # being right, another one lost) somewhere between the page and the emulator.
+    seen: dict[bytes, int] = {}
+    offset = 0
+    for i, size in enumerate(received):
+        frame = pcm[offset : offset + size]
+        offset += size
+        if not any(frame):
+            continue  # digital silence repeats naturally
+        if frame in seen:
+            raise RuntimeError(f"frame {i} arrived with the same bytes as frame {seen[frame]}")
+        seen[frame] = i
 
 
 def max_burst(times_s: list[float], durations_ms: list[float]) -> float:

@@ -37,8 +37,8 @@ sys.path.insert(0, str(ROOT))
 import app.models  # noqa: E402, F401 - every table, so foreign keys resolve
 from app.core.db import create_engine, create_sessionmaker  # noqa: E402
 from app.transcripts.models import Job  # noqa: E402
-from app.webhooks.events import publish_job_event  # noqa: E402
 from app.transcripts.views import job_view  # noqa: E402
+from app.webhooks.events import publish_job_event  # noqa: E402
 from tests.e2e.webhooks_support import insert_jobs, key_id_of  # noqa: E402
 from tests.live import create_key_in, run_service  # noqa: E402
 from tests.pg import create_database, drop_database, postgres_server  # noqa: E402
