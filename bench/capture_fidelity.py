@@ -23,6 +23,11 @@ service's /v3/ws relay (a relay token), which relays to the emulator; the same f
 taken from the emulator's received PCM, so they include the relay. The run checks that the
 page's WebSocket really went to the service and prints `relay: 1`.
 
+The figures are taken from the emulator session whose id the page got in `Begin`, once it
+has ended; the run stops (exit 1) unless that session received exactly the frames the page
+sent (count, sizes, order, PCM bytes) with no frame of speech delivered twice — a lost,
+doubled or reordered frame would otherwise show only as a low SNR.
+
 Exits 1 when it could not measure.
   .venv/bin/python bench/capture_fidelity.py [--seconds 6] [--relay]
 """
@@ -98,20 +103,64 @@ def capture(
         page.wait_for_function("() => window.__aaiStats.stt.state === 'Stopped'", timeout=10_000)
         context_rate = page.evaluate("() => window.__aaiStats.stt.contextRate")
         send_log = page.evaluate("() => window.__aaiStats.stt.sendLog")
+        # The session the page streamed into: the id of the `Begin` it received (the relay
+        # passes upstream's `Begin` through, so it is the emulator's id in both modes).
+        page_session = page.evaluate("() => window.__aaiStats.stt.sessionId")
+        page_sessions = page.evaluate("() => window.__aaiStats.stt.sessions")
     finally:
         context.close()
     expected = service_url.replace("http://", "ws://", 1) if relay else emulator_url
     expected = expected.replace("http://", "ws://", 1) + "/v3/ws"
     if not any(url.startswith(expected) for url in sockets):
         raise RuntimeError(f"the page streamed to {sockets}, not to {expected}")
+    if page_sessions != 1 or len(sockets) != 1:
+        raise RuntimeError(f"the page opened {len(sockets)} sockets ({page_sessions} sessions)")
     sessions = httpx.get(f"{emulator_url}/_emulator/sessions?frames=false").json()
     fresh = [s for s in sessions if s["id"] not in before and s["product"] == "streaming"]
-    if not fresh:
-        raise RuntimeError("the emulator saw no streaming session")
-    sid = fresh[-1]["id"]
-    record = httpx.get(f"{emulator_url}/_emulator/sessions/{sid}").json()
-    pcm = httpx.get(f"{emulator_url}/_emulator/sessions/{sid}/pcm").content
+    if [s["id"] for s in fresh] != [page_session]:
+        raise RuntimeError(
+            f"the page's session is {page_session!r}; the emulator saw {[s['id'] for s in fresh]}"
+        )
+    record = session_record(emulator_url, page_session)
+    pcm = httpx.get(f"{emulator_url}/_emulator/sessions/{page_session}/pcm").content
+    check_frames(record, pcm, send_log)
     return record, pcm, context_rate, send_log
+
+
+def session_record(emulator_url: str, session_id: str, timeout_s: float = 10) -> Any:
+    """The emulator's record of the session once it has ended (all its audio is in)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        record = httpx.get(f"{emulator_url}/_emulator/sessions/{session_id}").json()
+        if record.get("ended_at") is not None or time.monotonic() > deadline:
+            return record
+        time.sleep(0.05)
+
+
+def check_frames(record: dict[str, Any], pcm: bytes, send_log: list[list[float]]) -> None:
+    """The emulator received exactly the frames the page sent: as many, in the same sizes and
+    order, and the PCM is their concatenation. Anything else is not a capture measurement."""
+    received = [int(f["size"]) for f in record["frames"] if f["kind"] == "binary"]
+    sent = [int(b) for _, b in send_log]
+    if received != sent:
+        raise RuntimeError(
+            f"the page sent {len(sent)} frames ({sum(sent)} bytes); the emulator received "
+            f"{len(received)} ({sum(received)} bytes)"
+        )
+    if len(pcm) != sum(received):
+        raise RuntimeError(f"the emulator holds {len(pcm)} PCM bytes of {sum(received)} received")
+    # Two frames of speech with the very same bytes: a frame delivered twice (and, the count
+    # being right, another one lost) somewhere between the page and the emulator.
+    seen: dict[bytes, int] = {}
+    offset = 0
+    for i, size in enumerate(received):
+        frame = pcm[offset : offset + size]
+        offset += size
+        if not any(frame):
+            continue  # digital silence repeats naturally
+        if frame in seen:
+            raise RuntimeError(f"frame {i} arrived with the same bytes as frame {seen[frame]}")
+        seen[frame] = i
 
 
 def max_burst(times_s: list[float], durations_ms: list[float]) -> float:

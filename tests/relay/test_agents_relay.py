@@ -241,3 +241,47 @@ def test_agents_relay_needs_the_agents_scope(relay: Proc, database_url: str) -> 
     code, reason = asyncio.run(run())
     assert code == 1008
     assert "tokens:agents" in reason
+
+
+def test_agent_audio_reaches_upstream_byte_for_byte(relay: Proc, agent_emu: Proc, key: str) -> None:
+    """Every `input.audio` payload the client sends reaches the agent session upstream
+    unchanged, in order, once: the emulator's decoded input equals what was sent."""
+    audio = speech("please call stella and ask her to bring these things", RATE) + silence(
+        0.6, RATE
+    )
+    # Uneven chunks (20..100 ms, odd byte counts of whole samples) so that a lost, doubled
+    # or swapped chunk changes the bytes upstream.
+    sizes = [RATE * 2 // 50 * (1 + i % 5) for i in range(len(audio) // (RATE * 2 // 50) + 1)]
+    pieces, at = [], 0
+    for size in sizes:
+        if at >= len(audio):
+            break
+        pieces.append(audio[at : at + size])
+        at += size
+    before = set(records(agent_emu))
+
+    async def run() -> str:
+        async with websockets.connect(
+            ws_url(relay), additional_headers={"Authorization": f"Bearer {key}"}
+        ) as ws:
+            await send(ws, update(system_prompt="Be brief."))
+            await until(ws, of_type("session.ready"))
+            (session_id,) = set(records(agent_emu)) - before
+            for piece in pieces:
+                await send(ws, {"type": "input.audio", "audio": base64.b64encode(piece).decode()})
+                await asyncio.sleep(0.005)
+            # Wait until upstream has taken every chunk, then leave.
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline:
+                if records(agent_emu)[session_id]["pcm_bytes"] >= len(audio):
+                    break
+                await asyncio.sleep(0.05)
+            await ws.close()
+            return session_id
+
+    session_id = asyncio.run(run())
+    received = httpx.get(f"{agent_emu.url}/_emulator/sessions/{session_id}/pcm").content
+    assert len(received) == len(audio)
+    assert hashlib.sha256(received).hexdigest() == hashlib.sha256(audio).hexdigest()
+    messages = records(agent_emu)[session_id]["messages"]
+    assert messages.count("input.audio") == len(pieces)
