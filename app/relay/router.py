@@ -34,6 +34,7 @@ from app.relay.service import RelayRuntime
 from app.relay.state import RelayGrant
 from app.tokens.limits import LimiterUnavailable, LimitExceeded
 from app.tokens.schemas import (
+    NO_STORE,
     AgentTokenRequest,
     AppTokenResponse,
     StreamingTokenRequest,
@@ -53,7 +54,6 @@ from app.tokens.service import (
 
 router = APIRouter(tags=["relay"], route_class=BoundaryRoute)
 
-NO_STORE = {"Cache-Control": "no-store"}
 _ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"description": "A lifetime parameter is missing or out of range"},
     401: {"description": "No valid key, session cookie or JWT"},

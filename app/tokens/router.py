@@ -24,6 +24,7 @@ from app.identity.principal import Principal
 from app.keys import service as keys_service
 from app.tokens.models import TokenPolicy
 from app.tokens.schemas import (
+    NO_STORE,
     AgentTokenRequest,
     AppTokenResponse,
     StreamingTokenRequest,
@@ -47,7 +48,6 @@ from app.upstream.client import Upstream
 
 router = APIRouter(tags=["tokens"], route_class=BoundaryRoute)
 
-NO_STORE = {"Cache-Control": "no-store"}
 _ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"description": "A lifetime parameter is missing or out of upstream's range"},
     401: {"description": "No valid key, session cookie or JWT"},

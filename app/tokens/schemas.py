@@ -110,6 +110,10 @@ class TokenPolicyUpdate(BaseModel):
     )
 
 
+# Token answers are never cached by a browser or a proxy between.
+NO_STORE = {"Cache-Control": "no-store"}
+
+
 def compat_token_parameters(session: str) -> dict[str, Any]:
     """The query parameters of upstream's token routes, for `openapi_extra`: documented by
     hand, since those routes parse them themselves (to answer 400 as upstream does)."""
