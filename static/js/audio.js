@@ -108,9 +108,18 @@ async function ensureModule(ctx, url) {
 /**
  * Start the microphone at `targetRate`, calling `onFrame(ArrayBuffer)` with each PCM16 LE
  * frame of `frameMs` as the audio clock produces it. `meter` is an element whose width
- * shows the input level.
+ * shows the input level. `onTap(Float32Array)`, when given, receives the microphone's own
+ * samples (at the context's rate) that went into each frame, just before it.
  */
-export async function startCapture({ targetRate, frameMs = 100, processing, onFrame, meter, deviceId = "" }) {
+export async function startCapture({
+  targetRate,
+  frameMs = 100,
+  processing,
+  onFrame,
+  onTap,
+  meter,
+  deviceId = "",
+}) {
   const ctx = await audioContext();
   const audio = { channelCount: 1, ...processing };
   if (deviceId) audio.deviceId = { exact: deviceId };
@@ -124,12 +133,13 @@ export async function startCapture({ targetRate, frameMs = 100, processing, onFr
     channelCount: 1,
     channelCountMode: "explicit",
     channelInterpretation: "speakers",
-    processorOptions: { targetRate, frameMs: clampFrameMs(frameMs) },
+    processorOptions: { targetRate, frameMs: clampFrameMs(frameMs), tap: Boolean(onTap) },
   });
   let stoppedResolve;
   const stopped = new Promise((resolve) => (stoppedResolve = resolve));
   node.port.onmessage = ({ data }) => {
     if (data.type === "frame") onFrame(data.pcm);
+    else if (data.type === "tap") onTap(data.samples);
     else if (data.type === "level" && meter) showLevel(meter, meterValue(data.rms));
     else if (data.type === "stopped") stoppedResolve(data.frames);
   };

@@ -157,6 +157,8 @@ export function mountStt(root, { stats, config = {} }) {
       processing: readProcessing(root),
       meter,
       onFrame: pace,
+      // Test hook: with window.__aaiTap set, keep what the microphone delivered.
+      onTap: window.__aaiTap ? (samples) => s.tap.push(samples) : undefined,
     });
     s.contextRate = capture.contextRate;
   }
@@ -198,6 +200,7 @@ export function mountStt(root, { stats, config = {} }) {
     s.terminated = false;
     s.closeCode = null;
     s.sendLog = [];
+    s.tap = [];
     turns.clear(); // turn_order starts again at 0 in a new session; earlier turns stay shown
     sessions += 1;
     s.sessions = sessions;

@@ -94,4 +94,28 @@ describe("capture worklet", () => {
     assert.ok(last.pcm.byteLength >= 1600, "the tail is padded to at least 50 ms");
     assert.equal(c.port.sent.at(-1).type, "stopped");
   });
+
+  test("the tap hands over exactly the samples that went into each frame, before it", () => {
+    const c = new processors["aai-capture"]({
+      processorOptions: { targetRate: 16000, frameMs: 100, tap: true },
+    });
+    const input = [];
+    for (let i = 0; i < 400; i++) {
+      const quantum = new Float32Array(128).map((_, j) => Math.sin((i * 128 + j) / 7));
+      input.push(...quantum);
+      c.process([[quantum]]);
+      quantum.fill(9); // the audio thread reuses its buffers: the tap must have copied
+    }
+    send(c, { type: "stop" });
+    const sent = c.port.sent.filter((m) => m.type === "tap" || m.type === "frame");
+    // Strictly alternating, a tap first.
+    sent.forEach((m, i) => assert.equal(m.type, i % 2 ? "frame" : "tap"));
+    const tapped = sent.filter((m) => m.type === "tap").flatMap((m) => [...m.samples]);
+    assert.equal(tapped.length, input.length);
+    assert.deepEqual(tapped, input.map((x) => Math.fround(x)));
+    // Without the option, nothing is tapped.
+    const plain = new processors["aai-capture"]({ processorOptions: { targetRate: 16000 } });
+    plain.process([[new Float32Array(128)]]);
+    assert.ok(!plain.port.sent.some((m) => m.type === "tap"));
+  });
 });

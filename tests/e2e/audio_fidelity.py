@@ -1,16 +1,22 @@
 """Measuring captured audio against a reference: alignment by cross-correlation (to a
 fraction of a sample) and the signal-to-noise ratio of what is left.
 
-Used by the browser tests and `bench/capture_fidelity.py`.
+Used by the browser tests and `bench/capture_fidelity.py`. They measure what the page sent
+against what its microphone delivered (the capture worklet's tap), resampled by sox: the
+fake microphone's own glitches on a loaded machine (Chromium repeats or drops 10 ms device
+buffers when its audio thread is starved) are then in both, and what is measured is the
+page's resampling, framing and transport alone.
 """
 
 from __future__ import annotations
 
+import base64
 import shutil
 import subprocess
 import wave
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -135,3 +141,36 @@ def snr_against(captured: Float, reference: Float, rate: int, skip_s: float = 0.
 
 def pcm16_to_float(data: bytes) -> Float:
     return np.frombuffer(data, dtype="<i2").astype(np.float64) / 32768.0
+
+
+# The page's tapped microphone samples (Float32, the context's rate), read in one piece.
+READ_TAP_JS = """(path) => {
+  const blocks = path.split(".").reduce((o, k) => o[k], window.__aaiStats);
+  const all = new Float32Array(blocks.reduce((n, b) => n + b.length, 0));
+  let at = 0;
+  for (const b of blocks) { all.set(b, at); at += b.length; }
+  const bytes = new Uint8Array(all.buffer);
+  let text = "";
+  for (let i = 0; i < bytes.length; i += 32768) {
+    text += String.fromCharCode.apply(null, bytes.subarray(i, i + 32768));
+  }
+  return btoa(text);
+}"""
+
+
+def read_tap(page: Any, path: str = "stt.tap") -> Float:
+    """What the page's microphone delivered to the capture worklet (window.__aaiTap set)."""
+    data = base64.b64decode(page.evaluate(READ_TAP_JS, path))
+    return np.frombuffer(data, dtype="<f4").astype(np.float64)
+
+
+def resample(samples: Float, in_rate: int, out_rate: int) -> Float:
+    """`samples` at `out_rate`, by sox's very-high-quality converter (`rate -v`), in floats."""
+    raw = ["-t", "raw", "-e", "floating-point", "-b", "32", "-c", "1", "-L"]
+    out = subprocess.run(
+        ["sox", *raw, "-r", str(in_rate), "-", *raw, "-r", str(out_rate), "-", "rate", "-v"],
+        input=samples.astype("<f4").tobytes(),
+        capture_output=True,
+        check=True,
+    ).stdout
+    return np.frombuffer(out, dtype="<f4").astype(np.float64)

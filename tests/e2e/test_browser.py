@@ -18,7 +18,13 @@ import httpx
 import jwt
 import pytest
 
-from tests.e2e.audio_fidelity import make_speech, pcm16_to_float, read_wav, snr_against
+from tests.e2e.audio_fidelity import (
+    make_speech,
+    pcm16_to_float,
+    read_tap,
+    resample,
+    snr_against,
+)
 from tests.live import OUTPUT, Proc, create_key_in, run_emulator, run_service
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
@@ -197,6 +203,7 @@ def test_streaming_capture_pacing_fidelity_and_turns(
     page.click("#tab-stt")
     page.click("#view-stt .options summary")
     page.check("#stt-speakers")
+    page.evaluate("window.__aaiTap = true")  # keep what the microphone delivered
     page.click("#stt-start")
     wait_for(page, "window.__aaiStats.stt.state === 'Listening'")
     session_id = new_session(emulator, "streaming", before)
@@ -260,9 +267,15 @@ def test_streaming_capture_pacing_fidelity_and_turns(
     assert len(pcm) == sum(f["size"] for f in audio)
     last = audio[-1]["size"]
     captured = pcm16_to_float(pcm[:-last])  # the padded final frame is not speech
-    rate, reference = read_wav(speech["16000"])
-    fidelity = snr_against(captured, reference, rate)
+    # Against what the microphone delivered, resampled by sox: a glitch of the fake
+    # microphone on a loaded machine (a repeated or dropped 10 ms buffer) is in both.
+    context_rate = int(stats(page, "stt.contextRate"))
+    reference = resample(read_tap(page), context_rate, 16000)
+    fidelity = snr_against(captured, reference, 16000)
     print(f"streaming capture: {fidelity}")  # noqa: T201 — shown with -s for the record
+    if fidelity.snr_db < 30:
+        OUTPUT.mkdir(exist_ok=True)
+        (OUTPUT / f"browser-capture-{session_id}.pcm").write_bytes(pcm)
     assert fidelity.snr_db >= 30, fidelity
     assert 0.9 < fidelity.gain < 1.1, "capture level changed (auto gain should be off)"
 
