@@ -86,12 +86,6 @@ class Product:
     authorization: str
 
 
-def _storage_errors() -> tuple[type[BaseException], ...]:
-    import redis.exceptions
-
-    return (redis.exceptions.RedisError, OSError)
-
-
 def _reason(text: str) -> str:
     """A close reason fits in 123 bytes of UTF-8."""
     data = text.encode()[:123]
@@ -277,7 +271,7 @@ class RelayRuntime:
         except PolicyRefusal as exc:
             await self._refuse(ws, product, caller, ctx, exc.code, exc.reason)
             return
-        except _storage_errors() as exc:
+        except self.state.errors as exc:
             logger.error("relay.storage_unreachable", extra={"error_type": type(exc).__name__})
             await self._refuse(
                 ws, product, caller, ctx, codes.STORAGE_UNAVAILABLE, "Relay storage unreachable"
@@ -289,7 +283,7 @@ class RelayRuntime:
             refused = await self.state.acquire(
                 product.kind, caller.key_id, caller.end_user, str(live.id), limits
             )
-        except _storage_errors() as exc:
+        except self.state.errors as exc:
             logger.error("relay.storage_unreachable", extra={"error_type": type(exc).__name__})
             await self._refuse(
                 ws, product, caller, ctx, codes.STORAGE_UNAVAILABLE, "Relay storage unreachable"
@@ -309,7 +303,7 @@ class RelayRuntime:
         try:
             await self._metered(ws, live, grant, policy.max_session_s, policy.quota, ctx)
         finally:
-            with contextlib.suppress(*_storage_errors()):
+            with contextlib.suppress(*self.state.errors):
                 await self.state.release(product.kind, caller.key_id, caller.end_user, str(live.id))
 
     async def _metered(
@@ -573,7 +567,7 @@ class RelayRuntime:
         caller = live.caller
 
         async def renew() -> None:
-            with contextlib.suppress(*_storage_errors()):
+            with contextlib.suppress(*self.state.errors):
                 await self.state.renew(
                     live.product.kind, caller.key_id, caller.end_user, str(live.id)
                 )

@@ -73,8 +73,15 @@ class RelayState:
         self.prefix = f"{prefix}:relay"
         self._redis: Any = None
         self._acquire: Any = None
+        # What a store failure raises. redis is imported only when it is the store: imported
+        # lazily on a session's hot path instead, its first import stalled every open
+        # session for a quarter of a second.
+        self.errors: tuple[type[BaseException], ...] = (OSError,)
         if redis_url:
             import redis.asyncio as redis_asyncio
+            import redis.exceptions
+
+            self.errors = (redis.exceptions.RedisError, OSError)
 
             self._redis = redis_asyncio.from_url(
                 redis_url, socket_timeout=2, socket_connect_timeout=2
