@@ -248,7 +248,7 @@ def serve(
     from app.core.logging import configure_logging
     from app.core.migrate import upgrade_in_child
 
-    configure_logging(settings.log_level, settings.json_logs, settings.secrets())
+    configure_logging(settings.log_level, settings.json_logs, settings.secret_values())
     # SIGTERM as SystemExit from here on, so the clean-up below (emulator, Postgres) runs
     # whenever it comes; uvicorn also re-raises it once it has shut down.
     signal.signal(signal.SIGTERM, _exit_on_signal)
@@ -264,7 +264,7 @@ def serve(
                 # In a child process: this one becomes the server, Alembic stays out of it.
                 upgrade_in_child(
                     settings.database_url.get_secret_value(),
-                    (settings.log_level, settings.json_logs, settings.secrets()),
+                    (settings.log_level, settings.json_logs, settings.secret_values()),
                 )
             # The all-scopes key only for a local playground: against the real API (a key
             # configured) an operator creates keys on purpose (`aai-proxy keys create`).
@@ -364,7 +364,7 @@ def worker() -> None:
     from app.worker import run_worker
 
     settings = load_settings()
-    configure_logging(settings.log_level, settings.json_logs, settings.secrets())
+    configure_logging(settings.log_level, settings.json_logs, settings.secret_values())
     with database(settings) as settings, contextlib.suppress(KeyboardInterrupt):
         if settings.metrics_enabled and settings.metrics_port is not None:
             from app.metrics.router import serve_process_metrics
@@ -380,7 +380,7 @@ def reseal_secrets() -> None:
     from app.core.secretbox import secret_box
     from app.webhooks.signing import reseal_stored_secrets
 
-    box = secret_box(load_settings())
+    box = secret_box(load_settings().secrets)
     count = _with_session(lambda s: reseal_stored_secrets(s, box))
     typer.echo(f"Resealed {count} stored secrets with the first key of SECRETS_KEY.")
 

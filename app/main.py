@@ -22,6 +22,7 @@ from app.core.migrate import script_heads
 from app.docs.router import mount_docs
 from app.health.router import router as health_router
 from app.keys.router import router as keys_router
+from app.llm import subscribe_with as subscribe_llm
 from app.llm.router import router as llm_router
 from app.llm.worker import stop_summaries
 from app.metrics import MetricsMiddleware, observe_request
@@ -66,7 +67,7 @@ def _freeze_startup_heap() -> None:
 def create_app(settings: Settings | None = None, *, configure_logs: bool = True) -> FastAPI:
     settings = settings or get_settings()
     if configure_logs:
-        configure_logging(settings.log_level, settings.json_logs, settings.secrets())
+        configure_logging(settings.log_level, settings.json_logs, settings.secret_values())
     if settings.database_url is None:
         raise RuntimeError(
             "DATABASE_URL is not set: start the service with `aai-proxy serve`, which starts "
@@ -83,6 +84,8 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
             },
         )
     database_url = settings.database_url.get_secret_value()
+    # Handlers that need their feature's part of these settings (events carry none).
+    subscribe_llm(settings.llm)
     http_server.configure(settings.request_header_timeout_s, settings.request_body_idle_timeout_s)
 
     @asynccontextmanager

@@ -66,7 +66,9 @@ class Resources:
 
 def registered_jobs(res: Resources) -> list[PeriodicJob]:
     """Every periodic job of the app, in the order they claim free slots."""
-    reconciler = Reconciler(res.sessionmaker, res.upstream, res.settings, owner=res.owner)
+    reconciler = Reconciler(
+        res.sessionmaker, res.upstream, res.settings.reconciler, owner=res.owner
+    )
     return [
         PeriodicJob("webhooks.reconcile", claim=reconciler.claim_work),
         PeriodicJob(

@@ -258,3 +258,74 @@ def test_app_runs_without_the_emulator_extra() -> None:
     assert "numpy" not in main
     assert "pocketsphinx" not in main
     assert any(d.startswith("numpy==") for d in project["optional-dependencies"]["emulator"])
+
+
+# Modules that own the whole settings: they read them (config) or compose the app from them.
+WHOLE_SETTINGS = {"app/main.py", "app/cli.py", "app/worker.py", "app/core/config.py"}
+WHOLE_SETTINGS_NAMES = {"Settings", "SettingsDep"}
+
+
+def _names_whole_settings(annotation: ast.expr | None) -> bool:
+    """The annotation mentions the whole `Settings` (`Settings | None`, `"Settings"`,
+    `config.Settings`, `Annotated[Settings, ...]` included)."""
+    if annotation is None:
+        return False
+    for node in ast.walk(annotation):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            if _names_whole_settings(ast.parse(node.value, mode="eval").body):
+                return True
+        elif isinstance(node, ast.Name) and node.id in WHOLE_SETTINGS_NAMES:
+            return True
+        elif isinstance(node, ast.Attribute) and node.attr in WHOLE_SETTINGS_NAMES:
+            return True
+    return False
+
+
+def whole_settings_annotations(source: str, where: str) -> list[str]:
+    """Parameters, attributes and variables of `source` annotated with the whole settings."""
+    found = []
+    for node in ast.walk(ast.parse(source, where)):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda):
+            a = node.args
+            params = [*a.posonlyargs, *a.args, *a.kwonlyargs, a.vararg, a.kwarg]
+            found += [
+                f"{where}:{p.lineno} parameter {p.arg}"
+                for p in params
+                if p is not None and _names_whole_settings(p.annotation)
+            ]
+        elif isinstance(node, ast.AnnAssign) and _names_whole_settings(node.annotation):
+            found.append(f"{where}:{node.lineno} {ast.unparse(node.target)}")
+    return found
+
+
+def test_the_helper_sees_whole_settings_annotations() -> None:
+    source = """
+class Holder:
+    settings: Settings
+    part: LlmSettings
+
+    def __init__(self, s: "Settings | None", *, other: config.Settings) -> None:
+        self.kept: Annotated[Settings, Depends(x)] = s
+
+def route(settings: SettingsDep, llm: LlmSettingsDep, web: WebSettings) -> None: ...
+"""
+    assert sorted(whole_settings_annotations(source, "m.py")) == [
+        "m.py:3 settings",
+        "m.py:6 parameter other",
+        "m.py:6 parameter s",
+        "m.py:7 self.kept",
+        "m.py:9 parameter settings",
+    ]
+
+
+def test_features_receive_their_part_of_the_settings_not_the_whole() -> None:
+    """Each feature (and core, but for config) is given its own part (`settings.llm`,
+    `settings.transcripts`, ...: app/core/config.py); only the top of the app, which owns
+    the whole `Settings`, passes it around."""
+    found = [
+        line
+        for path in _sources(APP)
+        if (where := path.relative_to(ROOT).as_posix()) not in WHOLE_SETTINGS
+        for line in whole_settings_annotations(path.read_text(), where)
+    ]
+    assert not found, "the whole Settings outside the app's top:\n" + "\n".join(found)

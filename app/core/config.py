@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 from collections.abc import Mapping
 from functools import cached_property, lru_cache
@@ -11,8 +13,6 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
-
-from app.core.secretbox import DEVELOPMENT_KEY, parse_keys
 
 Environment = Literal["development", "test", "production"]
 Region = Literal["us", "eu"]
@@ -104,6 +104,33 @@ RELAY_DEFAULT_PARAMS = (
 )
 UPSTREAM_MAX_UPLOAD_BYTES = 2_200_000_000  # /v2/upload: 2.2 GB
 PLACEHOLDER_SECRETS = {"changeme", "change-me", "secret", "your_api_key", "YOUR_API_KEY"}
+
+
+# What seals the stored secrets (app/core/secretbox.py) when SECRETS_KEY is unset outside
+# production. Public by construction (derived from a fixed phrase): development and tests only.
+DEVELOPMENT_KEY = base64.urlsafe_b64encode(
+    hashlib.sha256(b"aai-proxy development SECRETS_KEY (not secret)").digest()
+).decode()
+
+
+def parse_keys(value: str | None) -> tuple[str, ...]:
+    """SECRETS_KEY's keys, in order; each must be a Fernet key (ValueError otherwise)."""
+    if value is None:
+        return ()
+    keys = tuple(part.strip() for part in value.split(",") if part.strip())
+    for key in keys:
+        # What Fernet itself requires of a key, checked without importing it.
+        try:
+            valid = len(base64.urlsafe_b64decode(key.encode("ascii"))) == 32
+        except (ValueError, UnicodeError):
+            valid = False
+        if not valid:
+            raise ValueError(
+                "SECRETS_KEY must be comma-separated Fernet keys (32 url-safe base64 bytes; "
+                'make one with: python -c "from cryptography.fernet import Fernet; '
+                'print(Fernet.generate_key().decode())")'
+            )
+    return keys
 
 
 def _env_list(value: object, *, empty: list[str] | None) -> object:
@@ -198,6 +225,17 @@ class TokenSettings(_Part):
     identity: IdentitySettings  # a mint on a session cookie follows the cookie rules
 
 
+class SecretsSettings(_Part):
+    """The keys that seal the secrets stored readable (app/core/secretbox.py's `secret_box`
+    takes this part): relay signing secrets, callers' webhook header values."""
+
+    key: SecretStr | None  # SECRETS_KEY
+
+    def fernet_keys(self) -> tuple[str, ...]:
+        """SECRETS_KEY's Fernet keys, first (encrypting) first; () when unset."""
+        return parse_keys(self.key.get_secret_value() if self.key else None)
+
+
 class RelayUrlSettings(_Part):
     """Where the service may send callers' webhooks (app/core/ssrf.py)."""
 
@@ -218,11 +256,42 @@ class WebhookSettings(_Part):
     relay_timeout_s: float  # RELAY_TIMEOUT_S
     lease_s: float  # RECONCILER_LEASE_S: a claimed delivery's lease
     relay_urls: RelayUrlSettings
-    secrets_key: SecretStr | None  # SECRETS_KEY: seals the stored signing secrets
+    secrets: SecretsSettings  # seals the stored signing secrets and relay header values
 
-    def secrets_keys(self) -> tuple[str, ...]:
-        """SECRETS_KEY's Fernet keys (app/core/secretbox.py's `secret_box` takes this part)."""
-        return parse_keys(self.secrets_key.get_secret_value() if self.secrets_key else None)
+
+class UploadSettings(_Part):
+    """app/uploads: request bodies streamed upstream."""
+
+    max_bytes: int  # MAX_UPLOAD_BYTES
+    chunk_bytes: int  # UPLOAD_CHUNK_BYTES
+    relay_buffer_bytes: int  # UPLOAD_RELAY_BUFFER_BYTES
+
+
+class TranscriptSettings(_Part):
+    """app/transcripts: submits under policy, and the search for a submit whose answer was
+    lost (run by a retried submit or by the reconciler)."""
+
+    default_speech_models: tuple[str, ...]  # DEFAULT_SPEECH_MODELS
+    public_base_url: str | None  # PUBLIC_BASE_URL: the webhook_url given upstream (none: none)
+    idempotency_wait_s: float  # IDEMPOTENCY_WAIT_S
+    poll_initial_delay_s: float  # POLL_INITIAL_DELAY_S: a submitted job's first check
+    relay_urls: RelayUrlSettings  # a caller's webhook_url is checked at submit
+    secrets: SecretsSettings  # seals a caller's webhook header value
+    uploads: UploadSettings  # upload-and-submit reads the file's body
+
+
+class ReconcilerSettings(_Part):
+    """app/webhooks' reconciler: due jobs polled, lost and orphaned submits (RECONCILER_*)."""
+
+    lease_s: float  # RECONCILER_LEASE_S
+    tick_s: float  # RECONCILER_TICK_S
+    poll_schedule: tuple[float, ...]  # RECONCILER_POLL_SCHEDULE_S
+    error_backoff: tuple[float, ...]  # RECONCILER_ERROR_BACKOFF_S
+    submit_orphan_after_s: float  # SUBMIT_ORPHAN_AFTER_S
+    # How long a submit may still be running: UPSTREAM_TIMEOUT_S per UPSTREAM_RETRY_ATTEMPTS.
+    upstream_timeout_s: float
+    upstream_retry_attempts: int
+    transcripts: TranscriptSettings  # a lost submit is adopted as the submit would have
 
 
 class MetricsSettings(_Part):
@@ -258,14 +327,6 @@ class RelaySettings(_Part):
     agents_ws_url: str  # upstream's /v1/ws
     identity: IdentitySettings  # cookie callers: the Origin rule; PUBLIC_BASE_URL
     upstream_ca_file: str | None  # UPSTREAM_CA_FILE, for a wss:// upstream
-
-
-class UploadSettings(_Part):
-    """app/uploads: request bodies streamed upstream."""
-
-    max_bytes: int  # MAX_UPLOAD_BYTES
-    chunk_bytes: int  # UPLOAD_CHUNK_BYTES
-    relay_buffer_bytes: int  # UPLOAD_RELAY_BUFFER_BYTES
 
 
 class UpstreamSettings(_Part):
@@ -305,10 +366,13 @@ PARTS = (
     "identity",
     "tokens",
     "relay_urls",
+    "secrets",
     "webhooks",
     "metrics",
     "relay",
     "uploads",
+    "transcripts",
+    "reconciler",
     "upstream",
     "web",
 )
@@ -779,6 +843,10 @@ class Settings(BaseSettings):
         )
 
     @cached_property
+    def secrets(self) -> SecretsSettings:
+        return SecretsSettings(key=self.secrets_key)
+
+    @cached_property
     def webhooks(self) -> WebhookSettings:
         return WebhookSettings(
             max_body_bytes=self.webhook_max_body_bytes,
@@ -791,7 +859,7 @@ class Settings(BaseSettings):
             relay_timeout_s=self.relay_timeout_s,
             lease_s=self.reconciler_lease_s,
             relay_urls=self.relay_urls,
-            secrets_key=self.secrets_key,
+            secrets=self.secrets,
         )
 
     @cached_property
@@ -835,6 +903,31 @@ class Settings(BaseSettings):
             max_bytes=self.max_upload_bytes,
             chunk_bytes=self.upload_chunk_bytes,
             relay_buffer_bytes=self.upload_relay_buffer_bytes,
+        )
+
+    @cached_property
+    def transcripts(self) -> TranscriptSettings:
+        return TranscriptSettings(
+            default_speech_models=tuple(self.default_speech_models),
+            public_base_url=self.public_base_url,
+            idempotency_wait_s=self.idempotency_wait_s,
+            poll_initial_delay_s=self.poll_initial_delay_s,
+            relay_urls=self.relay_urls,
+            secrets=self.secrets,
+            uploads=self.uploads,
+        )
+
+    @cached_property
+    def reconciler(self) -> ReconcilerSettings:
+        return ReconcilerSettings(
+            lease_s=self.reconciler_lease_s,
+            tick_s=self.reconciler_tick_s,
+            poll_schedule=tuple(self.poll_schedule),
+            error_backoff=tuple(self.error_backoff),
+            submit_orphan_after_s=self.submit_orphan_after_s,
+            upstream_timeout_s=self.upstream_timeout_s,
+            upstream_retry_attempts=self.upstream_retry_attempts,
+            transcripts=self.transcripts,
         )
 
     @cached_property
@@ -957,7 +1050,7 @@ class Settings(BaseSettings):
             return self.assemblyai_api_key.get_secret_value()
         return self.emulator_api_key.get_secret_value()
 
-    def secrets(self) -> list[str]:
+    def secret_values(self) -> list[str]:
         """Every configured secret value, for log redaction."""
         values = [self.upstream_key()]
         if self.database_url is not None:

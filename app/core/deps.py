@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, cast
 
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.boundary import valid_ip
-from app.core.config import IdentitySettings, LlmSettings, Settings, WebhookSettings, WebSettings
+from app.core.config import (
+    IdentitySettings,
+    LlmSettings,
+    SecretsSettings,
+    Settings,
+    TranscriptSettings,
+    WebhookSettings,
+    WebSettings,
+)
 from app.core.db import get_session
 from app.core.errors import PayloadTooLarge
 
 
 def _settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
+    """The whole settings, for the parts below: a route receives only its feature's part."""
+    return cast("Settings", request.app.state.settings)
 
 
 # A feature's part: `async`, so that FastAPI calls it inline rather than in its thread pool.
@@ -33,6 +41,14 @@ async def _webhook_settings(request: Request) -> WebhookSettings:
 
 async def _web_settings(request: Request) -> WebSettings:
     return _settings(request).web
+
+
+async def _transcript_settings(request: Request) -> TranscriptSettings:
+    return _settings(request).transcripts
+
+
+async def _secrets_settings(request: Request) -> SecretsSettings:
+    return _settings(request).secrets
 
 
 def client_ip(request: Request) -> str | None:
@@ -58,10 +74,11 @@ async def read_limited(request: Request, limit: int, too_large: str) -> bytes:
     return b"".join(chunks)
 
 
-SettingsDep = Annotated[Settings, Depends(_settings)]
-# Each feature's part of the settings (app/core/config.py).
+# Each feature's part of the settings (app/core/config.py); no route receives them whole.
 LlmSettingsDep = Annotated[LlmSettings, Depends(_llm_settings)]
 IdentitySettingsDep = Annotated[IdentitySettings, Depends(_identity_settings)]
 WebhookSettingsDep = Annotated[WebhookSettings, Depends(_webhook_settings)]
 WebSettingsDep = Annotated[WebSettings, Depends(_web_settings)]
+TranscriptSettingsDep = Annotated[TranscriptSettings, Depends(_transcript_settings)]
+SecretsSettingsDep = Annotated[SecretsSettings, Depends(_secrets_settings)]
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]

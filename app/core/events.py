@@ -21,7 +21,10 @@ Which features publish and subscribe what:
 - `KeyCreated`: keys, when an admin creates a key; webhooks makes the key's relay signing
   secret (shown once in the answer).
 
-Subscriptions are made when a feature's package is imported (its `__init__.py`).
+Events carry data only, never settings. Subscriptions are made when a feature's package
+is imported (its `__init__.py`); a handler that needs its feature's part of the settings
+is bound to it when the app is made (app/main.py), and subscribing it again (another app,
+other settings) replaces it.
 """
 
 from __future__ import annotations
@@ -34,7 +37,6 @@ from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.core.config import Settings
 from app.core.secretbox import SecretBox
 
 
@@ -42,7 +44,6 @@ from app.core.secretbox import SecretBox
 class JobRequested:
     """A caller asks for a job; nothing is stored yet (a handler may raise to refuse)."""
 
-    settings: Settings
     principal: Any  # the caller (app.identity.Principal)
     options: Any  # the app surface's own requests for the job (AppSubmitOptions) or None
 
@@ -52,7 +53,6 @@ class JobCreated:
     """The job row is committed; the upstream submit comes next."""
 
     sessionmaker: async_sessionmaker[AsyncSession]
-    settings: Settings
     job_id: uuid.UUID
     options: Any
 
@@ -95,11 +95,21 @@ Handler = Callable[[E], Awaitable[None]]
 _handlers: dict[type[Any], list[Handler[Any]]] = defaultdict(list)
 
 
+def _function(handler: Handler[Any]) -> object:
+    """What a handler runs: a bound method's function, whatever it is bound to."""
+    return getattr(handler, "__func__", handler)
+
+
 def subscribe(event_type: type[E], handler: Handler[E]) -> None:
-    """Call `handler` for every published event of `event_type` (once, however often a
-    module subscribing it is imported)."""
-    if handler not in _handlers[event_type]:
-        _handlers[event_type].append(handler)
+    """Call `handler` for every published event of `event_type`: once, however often a
+    module subscribing it is imported. A method bound again (to another part of the
+    settings) replaces the one bound before, in its place."""
+    handlers = _handlers[event_type]
+    for i, existing in enumerate(handlers):
+        if _function(existing) is _function(handler):
+            handlers[i] = handler
+            return
+    handlers.append(handler)
 
 
 def subscribers(event_type: type[Any]) -> Sequence[Handler[Any]]:

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Request, status
 from app.audit.record import record_audit
 from app.core import events
 from app.core.boundary import BoundaryRoute
-from app.core.deps import SessionDep, SettingsDep, client_ip
+from app.core.deps import SecretsSettingsDep, SessionDep, client_ip
 from app.core.secretbox import secret_box
 from app.identity.auth import AdminDep
 from app.keys import service
@@ -25,7 +25,11 @@ _AUTH_ERRORS: dict[int | str, dict[str, str]] = {
     "", status_code=status.HTTP_201_CREATED, response_model=KeyCreated, responses=_AUTH_ERRORS
 )
 async def create_key(
-    body: KeyCreate, request: Request, session: SessionDep, settings: SettingsDep, admin: AdminDep
+    body: KeyCreate,
+    request: Request,
+    session: SessionDep,
+    secrets: SecretsSettingsDep,
+    admin: AdminDep,
 ) -> KeyCreated:
     """Create a key; the raw key is in this response only."""
     key, raw = await service.create_key(session, body.name, [s.value for s in body.scopes])
@@ -38,7 +42,7 @@ async def create_key(
         client_ip=client_ip(request),
         scopes=key.scopes,
     )
-    created = events.KeyCreated(session, key.id, secret_box(settings))
+    created = events.KeyCreated(session, key.id, secret_box(secrets))
     await events.publish(created)  # webhooks adds the relay signing secret, sealed
     return KeyCreated(
         **KeyRead.model_validate(key).model_dump(),

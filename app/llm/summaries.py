@@ -735,15 +735,21 @@ def _requested(options: object) -> list[SummaryRequest]:
     return options.summaries if isinstance(options, AppSubmitOptions) else []
 
 
-async def on_job_requested(event: events.JobRequested) -> None:
-    """Refuse, before anything is stored, summaries the caller may not have."""
-    check_requests(_requested(event.options), event.settings.llm, event.principal)
+@dataclass(frozen=True)
+class SubmitSummaries:
+    """The summaries asked with a submit, under the llm part of the app's settings (bound
+    when the app is made: app/llm/__init__.py's `subscribe_with`)."""
 
+    settings: LlmSettings
 
-async def on_job_created(event: events.JobCreated) -> None:
-    """Queue the summaries asked with the submit (run when the job completes)."""
-    requested = _requested(event.options)
-    await queue_summaries(event.sessionmaker, event.settings.llm, event.job_id, requested)
+    async def on_job_requested(self, event: events.JobRequested) -> None:
+        """Refuse, before anything is stored, summaries the caller may not have."""
+        check_requests(_requested(event.options), self.settings, event.principal)
+
+    async def on_job_created(self, event: events.JobCreated) -> None:
+        """Queue the summaries asked with the submit (run when the job completes)."""
+        requested = _requested(event.options)
+        await queue_summaries(event.sessionmaker, self.settings, event.job_id, requested)
 
 
 async def on_job_changed(event: events.JobChanged) -> None:

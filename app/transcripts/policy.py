@@ -8,6 +8,7 @@ paid job that would not do what was meant.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -84,7 +85,7 @@ def _http_url(value: object, name: str) -> str:
     return value.strip()
 
 
-def _speech_models(value: object, default: list[str]) -> list[str]:
+def _speech_models(value: object, default: Sequence[str]) -> list[str]:
     if value is None:
         return list(default)
     if not isinstance(value, list) or not value or not all(isinstance(m, str) for m in value):
@@ -152,7 +153,7 @@ def _caller_webhook(body: dict[str, Any]) -> CallerWebhook | None:
 
 
 def check_submit(
-    body: object, *, default_speech_models: list[str], audio_url_required: bool = True
+    body: object, *, default_speech_models: Sequence[str], audio_url_required: bool = True
 ) -> SubmitPlan:
     """Validate a submit body; 400 with a hint for anything upstream would mishandle.
 

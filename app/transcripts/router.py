@@ -15,8 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core import events
 from app.core.boundary import BoundaryRoute, IsoTime, parse_json
-from app.core.config import Settings
-from app.core.deps import SessionDep, SettingsDep, read_limited
+from app.core.config import TranscriptSettings
+from app.core.deps import SessionDep, TranscriptSettingsDep, read_limited
 from app.core.errors import BadRequest, NotFound
 from app.identity.callers import require_caller_scope
 from app.identity.principal import Principal
@@ -184,7 +184,7 @@ def _app_options(body: Any) -> tuple[Any, AppSubmitOptions]:
 
 async def _submit_json(
     request: Request,
-    settings: Settings,
+    settings: TranscriptSettings,
     upstream: Upstream,
     principal: Principal,
     idempotency_key: str | None,
@@ -213,7 +213,7 @@ async def _submit_json(
 async def submit_v2(
     request: Request,
     principal: StreamingPrincipalDep,
-    settings: SettingsDep,
+    settings: TranscriptSettingsDep,
     upstream: UpstreamDep,
     idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
@@ -387,7 +387,7 @@ async def delete_v2(
 async def submit_api(
     request: Request,
     principal: StreamingPrincipalDep,
-    settings: SettingsDep,
+    settings: TranscriptSettingsDep,
     upstream: UpstreamDep,
     response: Response,
     idempotency_key: IdempotencyKey = None,

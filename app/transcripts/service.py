@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.audit.record import record_audit
 from app.core import events
-from app.core.config import Settings
+from app.core.config import TranscriptSettings
 from app.core.db import utcnow
 from app.core.errors import (
     AppError,
@@ -103,7 +103,7 @@ def request_hash(body: object) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-async def check_caller_webhook(plan: SubmitPlan, settings: Settings) -> None:
+async def check_caller_webhook(plan: SubmitPlan, settings: TranscriptSettings) -> None:
     """Refuse (400 RelayUrlRefused) a caller webhook_url the relay would never call (not
     http(s), metadata, link-local, private unless allowed): at submit, before any upstream
     call, rather than as a relay that fails hours later."""
@@ -121,7 +121,7 @@ class Submitted:
 async def submit_job(
     sessionmaker: async_sessionmaker[AsyncSession],
     rest: RestClient,
-    settings: Settings,
+    settings: TranscriptSettings,
     principal: Principal,
     plan: SubmitPlan,
     *,
@@ -137,7 +137,7 @@ async def submit_job(
     """
     # Before any row or upstream call: a feature acting on the job may refuse (llm checks
     # the summaries asked for).
-    await events.publish(events.JobRequested(settings, principal, options))
+    await events.publish(events.JobRequested(principal, options))
     await check_caller_webhook(plan, settings)
     await check_audio_url(sessionmaker, principal, plan.audio_url)
     secret = new_secret() if settings.public_base_url else None
@@ -158,10 +158,10 @@ async def submit_job(
             return Submitted(job=existing, upstream=None, replayed=True)
     else:
         await _insert_job(
-            sessionmaker, secret_box(settings), principal, plan, job_id, secret, None, None
+            sessionmaker, secret_box(settings.secrets), principal, plan, job_id, secret, None, None
         )
     # Before the upstream submit, so a job that completes at once finds its summaries.
-    await events.publish(events.JobCreated(sessionmaker, settings, job_id, options))
+    await events.publish(events.JobCreated(sessionmaker, job_id, options))
     # Shielded: once the row exists, the submit and its record finish even if the caller
     # disconnects, so the job never stays "submitting" with an unknown outcome.
     task = asyncio.ensure_future(
@@ -228,7 +228,7 @@ async def _insert_job(
 async def _claim_idempotency_key(
     sessionmaker: async_sessionmaker[AsyncSession],
     rest: RestClient,
-    settings: Settings,
+    settings: TranscriptSettings,
     principal: Principal,
     plan: SubmitPlan,
     job_id: uuid.UUID,
@@ -242,7 +242,7 @@ async def _claim_idempotency_key(
     while True:
         if await _insert_job(
             sessionmaker,
-            secret_box(settings),
+            secret_box(settings.secrets),
             principal,
             plan,
             job_id,
@@ -299,7 +299,7 @@ async def _claim_idempotency_key(
 async def _submit_upstream(
     sessionmaker: async_sessionmaker[AsyncSession],
     rest: RestClient,
-    settings: Settings,
+    settings: TranscriptSettings,
     job_id: uuid.UUID,
     plan: SubmitPlan,
     secret: str | None,
@@ -423,7 +423,7 @@ async def find_lost_submit(rest: RestClient, job: Job) -> dict[str, Any] | None:
 async def adopt_lost_submit(
     sessionmaker: async_sessionmaker[AsyncSession],
     rest: RestClient,
-    settings: Settings,
+    settings: TranscriptSettings,
     job_id: uuid.UUID,
 ) -> Job | None:
     """Look upstream for the transcript a lost submit made and adopt it (the job becomes
@@ -480,7 +480,7 @@ async def _record_failure(
     job_id: uuid.UUID,
     reason: str,
     *,
-    search: Settings | None = None,
+    search: TranscriptSettings | None = None,
 ) -> None:
     async with sessionmaker() as session, session.begin():
         job = await session.scalar(select(Job).where(Job.id == job_id).with_for_update())
@@ -496,7 +496,7 @@ async def _record_failure(
 
 async def _record_accepted(
     sessionmaker: async_sessionmaker[AsyncSession],
-    settings: Settings,
+    settings: TranscriptSettings,
     job_id: uuid.UUID,
     upstream_id: str,
     answer: dict[str, Any],

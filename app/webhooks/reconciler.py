@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -21,7 +21,7 @@ from typing import Any
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.core.config import Settings
+from app.core.config import ReconcilerSettings
 from app.core.db import utcnow
 from app.core.errors import AppError, RateLimited
 from app.core.leases import claim_leases, instance_owner, lease_free
@@ -40,7 +40,7 @@ UPSTREAM_FINAL = {"completed", "error"}
 UPSTREAM_ACTIVE = {"queued", "processing"}
 
 
-def _step(schedule: list[float], attempt: int) -> float:
+def _step(schedule: Sequence[float], attempt: int) -> float:
     return schedule[min(max(attempt, 0), len(schedule) - 1)]
 
 
@@ -73,7 +73,7 @@ class Reconciler:
         self,
         sessionmaker: async_sessionmaker[AsyncSession],
         upstream: Upstream,
-        settings: Settings,
+        settings: ReconcilerSettings,
         *,
         owner: str | None = None,
     ) -> None:
@@ -110,7 +110,7 @@ class Reconciler:
                 Job,
                 due,
                 owner=self.owner,
-                until=now + timedelta(seconds=self.settings.reconciler_lease_s),
+                until=now + timedelta(seconds=self.settings.lease_s),
                 returning=CLAIMED_COLUMNS,
             )
             claimed = [ClaimedJob(**r._asdict()) for r in rows]
@@ -121,7 +121,7 @@ class Reconciler:
     def _submit_window_s(self) -> float:
         """How long a submit may still be running: its timeout per attempt, and a lease."""
         s = self.settings
-        return s.upstream_timeout_s * s.upstream_retry_attempts + s.reconciler_lease_s
+        return s.upstream_timeout_s * s.upstream_retry_attempts + s.lease_s
 
     def _orphan_after_s(self) -> float:
         return max(self.settings.submit_orphan_after_s, self._submit_window_s())
@@ -152,7 +152,7 @@ class Reconciler:
                 Job,
                 orphaned,
                 owner=self.owner,
-                until=now + timedelta(seconds=self.settings.reconciler_lease_s),
+                until=now + timedelta(seconds=self.settings.lease_s),
                 returning=CLAIMED_COLUMNS,
             )
             orphans = [ClaimedJob(**r._asdict()) for r in rows]
@@ -176,7 +176,7 @@ class Reconciler:
     async def _lease_kept(self, job_id: uuid.UUID) -> AsyncIterator[None]:
         """Extend our lease while a slow upstream call (timeouts and retries) runs, so no
         other instance takes the job over from a live one; a dead one stops extending."""
-        lease_s = self.settings.reconciler_lease_s
+        lease_s = self.settings.lease_s
 
         async def renew() -> None:
             while True:
@@ -296,7 +296,7 @@ class Reconciler:
         try:
             async with self._lease_kept(claimed.id):
                 adopted = await adopt_lost_submit(
-                    self.sessionmaker, self.upstream.rest, self.settings, claimed.id
+                    self.sessionmaker, self.upstream.rest, self.settings.transcripts, claimed.id
                 )
         except AppError as exc:
             await self._retry_later(claimed, exc)
@@ -325,7 +325,7 @@ class Reconciler:
             # The submit answer usually lands moments after such an early webhook: wait for
             # it (holding the lease) rather than hand the job back to the poll schedule.
             loop = asyncio.get_running_loop()
-            deadline = loop.time() + min(self.settings.reconciler_lease_s / 2, 10.0)
+            deadline = loop.time() + min(self.settings.lease_s / 2, 10.0)
             while loop.time() < deadline:
                 async with self.sessionmaker() as session:
                     row = (
@@ -339,7 +339,7 @@ class Reconciler:
                     claimed.upstream_id = row.upstream_id
                     await self.process_job(claimed)
                     return
-                await asyncio.sleep(min(0.1, self.settings.reconciler_tick_s))
+                await asyncio.sleep(min(0.1, self.settings.tick_s))
         async with self.sessionmaker() as session, session.begin():
             job = await self._locked_job(session, claimed.id)
             if job is None:
@@ -351,7 +351,7 @@ class Reconciler:
                 return
             give_up_at = job.created_at + timedelta(seconds=self._submit_window_s())
             if submitting and now < give_up_at:
-                self._release(job, now + timedelta(seconds=self.settings.reconciler_tick_s))
+                self._release(job, now + timedelta(seconds=self.settings.tick_s))
                 return
             transcript_id = await session.scalar(
                 select(WebhookDelivery.transcript_id)

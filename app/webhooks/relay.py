@@ -176,7 +176,7 @@ async def deliver(
         url = endpoint.url
         now = utcnow()
         body = json.dumps(relay_body(job, now), separators=(",", ":"), default=str).encode()
-        box = secret_box(settings)
+        box = secret_box(settings.secrets)
         unreadable: str | None = None
         headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT}
         try:

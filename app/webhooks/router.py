@@ -66,7 +66,7 @@ async def _receive(job_id: uuid.UUID, request: Request) -> Response:
     presented = request.headers.get(service.WEBHOOK_AUTH_HEADER)
     if not presented:
         raise service.WebhookUnauthorized()
-    # No SessionDep or SettingsDep on this hot path: see app/webhooks/service.py (and a
+    # No SessionDep or settings dependency on this hot path: see app/webhooks/service.py (and a
     # sync dependency would run in the thread pool, about a millisecond under load).
     settings: WebhookSettings = request.app.state.settings.webhooks
     limit = settings.max_body_bytes
@@ -270,7 +270,8 @@ async def rotate_key_signing_secret(
     if key is None:
         raise NotFound("No key with that id.")
     grace = settings.signing_secret_grace_s
-    secret, previous = await rotate_signing_secret(session, secret_box(settings), key_id, grace)
+    box = secret_box(settings.secrets)
+    secret, previous = await rotate_signing_secret(session, box, key_id, grace)
     until = utcnow() + timedelta(seconds=grace) if previous else None
     logger.info("webhooks.signing_secret.rotated", extra={"key_id": str(key_id)})
     return SigningSecretRotated(

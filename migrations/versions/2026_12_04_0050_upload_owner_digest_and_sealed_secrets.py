@@ -51,13 +51,13 @@ def upgrade() -> None:
     fill = sa.text("UPDATE uploads SET upload_url_hash = :digest WHERE id = :id")
     for upload_id, url in uploads:
         bind.execute(fill, {"id": upload_id, "digest": url_digest(url)})
-    box = secret_box(Settings())
+    box = secret_box(Settings().secrets)
     for table, key, column in SEALED:
         _rewrite(table, key, column, box.seal)
 
 
 def downgrade() -> None:
-    box = secret_box(Settings())
+    box = secret_box(Settings().secrets)
     for table, key, column in SEALED:
         _rewrite(table, key, column, box.open)
     op.drop_index("ix_uploads_upload_url_hash", table_name="uploads")

@@ -103,14 +103,14 @@ def test_key_secret_and_json_logs_default() -> None:
     assert "real-key-123456" not in repr(s)
     assert s.upstream_key() == "real-key-123456"
     assert not s.uses_emulator
-    assert "real-key-123456" in s.secrets()
+    assert "real-key-123456" in s.secret_values()
     assert settings().json_logs is False  # development: console
     assert settings(APP_ENV="test").json_logs is True
 
 
 def test_database_password_is_a_secret_for_redaction() -> None:
     s = settings(database_url="postgresql://app:s3cretpass@db:5432/app")
-    assert "s3cretpass" in s.secrets()
+    assert "s3cretpass" in s.secret_values()
     assert "s3cretpass" not in repr(s)
 
 

@@ -43,6 +43,13 @@ def test_parts_read_the_unchanged_environment_variables(monkeypatch: pytest.Monk
         "UPSTREAM_RETRY_ATTEMPTS": "2",
         "UPSTREAM_TRANSPORT": "httpx",
         "ASSEMBLYAI_REGION": "eu",
+        "DEFAULT_SPEECH_MODELS": "universal-2",
+        "IDEMPOTENCY_WAIT_S": "7",
+        "POLL_INITIAL_DELAY_S": "0.5",
+        "PUBLIC_BASE_URL": "https://proxy.example.com/",
+        "RECONCILER_POLL_SCHEDULE_S": "1,4",
+        "RECONCILER_TICK_S": "0.25",
+        "SUBMIT_ORPHAN_AFTER_S": "900",
     }.items():
         monkeypatch.setenv(name, value)
     s = Settings(_env_file=None)
@@ -67,6 +74,16 @@ def test_parts_read_the_unchanged_environment_variables(monkeypatch: pytest.Monk
     assert (s.upstream.retry_attempts, s.upstream.transport) == (2, "httpx")
     assert s.upstream.rest_base_url == "https://api.eu.assemblyai.com"
     assert s.upstream.key.get_secret_value() == s.upstream_key()  # the emulator's, here
+    assert s.transcripts.default_speech_models == ("universal-2",)
+    assert (s.transcripts.idempotency_wait_s, s.transcripts.poll_initial_delay_s) == (7.0, 0.5)
+    assert s.transcripts.public_base_url == "https://proxy.example.com"
+    assert s.transcripts.uploads is s.uploads
+    assert s.transcripts.relay_urls is s.relay_urls
+    assert s.reconciler.poll_schedule == (1.0, 4.0)
+    assert s.reconciler.error_backoff == (2.0, 5.0, 15.0, 60.0, 300.0)
+    assert (s.reconciler.tick_s, s.reconciler.submit_orphan_after_s) == (0.25, 900.0)
+    assert s.reconciler.upstream_retry_attempts == 2
+    assert s.reconciler.transcripts is s.transcripts
 
 
 def test_every_part_is_frozen_and_built_once() -> None:
@@ -118,7 +135,9 @@ def test_parts_keep_secrets_out_of_their_text() -> None:
     text = " ".join(repr(getattr(s, name)) for name in PARTS)
     for secret in ("real-upstream-key-123", key, "scrape-token-456", "redis-pass-789"):
         assert secret not in text
-    # The webhooks part seals and opens with the same keys as the whole settings.
-    assert s.webhooks.secrets_keys() == s.secrets_keys() == (key,)
-    sealed = secret_box(s).seal("signing-secret")
-    assert secret_box(s.webhooks).open(sealed) == "signing-secret"
+    # Every part that seals (webhooks, transcripts) holds the one secrets part.
+    assert s.secrets.fernet_keys() == s.secrets_keys() == (key,)
+    assert s.webhooks.secrets is s.secrets
+    assert s.transcripts.secrets is s.secrets
+    sealed = secret_box(s.webhooks.secrets).seal("signing-secret")
+    assert secret_box(s.transcripts.secrets).open(sealed) == "signing-secret"

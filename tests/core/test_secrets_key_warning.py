@@ -10,8 +10,7 @@ import pytest
 from cryptography.fernet import Fernet
 from pydantic import SecretStr
 
-from app.core.config import Settings
-from app.core.secretbox import DEVELOPMENT_KEY
+from app.core.config import DEVELOPMENT_KEY, Settings
 from app.main import create_app
 
 REAL_KEY = SecretStr("a-real-looking-assemblyai-key-0123456789")

@@ -207,7 +207,7 @@ async def test_two_adopters_at_once_adopt_the_lost_submit_once(
         job = await _job(committed, audio_url)
         rest = app.state.upstream.rest
         adopted = await asyncio.gather(
-            *(adopt_lost_submit(committed, rest, settings, job.id) for _ in range(2))
+            *(adopt_lost_submit(committed, rest, settings.transcripts, job.id) for _ in range(2))
         )
     assert [a.upstream_id if a is not None else None for a in adopted] == [taken["id"]] * 2
     async with committed() as session:
@@ -292,7 +292,8 @@ async def test_a_job_deleted_during_the_search_is_not_adopted(
                 found: dict[str, Any] = await rest.get_transcript(transcript_id)
                 return found
 
-        adopted = await adopt_lost_submit(committed, DeletedMidSearch(), settings, job.id)  # type: ignore[arg-type]
+        searching = DeletedMidSearch()
+        adopted = await adopt_lost_submit(committed, searching, settings.transcripts, job.id)  # type: ignore[arg-type]
         assert adopted is None
         gone = await client.get(f"/api/transcripts/{job.id}", headers=auth)
         assert gone.status_code == 404, gone.text

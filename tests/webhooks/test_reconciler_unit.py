@@ -76,7 +76,7 @@ async def test_an_orphaned_early_webhook_is_adopted(
             )
         )
     upstream = create_upstream(settings.upstream)
-    reconciler = Reconciler(sm, upstream, settings)
+    reconciler = Reconciler(sm, upstream, settings.reconciler)
     try:
         claimed = await reconciler.claim_jobs(10)
         assert [c.id for c in claimed] == [job_id]
@@ -100,7 +100,7 @@ async def test_a_fresh_early_webhook_waits_for_the_submit(
     settings = make_settings(database_url=SecretStr(url), reconciler_lease_s=0.4)
     job_id = await _job(sm, status="submitting", next_check_at=utcnow())
     upstream = create_upstream(settings.upstream)
-    reconciler = Reconciler(sm, upstream, settings)
+    reconciler = Reconciler(sm, upstream, settings.reconciler)
     try:
         (claimed,) = await reconciler.claim_jobs(10)
         await reconciler.process_job(claimed)
@@ -142,7 +142,7 @@ async def test_an_expired_lease_is_claimable_and_a_live_one_is_not(
         lease_expires_at=now - timedelta(seconds=1),
     )
     upstream = create_upstream(settings.upstream)
-    reconciler = Reconciler(sm, upstream, settings)
+    reconciler = Reconciler(sm, upstream, settings.reconciler)
     try:
         claimed = await reconciler.claim_jobs(10)
     finally:
@@ -169,7 +169,7 @@ async def test_an_orphaned_submit_fails_and_a_later_webhook_adopts_it(
     orphan = await _job(sm, status="submitting", created_at=utcnow() - timedelta(seconds=700))
     fresh = await _job(sm, status="submitting", created_at=utcnow() - timedelta(seconds=60))
     upstream = create_upstream(settings.upstream)
-    reconciler = Reconciler(sm, upstream, settings)
+    reconciler = Reconciler(sm, upstream, settings.reconciler)
     connection = await asyncpg.connect(plain_url(url))
     try:
         claimed = await reconciler.claim_jobs(10)

@@ -18,10 +18,10 @@ from pydantic import SecretStr, ValidationError
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core.config import Settings
+from app.core.config import DEVELOPMENT_KEY, Settings
 from app.core.db import create_engine
 from app.core.migrate import downgrade, upgrade
-from app.core.secretbox import DEVELOPMENT_KEY, SecretUnreadable, box_for, secret_box
+from app.core.secretbox import SecretUnreadable, box_for, secret_box
 from app.webhooks.models import SigningSecret
 from app.webhooks.signing import valid_secrets
 
@@ -43,8 +43,8 @@ async def test_stored_signing_secrets_are_sealed(
     assert len(stored) == 1
     assert raw not in stored[0]
     assert raw.removeprefix("whsec_") not in stored[0]
-    assert secret_box(settings).open(stored[0]) == raw
-    assert await valid_secrets(session, secret_box(settings), key_id) == [raw]
+    assert secret_box(settings.secrets).open(stored[0]) == raw
+    assert await valid_secrets(session, secret_box(settings.secrets), key_id) == [raw]
     # The dump without the key: nothing opens it.
     with pytest.raises(SecretUnreadable):
         await valid_secrets(session, box_for((Fernet.generate_key().decode(),)), key_id)
@@ -123,7 +123,7 @@ def test_settings_parse_and_require_secrets_key(make_settings: Callable[..., Set
         make_settings(**production, secrets_key=SecretStr(DEVELOPMENT_KEY))
     assert make_settings(**production, secrets_key=SecretStr(a)).secrets_keys() == (a,)
     # The keys are redacted from logs like every other secret.
-    assert a in make_settings(secrets_key=SecretStr(a)).secrets()
+    assert a in make_settings(secrets_key=SecretStr(a)).secret_values()
 
 
 async def _run(url: str, *statements: str) -> list[Any]:

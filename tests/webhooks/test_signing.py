@@ -56,7 +56,7 @@ async def test_key_creation_shows_secret_and_rotation_keeps_both(
     assert second != first
     assert r.json()["previous_valid_until"] is not None
 
-    secrets_ = await valid_secrets(session, secret_box(settings), uuid.UUID(created["id"]))
+    secrets_ = await valid_secrets(session, secret_box(settings.secrets), uuid.UUID(created["id"]))
     assert secrets_ == [second, first]
     body = b"{}"
     headers = webhook_headers(secrets_, "msg_2", int(time.time()), body)
@@ -68,7 +68,7 @@ async def test_key_creation_shows_secret_and_rotation_keeps_both(
         f"/api/keys/{created['id']}/signing-secret/rotate", headers={"Authorization": admin_key}
     )
     third = r.json()["webhook_signing_secret"]
-    assert await valid_secrets(session, secret_box(settings), uuid.UUID(created["id"])) == [
+    assert await valid_secrets(session, secret_box(settings.secrets), uuid.UUID(created["id"])) == [
         third,
         second,
     ]
