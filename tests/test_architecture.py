@@ -16,6 +16,9 @@ depth, lazy and `TYPE_CHECKING` imports included: they are dependencies all the 
 from __future__ import annotations
 
 import ast
+import os
+import subprocess
+import sys
 import tomllib
 from collections import defaultdict
 from collections.abc import Iterator
@@ -329,3 +332,74 @@ def test_features_receive_their_part_of_the_settings_not_the_whole() -> None:
         for line in whole_settings_annotations(path.read_text(), where)
     ]
     assert not found, "the whole Settings outside the app's top:\n" + "\n".join(found)
+
+
+# Imports inside functions that may load a module the running app has not loaded yet, and
+# why that is right there. Any other such import would run on first use, on a request's or
+# a session's path, and hold the event loop while it loads (importing redis there once
+# stalled every open relay session for ~0.3 s).
+LAZY_IMPORTS = {
+    "app.cli": "the command line: each command loads what it needs",
+    "app.worker:run_worker": "start-up of `aai-proxy worker`",
+    "app.identity.jwt:__init__": "start-up, only when JWT sign-in is configured",
+    "app.relay.state:__init__": "start-up, only when REDIS_URL is set",
+    "app.core.secretbox:__init__": "cryptography (several MB) only where a secret is sealed; "
+    "~25 ms once",
+    "app.core.embedded_postgres": "the command line's embedded Postgres",
+    "app.core.db:start_embedded_postgres": "the command line's embedded Postgres",
+    "app.core.migrate": "migrations: start-up and the command line",
+    "app.metrics.router:serve_process_metrics": "start-up of the metrics port",
+    "app.uploads.streaming:__init__": "the multipart parser (~2 MB), imported off the event "
+    "loop by open_body (app/uploads/body.py) before the first form is parsed",
+}
+
+
+def _function_imports() -> Iterator[tuple[str, str, int, str]]:
+    """(module, function, line, imported module) for every import inside a function."""
+    for path in _sources(APP):
+        for fn in ast.walk(ast.parse(path.read_text(), str(path))):
+            if not isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            for node in ast.walk(fn):
+                if isinstance(node, ast.Import | ast.ImportFrom):
+                    for module in _imported(path, node):
+                        yield _module_name(path), fn.name, node.lineno, module
+
+
+def test_no_first_use_imports_on_request_paths() -> None:
+    """Every module imported inside a function is loaded once the app is made (so the
+    import is a dictionary lookup), unless the function is listed in LAZY_IMPORTS."""
+    script = (
+        "import sys\n"
+        "from app.main import create_app\n"
+        "create_app(configure_logs=False)\n"
+        "print('\\n'.join(sys.modules))\n"
+    )
+    env = {
+        **os.environ,
+        "APP_ENV": "test",
+        "DATABASE_URL": "postgresql+asyncpg://nobody@127.0.0.1:9/none",  # never connected
+    }
+    env.pop("REDIS_URL", None)
+    loaded = set(
+        subprocess.run(
+            [sys.executable, "-c", script],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        ).stdout.split()
+    )
+    late = sorted(
+        f"{module}:{line} {function}() imports {imported}"
+        for module, function, line, imported in _function_imports()
+        if imported not in loaded
+        and module not in LAZY_IMPORTS
+        and f"{module}:{function}" not in LAZY_IMPORTS
+    )
+    assert not late, (
+        "imported on first use, after start-up (import it at the top of the module, or "
+        "list the function in LAZY_IMPORTS with the reason):\n" + "\n".join(late)
+    )

@@ -407,7 +407,7 @@ async def submit_api(
             "Idempotency-Key applies to JSON submits: upload first (POST /api/uploads), "
             "then submit the upload_url with the key."
         )
-    body = open_body(request, settings.uploads, allow_multipart=True)
+    body = await open_body(request, settings.uploads, allow_multipart=True)
     assert isinstance(body, MultipartBody)
     await body.start()  # reads `config` (it comes before the file), nothing goes upstream
     config, options = _app_options(body.json_field("config") or {})

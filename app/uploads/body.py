@@ -4,6 +4,10 @@ uploads and submits in one request (app/transcripts/router.py)."""
 
 from __future__ import annotations
 
+import asyncio
+import importlib
+import sys
+
 from fastapi import Request
 
 from app.core.body_tap import EXTENSION as TAP_EXTENSION
@@ -22,8 +26,20 @@ from app.uploads.streaming import (
 )
 from app.upstream.client import RestClient
 
+FORM_PARSER = "app.uploads.form"
 
-def open_body(request: Request, settings: UploadSettings, *, allow_multipart: bool) -> BodyStream:
+
+async def load_form_parser() -> None:
+    """Import the multipart parser (app/uploads/form.py) off the event loop, the first
+    time a form arrives: imported in the loop, its ~0.2 s would hold every other request
+    and live session up for that long."""
+    if FORM_PARSER not in sys.modules:
+        await asyncio.to_thread(importlib.import_module, FORM_PARSER)
+
+
+async def open_body(
+    request: Request, settings: UploadSettings, *, allow_multipart: bool
+) -> BodyStream:
     """The request's body as a stream, refused early when its size or form is wrong."""
     content_type = request.headers.get("content-type")
     declared = declared_length(request.headers)
@@ -34,6 +50,7 @@ def open_body(request: Request, settings: UploadSettings, *, allow_multipart: bo
                 "POST /v2/upload takes the raw binary file as the body "
                 "(Content-Type: application/octet-stream), not multipart/form-data."
             )
+        await load_form_parser()
         body: BodyStream = MultipartBody(
             request.receive,
             request.headers,

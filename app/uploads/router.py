@@ -58,7 +58,7 @@ _BINARY_BODY: dict[str, Any] = {
 async def upload_v2(request: Request, principal: StreamingPrincipalDep) -> JSONResponse:
     """Upload a local file (raw binary body), as AssemblyAI's /v2/upload."""
     settings: UploadSettings = request.app.state.settings.uploads
-    body = open_body(request, settings, allow_multipart=False)
+    body = await open_body(request, settings, allow_multipart=False)
     result = await upload_body(request, principal, body)
     return JSONResponse(result.upstream)
 
@@ -72,7 +72,7 @@ async def upload_v2(request: Request, principal: StreamingPrincipalDep) -> JSONR
 async def upload_api(request: Request, principal: StreamingPrincipalDep) -> UploadRead:
     """Upload a file: a raw body, or a multipart form with a `file` field (streamed)."""
     settings: UploadSettings = request.app.state.settings.uploads
-    body = open_body(request, settings, allow_multipart=True)
+    body = await open_body(request, settings, allow_multipart=True)
     result = await upload_body(request, principal, body)
     return UploadRead(id=result.upload_id, upload_url=result.upload_url, bytes=result.bytes)
 
