@@ -37,10 +37,11 @@ run: $(STAMP) ## Run the service on PORT (8000); unconfigured: embedded Postgres
 test: $(STAMP) $(NODE_STAMP) ## Run the tests (TEST_DATABASE_URL, or an embedded Postgres)
 	$(BIN)/python scripts/run_tests.py $(PYTEST_ARGS)
 
-lint: $(STAMP) ## ruff and mypy (strict)
+lint: $(STAMP) ## ruff, mypy (strict) and the benchmarks type-checked against the app
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/mypy --config-file bench/mypy.ini bench/*.py
 
 fmt: $(STAMP) ## Format and autofix
 	$(BIN)/ruff format .

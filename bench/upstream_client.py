@@ -82,7 +82,9 @@ def run_proxy(variant: str, port: int, upstream: str) -> None:
             client = httpx.AsyncClient(base_url=upstream)
         else:
             settings = Settings(_env_file=None, upstream_transport="aiohttp")  # type: ignore[call-arg]
-            client = httpx.AsyncClient(base_url=upstream, transport=make_transport(settings))
+            client = httpx.AsyncClient(
+                base_url=upstream, transport=make_transport(settings.upstream)
+            )
         state["client"] = client
         yield
         await client.aclose()

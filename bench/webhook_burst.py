@@ -26,7 +26,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -81,7 +81,7 @@ def percentile(values: list[float], q: float) -> float:
 
 
 async def burst(
-    requests: list[tuple[str, str, dict[str, str], bytes | None]], connections: int
+    requests: Sequence[tuple[str, str, dict[str, str], bytes | None]], connections: int
 ) -> tuple[list[float], list[int]]:
     """Send every request, `connections` at a time over as many kept-alive connections."""
     latencies: list[float] = []
@@ -163,7 +163,9 @@ def main() -> int:
                 run_worker(database, stand_in_url, args.reconciler == "worker"),
             ):
                 base = service.url
-                baseline_reqs = [("GET", f"{base}/healthz", {}, None) for _ in range(n)]
+                baseline_reqs: list[tuple[str, str, dict[str, str], bytes | None]] = [
+                    ("GET", f"{base}/healthz", {}, None) for _ in range(n)
+                ]
                 webhook_reqs = [
                     (
                         "POST",
