@@ -151,6 +151,25 @@ async def test_webhook_receiver_checks_its_secret_before_the_body_matters(
         assert right.status_code == 400, right.text
 
 
+async def test_nul_in_a_multipart_part_header_is_400_before_upstream(
+    client: AsyncClient, admin_key: str
+) -> None:
+    """The file part's filename and Content-Type are stored with the upload row."""
+    parts = (
+        ('filename="a\x00b.wav"', "audio/wav", "filename"),
+        ('filename="a.wav"', "audio/x\x00wav", "Content-Type"),
+    )
+    for disposition, content_type, field in parts:
+        body = (
+            f'--b\r\nContent-Disposition: form-data; name="file"; {disposition}\r\n'
+            f"Content-Type: {content_type}\r\n\r\nRIFF0000WAVE\r\n--b--\r\n"
+        ).encode("utf-8", "surrogateescape")
+        headers = {"Authorization": admin_key, "Content-Type": "multipart/form-data; boundary=b"}
+        for path in ("/api/uploads", "/api/transcripts"):
+            response = await client.post(path, content=body, headers=headers)
+            assert_refused(response, field, "NUL")
+
+
 # --- 2. Deep JSON ----------------------------------------------------------------------------
 
 
