@@ -56,6 +56,15 @@ def _say(message: str) -> None:
     typer.secho(message, fg=typer.colors.YELLOW, err=True)
 
 
+def browse_url(host: str, port: int) -> str:
+    """Where a person on this machine opens the service bound to `host`:`port`."""
+    if host in ("", "0.0.0.0"):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
 @contextlib.contextmanager
 def database(settings: Settings, *, keep: bool = False) -> Iterator[Settings]:
     """The settings with a database: with no DATABASE_URL, the embedded Postgres is started
@@ -288,6 +297,12 @@ def serve(
                         bold=True,
                         err=True,
                     )
+                url = browse_url(bind_host, bind_port)
+                typer.secho(
+                    f"Web page: {url}/    API docs: {url}/docs",
+                    fg=typer.colors.GREEN,
+                    err=True,
+                )
             uvicorn.run(
                 "app.main:create_app",
                 factory=True,

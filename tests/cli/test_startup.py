@@ -220,3 +220,25 @@ def test_no_development_admin_key_with_a_real_assemblyai_key(
             await engine.dispose()
 
     assert asyncio.run(any_key()) is False
+
+
+def test_browse_url_names_a_reachable_address() -> None:
+    from app.cli import browse_url
+
+    assert browse_url("0.0.0.0", 8000) == "http://127.0.0.1:8000"
+    assert browse_url("::", 8000) == "http://[::1]:8000"
+    assert browse_url("127.0.0.1", 9) == "http://127.0.0.1:9"
+    assert browse_url("fe80::1", 80) == "http://[fe80::1]:80"
+
+
+def test_serve_help_and_make_help_name_both_ports() -> None:
+    from typer.testing import CliRunner
+
+    from app.cli import cli
+
+    text = CliRunner().invoke(cli, ["serve", "--help"], terminal_width=200).output
+    assert "PORT" in text and "EMULATOR_PORT" in text, text
+    root = Path(__file__).resolve().parents[2]
+    made = subprocess.run(["make", "-s", "help"], cwd=root, capture_output=True, text=True)
+    run_line = next(line for line in made.stdout.splitlines() if "make run" in line)
+    assert "PORT" in run_line and "EMULATOR_PORT" in run_line, made.stdout

@@ -100,6 +100,8 @@ def test_serve_with_nothing_configured(workdir: Path) -> None:
 
             assert "embedded Postgres" in output
             assert "EMULATOR" in output
+            assert f"Web page: http://127.0.0.1:{port}/ " in output
+            assert f"API docs: http://127.0.0.1:{port}/docs" in output
             assert listening(emulator_port)
             keys = KEY_RE.findall(output)
             assert len(keys) == 1, "the development admin key is printed once"
