@@ -237,8 +237,10 @@ def test_serve_help_and_make_help_name_both_ports() -> None:
     from app.cli import cli
 
     text = CliRunner().invoke(cli, ["serve", "--help"], terminal_width=200).output
-    assert "PORT" in text and "EMULATOR_PORT" in text, text
+    assert "PORT" in text, text
+    assert "EMULATOR_PORT" in text, text
     root = Path(__file__).resolve().parents[2]
     made = subprocess.run(["make", "-s", "help"], cwd=root, capture_output=True, text=True)
     run_line = next(line for line in made.stdout.splitlines() if "make run" in line)
-    assert "PORT" in run_line and "EMULATOR_PORT" in run_line, made.stdout
+    assert "PORT" in run_line, made.stdout
+    assert "EMULATOR_PORT" in run_line, made.stdout
