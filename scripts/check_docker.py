@@ -26,6 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from cryptography.fernet import Fernet
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -111,6 +113,8 @@ def replay(tmp: Path) -> None:
         "MIGRATE_ON_START": "false",
         "DATABASE_URL": database,
         "ASSEMBLYAI_API_KEY": "check-docker-not-a-real-key",
+        # Production refuses to start without it (docs/secrets.md), as an operator's would.
+        "SECRETS_KEY": Fernet.generate_key().decode(),
     }
     log = tmp / "serve.log"
     try:
