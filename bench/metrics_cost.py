@@ -24,13 +24,13 @@ sys.path.insert(0, str(ROOT))
 
 
 def measure() -> float:
-    from app.metrics import TOKEN_MINTS, UpstreamCall, observe_request
+    from app.metrics import UpstreamCall, count_mint, observe_request
 
     def one_mint() -> None:
         observe_request("/v3/token", "GET", 200, 0.003)
         with UpstreamCall("streaming", "/v3/token?expires_in_seconds=60") as call:
             call.status = 200
-        TOKEN_MINTS.labels("streaming", "granted").inc()
+        count_mint("streaming", "granted")
 
     for _ in range(1000):
         one_mint()

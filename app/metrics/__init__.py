@@ -156,6 +156,17 @@ def observe_upstream(host: str, path: str, outcome: str, seconds: float) -> None
     child.observe(seconds)
 
 
+_mint_children: dict[tuple[str, str], Any] = {}
+
+
+def count_mint(kind: str, outcome: str) -> None:
+    """One token mint asked for (children cached, as above: bounded kinds and outcomes)."""
+    child = _mint_children.get((kind, outcome))
+    if child is None:
+        child = _mint_children[(kind, outcome)] = TOKEN_MINTS.labels(kind, outcome)
+    child.inc()
+
+
 def upstream_outcome(status: int) -> str:
     """`2xx`, `4xx`, `429`, `5xx`: enough to see refusals and storms apart."""
     return "429" if status == 429 else f"{status // 100}xx"

@@ -123,6 +123,26 @@ def test_keep_alive_then_slow_headers(service: tuple[Proc, str]) -> None:
     _assert_timed_out(answer, elapsed, HEADER_TIMEOUT_S)
 
 
+def test_each_request_gets_the_whole_header_timeout(service: tuple[Proc, str]) -> None:
+    """The deadline runs from a request's first bytes, not from the connection's start or
+    from the previous request: one timer per connection is re-armed for what is left."""
+    proc, _ = service
+    with _connect(proc) as sock:
+        for _ in range(3):  # requests across several firings of the connection's timer
+            sock.sendall(_request_head("GET", "/healthz", {}))
+            got = b""
+            while not got.endswith(b"}"):  # the whole answer (head and JSON body)
+                got += sock.recv(65536)
+            assert got.startswith(b"HTTP/1.1 200"), got
+            time.sleep(HEADER_TIMEOUT_S * 0.6)
+        started = time.monotonic()
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+        answer = read_answer(sock, 10)
+        elapsed = time.monotonic() - started
+    _assert_timed_out(answer, elapsed, HEADER_TIMEOUT_S)
+    assert elapsed >= HEADER_TIMEOUT_S * 0.95, elapsed
+
+
 @pytest.mark.parametrize(
     ("path", "content_type"),
     [
