@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.types import Receive
 
 from app.core.body_tap import BodySink, ClientGone
-from app.core.boundary import InvalidInput, bad_text, parse_json
+from app.core.boundary import InvalidInput, check_text, parse_json
 from app.core.errors import AppError, BadRequest
 from app.core.http_server import BodyTap
 from app.uploads.limits import too_large
@@ -299,9 +299,11 @@ class MultipartBody(BodyStream):
             self._feed(body)
         # The part's own headers are stored with the upload: the same text rule as every
         # other stored string (app/core/boundary.py), before anything goes upstream.
-        for value, name in ((self.filename, "filename"), (self.file_content_type, "Content-Type")):
-            if value is not None and (why := bad_text(value)) is not None:
-                raise self._fail(InvalidInput(f"The file part's `{name}` {why}."))
+        try:
+            check_text(self.filename, "filename")
+            check_text(self.file_content_type, "Content-Type")
+        except InvalidInput as exc:
+            raise self._fail(exc) from None
 
     def _take_pending(self) -> list[bytes]:
         return [self.file.take()] if self.file.size else []
