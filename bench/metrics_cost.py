@@ -24,13 +24,13 @@ sys.path.insert(0, str(ROOT))
 
 
 def measure() -> float:
-    from app.metrics import UpstreamCall, count_mint, observe_request
+    from app.metrics import TOKEN_MINTS, UpstreamCall, labelled, observe_request
 
     def one_mint() -> None:
         observe_request("/v3/token", "GET", 200, 0.003)
         with UpstreamCall("streaming", "/v3/token?expires_in_seconds=60") as call:
             call.status = 200
-        count_mint("streaming", "granted")
+        labelled(TOKEN_MINTS, "streaming", "granted").inc()
 
     for _ in range(1000):
         one_mint()

@@ -26,7 +26,7 @@ from app.core.db import create_sessionmaker, utcnow
 from app.core.errors import AppError, BadRequest, Forbidden, ServiceUnavailable, UpstreamError
 from app.identity.callers import SingleFlight
 from app.identity.principal import Principal
-from app.metrics import count_mint
+from app.metrics import TOKEN_MINTS, labelled
 from app.tokens.limits import LimiterUnavailable, LimitExceeded, Quota, TokenLimiter
 from app.tokens.models import TokenPolicy
 from app.tokens.schemas import LiveAccess
@@ -312,7 +312,7 @@ class TokenRuntime:
         **detail: Any,
     ) -> None:
         """One audit row for a grant or a refusal (never the token)."""
-        count_mint(kind, outcome)
+        labelled(TOKEN_MINTS, kind, outcome).inc()
         await self.audit.write(
             key_id=caller.key_id if caller else None,
             end_user=caller.end_user if caller else None,

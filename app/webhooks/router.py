@@ -35,7 +35,7 @@ from app.identity.callers import require_caller_scope
 from app.identity.models import ApiKey
 from app.identity.principal import Principal
 from app.identity.scopes import Scope
-from app.metrics import WEBHOOK_ACKS
+from app.metrics import WEBHOOK_ACKS, labelled
 from app.transcripts.models import FINAL_STATUSES, Job
 from app.transcripts.service import owner_conditions
 from app.transcripts.views import job_view
@@ -84,7 +84,7 @@ async def _receive(job_id: uuid.UUID, request: Request) -> Response:
         runtime.ack_done()
     if receipt.marked_due and local is not None:
         local.nudge(job_id)
-    WEBHOOK_ACKS.labels("duplicate" if receipt.duplicate else "accepted").inc()
+    labelled(WEBHOOK_ACKS, "duplicate" if receipt.duplicate else "accepted").inc()
     return Response(_ACK[receipt.duplicate], media_type="application/json")
 
 
